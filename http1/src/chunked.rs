@@ -105,19 +105,25 @@ impl ChunkedDecoder {
     fn size_line<'b>(&mut self, input: &'b [u8]) -> Result<(usize, BodyEvent<'b>), Error> {
         let limit = self.limits.chunk_line;
         let window = &input[..input.len().min(limit)];
-        let Some(lf) = window.iter().position(|&b| b == b'\n') else {
-            // Reject a line that cannot be a chunk size as soon as its first bad byte shows.
-            if window.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
-                return Err(Error::ChunkSize);
-            }
+        // Reject a line that cannot be a chunk size as soon as its first byte shows.
+        if window.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+            return Err(Error::ChunkSize);
+        }
+        let Some(end) = window.iter().position(|&b| b == b'\r' || b == b'\n') else {
             return match window.len() == limit {
                 true => Err(Error::ChunkLineTooLong),
                 false => Ok((0, BodyEvent::NeedMore)),
             };
         };
-        let Some(line) = window[..lf].strip_suffix(b"\r") else {
-            return Err(Error::BareLf);
-        };
+        match (window[end], window.get(end + 1)) {
+            (b'\n', _) => return Err(Error::BareLf),
+            (_, None) if window.len() == limit => return Err(Error::ChunkLineTooLong),
+            (_, None) => return Ok((0, BodyEvent::NeedMore)),
+            (_, Some(b'\n')) => {}
+            (_, Some(_)) => return Err(Error::BareCr),
+        }
+        let line = &window[..end];
+        let lf = end + 1;
         let digits = line
             .iter()
             .position(|b| !b.is_ascii_hexdigit())
