@@ -1,1 +1,129 @@
-fn main() {}
+//! Our HTTP/1.1 head parser side by side with httparse, and chunked decoding throughput.
+//!
+//! Run: `cargo bench --bench http1_parse`. Each group measures both parsers on the same bytes
+//! in the same run; the figures go into `docs/benchmarks.md`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gatehouse_http1::{parse_request, BodyDecoder, BodyEvent, BodyKind, Field, Limits, Status};
+use std::hint::black_box;
+
+/// (a) a small API call, about 100 bytes.
+const SMALL_GET: &[u8] = b"GET /api/v1/items/42 HTTP/1.1\r\nHost: app1.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n";
+
+/// (b) a browser navigation with cookies, about 800 bytes.
+const BROWSER: &[u8] = b"GET /dashboard/reports?year=2026&quarter=3&view=summary HTTP/1.1\r\n\
+Host: app1.example.com\r\n\
+Connection: keep-alive\r\n\
+sec-ch-ua: \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"\r\n\
+sec-ch-ua-mobile: ?0\r\n\
+sec-ch-ua-platform: \"Linux\"\r\n\
+Upgrade-Insecure-Requests: 1\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n\
+Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8\r\n\
+Sec-Fetch-Site: same-origin\r\n\
+Sec-Fetch-Mode: navigate\r\n\
+Sec-Fetch-User: ?1\r\n\
+Sec-Fetch-Dest: document\r\n\
+Referer: https://app1.example.com/dashboard\r\n\
+Accept-Encoding: gzip, deflate, br, zstd\r\n\
+Accept-Language: en-GB,en-US;q=0.9,en;q=0.8\r\n\
+Cookie: theme=dark; lang=en; __Host-gatehouse=AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n\r\n";
+
+/// (c) about 4 KiB with many fields.
+fn many_fields() -> Vec<u8> {
+    let mut head = b"POST /graphql HTTP/1.1\r\nHost: api.example.com\r\nContent-Type: application/json\r\nContent-Length: 512\r\n".to_vec();
+    let mut i = 0;
+    while head.len() < 4000 {
+        head.extend_from_slice(format!("X-Custom-Header-{i:02}: value-{i:02}-abcdefghijklmnopqrstuvwxyz0123456789\r\n").as_bytes());
+        i += 1;
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+fn ours(buf: &[u8]) -> usize {
+    let mut fields = [Field::EMPTY; 100];
+    match parse_request(buf, &mut fields, &Limits::default()) {
+        Ok(Status::Complete(head)) => head.head_len,
+        _ => panic!("bench input must parse"),
+    }
+}
+
+fn theirs(buf: &[u8]) -> usize {
+    let mut fields = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut fields);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => panic!("bench input must parse"),
+    }
+}
+
+fn heads(c: &mut Criterion) {
+    let large = many_fields();
+    let inputs: [(&str, &[u8]); 3] = [("a_get_100B", SMALL_GET), ("b_browser_800B", BROWSER), ("c_many_4KiB", &large)];
+    for (name, input) in inputs {
+        assert_eq!(ours(input), theirs(input));
+        let mut group = c.benchmark_group(format!("head/{name}"));
+        group.throughput(Throughput::Bytes(input.len() as u64));
+        group.bench_with_input(BenchmarkId::new("gatehouse", input.len()), input, |b, i| {
+            b.iter(|| ours(black_box(i)))
+        });
+        group.bench_with_input(BenchmarkId::new("httparse", input.len()), input, |b, i| {
+            b.iter(|| theirs(black_box(i)))
+        });
+        group.finish();
+    }
+}
+
+fn chunked(c: &mut Criterion) {
+    // 1 MiB of data in 4 KiB chunks.
+    let mut wire = Vec::new();
+    for _ in 0..256 {
+        wire.extend_from_slice(b"1000\r\n");
+        wire.extend_from_slice(&[b'x'; 4096]);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let mut group = c.benchmark_group("chunked/1MiB_in_4KiB_chunks");
+    group.throughput(Throughput::Bytes(wire.len() as u64));
+    group.bench_function("gatehouse", |b| {
+        b.iter(|| {
+            let mut decoder = BodyDecoder::new(BodyKind::Chunked, &Limits::default());
+            let (mut at, mut data) = (0, 0);
+            loop {
+                match decoder.decode(black_box(&wire[at..])) {
+                    Ok((n, BodyEvent::Data(r))) => {
+                        data += r.len();
+                        at += n;
+                    }
+                    Ok((_, BodyEvent::End)) => break data,
+                    Ok((n, _)) => at += n,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+    });
+    group.bench_function("httparse", |b| {
+        b.iter(|| {
+            let (mut at, mut data) = (0, 0);
+            loop {
+                match httparse::parse_chunk_size(black_box(&wire[at..])) {
+                    Ok(httparse::Status::Complete((n, 0))) => {
+                        at += n;
+                        break data;
+                    }
+                    Ok(httparse::Status::Complete((n, size))) => {
+                        let size = size as usize;
+                        data += black_box(&wire[at + n..at + n + size]).len();
+                        at += n + size + 2;
+                    }
+                    _ => panic!("bench input must parse"),
+                }
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, heads, chunked);
+criterion_main!(benches);

@@ -1,7 +1,7 @@
 //! What request, response and trailer sections share: the field-line parser, the start-line
 //! pieces, and the fields that decide framing and connection handling.
 
-use crate::chars::{self, TOKEN};
+use crate::chars;
 use crate::{Error, Field};
 
 /// Outcome of parsing input that may still be incomplete (httparse's `Status`).
@@ -269,16 +269,18 @@ pub(crate) fn field_line(window: &[u8], pos: usize) -> Result<Line<'_>, Error> {
         b' ' | b'\t' => return Err(Error::ObsFold),
         _ => {}
     }
-    let name_end = match window[pos..].iter().position(|&b| !TOKEN[b as usize]) {
-        Some(n) => pos + n,
+    let (len, valid) = chars::scan_name(&window[pos..]);
+    if !valid {
+        return Err(Error::FieldName);
+    }
+    let name_end = pos + len;
+    match window.get(name_end) {
         None => return Ok(Line::Incomplete),
-    };
-    match window[name_end] {
-        b':' if name_end > pos => {}
+        Some(b':') if name_end > pos => {}
         // RFC 9112 5.1: no whitespace is allowed between the field name and colon; a server
         // MUST reject such a message with 400.
-        b' ' | b'\t' => return Err(Error::WhitespaceBeforeColon),
-        _ => return Err(Error::FieldName),
+        Some(b' ' | b'\t') => return Err(Error::WhitespaceBeforeColon),
+        Some(_) => return Err(Error::FieldName),
     }
     let name = &window[pos..name_end];
     Ok(match field_value(window, name_end + 1)? {
@@ -294,6 +296,10 @@ pub(crate) fn field_line(window: &[u8], pos: usize) -> Result<Line<'_>, Error> {
 /// after its CRLF, or `None` if the line is not complete in `window`.
 fn field_value(window: &[u8], from: usize) -> Result<Option<(&[u8], usize)>, Error> {
     let mut start = from;
+    // Usually exactly one SP follows the colon.
+    if window.get(start) == Some(&b' ') {
+        start += 1;
+    }
     while matches!(window.get(start), Some(b' ' | b'\t')) {
         start += 1;
     }

@@ -21,9 +21,9 @@ pub enum TargetForm {
 #[derive(Clone, Copy, Debug)]
 pub struct RequestHead<'b, 'f> {
     /// The method, a token (case-sensitive: `get` is not `GET`).
-    pub method: &'b str,
-    /// The request target exactly as received.
-    pub target: &'b str,
+    pub method: &'b [u8],
+    /// The request target exactly as received (ASCII, no spaces or controls).
+    pub target: &'b [u8],
     /// Which form the target has.
     pub form: TargetForm,
     /// HTTP/1.0 or HTTP/1.1.
@@ -48,12 +48,22 @@ pub struct RequestHead<'b, 'f> {
 impl RequestHead<'_, '_> {
     /// Whether this is a HEAD request (its response has no body whatever its fields say).
     pub fn is_head(&self) -> bool {
-        self.method == "HEAD"
+        self.method == b"HEAD"
     }
 
     /// Whether this is a CONNECT request.
     pub fn is_connect(&self) -> bool {
-        self.method == "CONNECT"
+        self.method == b"CONNECT"
+    }
+
+    /// The method as text (tokens are ASCII).
+    pub fn method_str(&self) -> &str {
+        ascii(self.method)
+    }
+
+    /// The target as text (targets are ASCII).
+    pub fn target_str(&self) -> &str {
+        ascii(self.target)
     }
 }
 
@@ -91,11 +101,11 @@ pub fn parse_request<'b, 'f>(
     .complete() else {
         return Ok(Status::Partial);
     };
-    let method = ascii(&buf[start..start + line.method_len]);
-    let target = ascii(&buf[start + line.target.0..start + line.target.1]);
-    let form = target_form(method, target.as_bytes())?;
+    let method = &buf[start..start + line.method_len];
+    let target = &buf[start + line.target.0..start + line.target.1];
+    let form = target_form(method, target)?;
     let version = line.version;
-    let body = request_body(version, method == "CONNECT", &control)?;
+    let body = request_body(version, method == b"CONNECT", &control)?;
     check_host(version, &control)?;
     let http11 = version == Version::Http11;
     // RFC 9110 10.1.1: a server that receives 100-continue in an HTTP/1.0 request MUST ignore
@@ -187,8 +197,8 @@ fn request_line(buf: &[u8], limit: usize) -> Result<Option<RequestLine>, Error> 
 }
 
 /// RFC 9112 3.2: which form the target has, and whether the method allows that form.
-fn target_form(method: &str, target: &[u8]) -> Result<TargetForm, Error> {
-    if method == "CONNECT" {
+fn target_form(method: &[u8], target: &[u8]) -> Result<TargetForm, Error> {
+    if method == b"CONNECT" {
         // RFC 9112 3.2.3: authority-form is only used for CONNECT, and CONNECT only uses it.
         return match authority_form(target) {
             true => Ok(TargetForm::Authority),
@@ -198,7 +208,7 @@ fn target_form(method: &str, target: &[u8]) -> Result<TargetForm, Error> {
     match target {
         [b'/', ..] => Ok(TargetForm::Origin),
         // RFC 9112 3.2.4: asterisk-form is only used for a server-wide OPTIONS request.
-        b"*" if method == "OPTIONS" => Ok(TargetForm::Asterisk),
+        b"*" if method == b"OPTIONS" => Ok(TargetForm::Asterisk),
         _ if absolute_form(target) => Ok(TargetForm::Absolute),
         _ => Err(Error::Target),
     }
@@ -211,7 +221,7 @@ fn authority_form(target: &[u8]) -> bool {
     };
     let (host, port) = (&target[..colon], &target[colon + 1..]);
     !host.is_empty()
-        && host.iter().all(|&b| chars::is_host_byte(b) && b != b'@')
+        && host.iter().all(|&b| chars::HOST[b as usize] && b != b'@')
         && !port.is_empty()
         && port.len() <= 5
         && port.iter().all(u8::is_ascii_digit)
@@ -277,7 +287,7 @@ fn check_host(version: Version, control: &Control<'_>) -> Result<(), Error> {
     match (control.host_count, control.host) {
         (0, _) if version == Version::Http11 => Err(Error::HostMissing),
         (0, _) => Ok(()),
-        (1, Some(host)) if host.iter().all(|&b| chars::is_host_byte(b)) => Ok(()),
+        (1, Some(host)) if host.iter().all(|&b| chars::HOST[b as usize]) => Ok(()),
         (1, _) => Err(Error::HostInvalid),
         _ => Err(Error::HostDuplicate),
     }

@@ -22,7 +22,7 @@ fn pump(conn: &mut ServerConn, buf: &[u8]) -> Result<(Vec<Seen>, usize, bool), E
         let (n, event) = conn.handle_input(&buf[at..], &mut fields)?;
         let stop = match event {
             ServerEvent::Request(h) => {
-                seen.push(Seen::Request(format!("{} {}", h.method, h.target)));
+                seen.push(Seen::Request(format!("{} {}", h.method_str(), h.target_str())));
                 false
             }
             ServerEvent::Body(BodyEvent::Data(r)) => {

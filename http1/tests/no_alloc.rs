@@ -71,7 +71,7 @@ fn parsing_heads_and_decoding_bodies_allocates_nothing() {
         let Ok(Status::Complete(resp)) = parse_response(response, &mut rfields, &Limits::default()) else {
             return false;
         };
-        let mut w = HeadWriter::request(&mut out, head.method, head.target, Version::Http11).unwrap();
+        let mut w = HeadWriter::request(&mut out, head.method_str(), head.target_str(), Version::Http11).unwrap();
         w.fields(gatehouse_http1::end_to_end(head.fields.as_slice())).unwrap();
         w.finish();
         data == 5 && resp.body(RequestMethod::default()) == Ok(BodyKind::Length(5))

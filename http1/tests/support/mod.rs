@@ -28,8 +28,8 @@ pub fn parse_req_with(input: &[u8], limits: &Limits) -> Result<Option<Req>, Erro
     Ok(match parse_request(input, &mut fields, limits)? {
         Status::Partial => None,
         Status::Complete(h) => Some(Req {
-            method: h.method.to_owned(),
-            target: h.target.to_owned(),
+            method: h.method_str().to_owned(),
+            target: h.target_str().to_owned(),
             form: h.form,
             version: h.version,
             fields: h
