@@ -34,7 +34,12 @@ fn many_fields() -> Vec<u8> {
     let mut head = b"POST /graphql HTTP/1.1\r\nHost: api.example.com\r\nContent-Type: application/json\r\nContent-Length: 512\r\n".to_vec();
     let mut i = 0;
     while head.len() < 4000 {
-        head.extend_from_slice(format!("X-Custom-Header-{i:02}: value-{i:02}-abcdefghijklmnopqrstuvwxyz0123456789\r\n").as_bytes());
+        head.extend_from_slice(
+            format!(
+                "X-Custom-Header-{i:02}: value-{i:02}-abcdefghijklmnopqrstuvwxyz0123456789\r\n"
+            )
+            .as_bytes(),
+        );
         i += 1;
     }
     head.extend_from_slice(b"\r\n");
@@ -60,7 +65,11 @@ fn theirs(buf: &[u8]) -> usize {
 
 fn heads(c: &mut Criterion) {
     let large = many_fields();
-    let inputs: [(&str, &[u8]); 3] = [("a_get_100B", SMALL_GET), ("b_browser_800B", BROWSER), ("c_many_4KiB", &large)];
+    let inputs: [(&str, &[u8]); 3] = [
+        ("a_get_100B", SMALL_GET),
+        ("b_browser_800B", BROWSER),
+        ("c_many_4KiB", &large),
+    ];
     for (name, input) in inputs {
         assert_eq!(ours(input), theirs(input));
         let mut group = c.benchmark_group(format!("head/{name}"));
@@ -108,10 +117,7 @@ fn chunked(c: &mut Criterion) {
             let (mut at, mut data) = (0, 0);
             loop {
                 match httparse::parse_chunk_size(black_box(&wire[at..])) {
-                    Ok(httparse::Status::Complete((n, 0))) => {
-                        at += n;
-                        break data;
-                    }
+                    Ok(httparse::Status::Complete((_, 0))) => break data,
                     Ok(httparse::Status::Complete((n, size))) => {
                         let size = size as usize;
                         data += black_box(&wire[at + n..at + n + size]).len();

@@ -206,10 +206,7 @@ mod sse2 {
                 _mm_or_si128(eq(b'{'), eq(b'}')),
             ),
         );
-        (
-            _mm_movemask_epi8(end) as u32,
-            _mm_movemask_epi8(bad) as u32,
-        )
+        (_mm_movemask_epi8(end) as u32, _mm_movemask_epi8(bad) as u32)
     }
 
     #[target_feature(enable = "sse2")]

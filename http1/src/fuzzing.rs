@@ -2,8 +2,8 @@
 //! Each one runs real parser code on arbitrary bytes and panics when an invariant breaks.
 
 use crate::{
-    parse_request, parse_response, BodyDecoder, BodyEvent, BodyKind, Field, Limits,
-    RequestMethod, Status,
+    parse_request, parse_response, BodyDecoder, BodyEvent, BodyKind, Field, Limits, RequestMethod,
+    Status,
 };
 
 /// Request head parser on arbitrary bytes: no panic, and a complete head is consistent.
@@ -29,7 +29,13 @@ pub fn response_head(data: &[u8]) {
     let mut fields = [Field::EMPTY; 100];
     if let Ok(Status::Complete(head)) = parse_response(data, &mut fields, &Limits::default()) {
         assert!(head.head_len <= data.len());
-        for method in [RequestMethod::default(), RequestMethod { head: true, connect: false }] {
+        for method in [
+            RequestMethod::default(),
+            RequestMethod {
+                head: true,
+                connect: false,
+            },
+        ] {
             let _ = head.body(method);
             let _ = head.reusable(method);
         }
@@ -72,9 +78,13 @@ pub fn differential(data: &[u8]) {
     }
 }
 
+/// What [`decode_all`] saw: the data, the trailer fields, and whether the body ended
+/// (`Ok(false)`: input ran out first).
+pub type Decoded = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>, Result<bool, crate::Error>);
+
 /// Decodes a chunked body fed `step` bytes at a time, the way a driver would: unconsumed bytes
 /// stay in the buffer and new ones are appended. Returns the data, trailers and verdict.
-pub fn decode_all(input: &[u8], step: usize) -> (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>, Result<bool, crate::Error>) {
+pub fn decode_all(input: &[u8], step: usize) -> Decoded {
     let mut decoder = BodyDecoder::new(BodyKind::Chunked, &Limits::default());
     let (mut data, mut trailers) = (Vec::new(), Vec::new());
     let mut buf: Vec<u8> = Vec::new();

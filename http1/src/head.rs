@@ -129,25 +129,30 @@ impl<'b> Control<'b> {
                     any = true;
                     match self.content_length {
                         Some(seen) if seen != n => {
-                            self.content_length_error.get_or_insert(Error::ContentLengthMismatch);
+                            self.content_length_error
+                                .get_or_insert(Error::ContentLengthMismatch);
                         }
                         _ => self.content_length = Some(n),
                     }
                 }
                 None => {
-                    self.content_length_error.get_or_insert(Error::ContentLengthInvalid);
+                    self.content_length_error
+                        .get_or_insert(Error::ContentLengthInvalid);
                 }
             }
         }
         if !any {
-            self.content_length_error.get_or_insert(Error::ContentLengthInvalid);
+            self.content_length_error
+                .get_or_insert(Error::ContentLengthInvalid);
         }
     }
 
     /// RFC 9112 6.1: `Transfer-Encoding = #transfer-coding`, where
     /// `transfer-coding = token *( OWS ";" OWS transfer-parameter )`.
     fn observe_codings(&mut self, value: &[u8]) {
-        let codings = self.transfer_coding.get_or_insert_with(TransferCodings::default);
+        let codings = self
+            .transfer_coding
+            .get_or_insert_with(TransferCodings::default);
         let mut any = false;
         for element in chars::list_elements(value) {
             any = true;

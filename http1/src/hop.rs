@@ -18,13 +18,18 @@ pub const HOP_BY_HOP: [&str; 7] = [
 /// Whether `name` is hop-by-hop in a message with `fields`: one of [`HOP_BY_HOP`] or named by
 /// any Connection field of the message. Allocates nothing.
 pub fn is_hop_by_hop(name: &[u8], fields: &[Field<'_>]) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-        || fields.iter().filter(|f| f.is("connection")).any(|f| {
-            chars::list_elements(f.value).any(|token| token.eq_ignore_ascii_case(name))
-        })
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        || fields
+            .iter()
+            .filter(|f| f.is("connection"))
+            .any(|f| chars::list_elements(f.value).any(|token| token.eq_ignore_ascii_case(name)))
 }
 
 /// The fields of a message that a proxy forwards: all but the hop-by-hop ones, in order.
 pub fn end_to_end<'f, 'b>(fields: &'f [Field<'b>]) -> impl Iterator<Item = &'f Field<'b>> + 'f {
-    fields.iter().filter(move |f| !is_hop_by_hop(f.name, fields))
+    fields
+        .iter()
+        .filter(move |f| !is_hop_by_hop(f.name, fields))
 }

@@ -170,9 +170,7 @@ fn status_line(buf: &[u8], limit: usize) -> Result<Option<StatusLine>, Error> {
     if window[8] != b' ' || !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' {
         return Err(Error::StatusLine);
     }
-    let status = code
-        .iter()
-        .fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
+    let status = code.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
     let (reason_start, mut at) = match window.get(12) {
         None => return need_more,
         Some(b' ') => (13, 13),

@@ -1,9 +1,7 @@
 //! Chunked transfer coding, RFC 9112 section 7.1, decoded incrementally.
 
-use gatehouse_http1::fuzzing::decode_all;
+use gatehouse_http1::fuzzing::{decode_all, Decoded};
 use gatehouse_http1::{write_chunk_size, write_last_chunk, Error, Field, LAST_CHUNK};
-
-type Decoded = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>, Result<bool, Error>);
 
 /// Decodes `input` fed whole and fed at every step size; all must agree.
 #[track_caller]
@@ -25,7 +23,14 @@ fn rfc9112_7_1_chunks_and_last_chunk() {
 
 #[test]
 fn rfc9112_7_1_hex_size_any_case_with_leading_zeros() {
-    let body = [&b"0000A\r\n"[..], &[b'x'; 10], b"\r\n00a\r\n", &[b'y'; 10], b"\r\n0\r\n\r\n"].concat();
+    let body = [
+        &b"0000A\r\n"[..],
+        &[b'x'; 10],
+        b"\r\n00a\r\n",
+        &[b'y'; 10],
+        b"\r\n0\r\n\r\n",
+    ]
+    .concat();
     assert_eq!(decode(&body).0.len(), 20);
 }
 
@@ -38,7 +43,14 @@ fn rfc9112_7_1_size_overflow_is_rejected() {
 
 #[test]
 fn rfc9112_7_1_size_must_be_hex_digits() {
-    for bad in [&b"-1\r\n"[..], b"+1\r\n", b" 1\r\n", b"0x1\r\n", b"\r\n", b"g\r\n"] {
+    for bad in [
+        &b"-1\r\n"[..],
+        b"+1\r\n",
+        b" 1\r\n",
+        b"0x1\r\n",
+        b"\r\n",
+        b"g\r\n",
+    ] {
         assert!(decode(bad).2.is_err(), "{bad:?}");
     }
 }
@@ -50,7 +62,10 @@ fn rfc9112_7_1_lines_end_in_crlf_only() {
     assert_eq!(decode(b"5\r\nhelloXX0\r\n\r\n").2, Err(Error::ChunkDataEnd));
     assert_eq!(decode(b"5\r\nhello\r\n0\r\n\n").2, Err(Error::BareLf));
     assert_eq!(decode(b"5\r\rhello\r\n0\r\n\r\n").2, Err(Error::BareCr));
-    assert_eq!(decode(b"5;a=b\rc\r\nhello\r\n0\r\n\r\n").2, Err(Error::BareCr));
+    assert_eq!(
+        decode(b"5;a=b\rc\r\nhello\r\n0\r\n\r\n").2,
+        Err(Error::BareCr)
+    );
 }
 
 #[test]
@@ -58,7 +73,14 @@ fn rfc9112_7_1_1_chunk_extensions_follow_the_grammar() {
     let ok = decode(b"5;name=value;flag ; q=\"a \\\" b\"\r\nhello\r\n0;last\r\n\r\n");
     assert_eq!(ok.0, b"hello");
     assert_eq!(ok.2, Ok(true));
-    for bad in [&b"5;\r\nhello\r\n"[..], b"5;=x\r\nhello\r\n", b"5;a=\r\nhello\r\n", b"5 x\r\nhello\r\n", b"5;a=\"open\r\nhello\r\n", b"5;a\x00\r\nhello\r\n"] {
+    for bad in [
+        &b"5;\r\nhello\r\n"[..],
+        b"5;=x\r\nhello\r\n",
+        b"5;a=\r\nhello\r\n",
+        b"5 x\r\nhello\r\n",
+        b"5;a=\"open\r\nhello\r\n",
+        b"5;a\x00\r\nhello\r\n",
+    ] {
         assert_eq!(decode(bad).2, Err(Error::ChunkExtension), "{bad:?}");
     }
 }
@@ -67,22 +89,41 @@ fn rfc9112_7_1_1_chunk_extensions_follow_the_grammar() {
 fn chunk_extensions_are_bounded_per_line_and_per_body() {
     let long = format!("1;x={}\r\na\r\n", "v".repeat(5000));
     assert_eq!(decode(long.as_bytes()).2, Err(Error::ChunkLineTooLong));
-    let many = "1;x=vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv\r\na\r\n".repeat(300);
-    assert_eq!(decode_all(many.as_bytes(), 4096).2, Err(Error::ChunkLineTooLong));
+    let many =
+        "1;x=vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv\r\na\r\n".repeat(300);
+    assert_eq!(
+        decode_all(many.as_bytes(), 4096).2,
+        Err(Error::ChunkLineTooLong)
+    );
 }
 
 #[test]
 fn rfc9112_7_1_2_trailers_follow_field_rules() {
     let (data, trailers, done) = decode(b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nY: two  \r\n\r\n");
     assert_eq!(data, b"abc");
-    assert_eq!(trailers, vec![(b"X-Sum".to_vec(), b"1".to_vec()), (b"Y".to_vec(), b"two".to_vec())]);
+    assert_eq!(
+        trailers,
+        vec![
+            (b"X-Sum".to_vec(), b"1".to_vec()),
+            (b"Y".to_vec(), b"two".to_vec())
+        ]
+    );
     assert_eq!(done, Ok(true));
-    assert_eq!(decode(b"0\r\nX : 1\r\n\r\n").2, Err(Error::WhitespaceBeforeColon));
-    assert_eq!(decode(b"0\r\nX: 1\r\n folded\r\n\r\n").2, Err(Error::ObsFold));
+    assert_eq!(
+        decode(b"0\r\nX : 1\r\n\r\n").2,
+        Err(Error::WhitespaceBeforeColon)
+    );
+    assert_eq!(
+        decode(b"0\r\nX: 1\r\n folded\r\n\r\n").2,
+        Err(Error::ObsFold)
+    );
     assert_eq!(decode(b"0\r\nX: a\x00b\r\n\r\n").2, Err(Error::FieldValue));
     assert_eq!(decode(b"0\r\nX: 1\n\r\n").2, Err(Error::BareLf));
     let huge = format!("0\r\nX: {}\r\n\r\n", "v".repeat(20_000));
-    assert_eq!(decode_all(huge.as_bytes(), 1000).2, Err(Error::TrailerSectionTooLarge));
+    assert_eq!(
+        decode_all(huge.as_bytes(), 1000).2,
+        Err(Error::TrailerSectionTooLarge)
+    );
 }
 
 #[test]
@@ -94,7 +135,12 @@ fn nothing_after_the_last_chunk_is_consumed() {
 
 #[test]
 fn encoder_output_decodes_to_the_same_bytes() {
-    for sizes in [vec![1usize], vec![15, 16, 17], vec![4096, 1, 65536], vec![255, 256]] {
+    for sizes in [
+        vec![1usize],
+        vec![15, 16, 17],
+        vec![4096, 1, 65536],
+        vec![255, 256],
+    ] {
         let mut wire = Vec::new();
         let mut expected = Vec::new();
         for (i, n) in sizes.iter().enumerate() {
@@ -104,7 +150,14 @@ fn encoder_output_decodes_to_the_same_bytes() {
             wire.extend_from_slice(b"\r\n");
             expected.extend_from_slice(&chunk);
         }
-        write_last_chunk(&[Field { name: b"X-T", value: b"v" }], &mut wire).unwrap();
+        write_last_chunk(
+            &[Field {
+                name: b"X-T",
+                value: b"v",
+            }],
+            &mut wire,
+        )
+        .unwrap();
         let (data, trailers, done) = decode_all(&wire, 1000);
         assert_eq!(data, expected);
         assert_eq!(trailers.len(), 1);

@@ -22,7 +22,11 @@ fn pump(conn: &mut ServerConn, buf: &[u8]) -> Result<(Vec<Seen>, usize, bool), E
         let (n, event) = conn.handle_input(&buf[at..], &mut fields)?;
         let stop = match event {
             ServerEvent::Request(h) => {
-                seen.push(Seen::Request(format!("{} {}", h.method_str(), h.target_str())));
+                seen.push(Seen::Request(format!(
+                    "{} {}",
+                    h.method_str(),
+                    h.target_str()
+                )));
                 false
             }
             ServerEvent::Body(BodyEvent::Data(r)) => {
@@ -86,7 +90,11 @@ fn a_pipelined_request_waits_until_the_response_is_complete() {
 #[test]
 fn rfc9112_9_6_connection_close_ends_after_the_response() {
     let mut conn = ServerConn::new(Limits::default());
-    pump(&mut conn, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").unwrap();
+    pump(
+        &mut conn,
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     conn.response_head(200, false);
     assert_eq!(conn.response_complete(), Next::Close);
 
@@ -103,7 +111,11 @@ fn rfc9112_9_3_http_1_0_keep_alive_only_when_asked() {
     conn.response_head(200, false);
     assert_eq!(conn.response_complete(), Next::Close);
     let mut conn = ServerConn::new(Limits::default());
-    pump(&mut conn, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    pump(
+        &mut conn,
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .unwrap();
     conn.response_head(200, false);
     assert_eq!(conn.response_complete(), Next::ReadRequest);
 }
@@ -125,7 +137,11 @@ fn rfc9110_10_1_1_continue_is_wanted_before_the_body_and_only_once() {
 #[test]
 fn a_final_response_before_the_body_cancels_continue_and_closes() {
     let mut conn = ServerConn::new(Limits::default());
-    pump(&mut conn, b"PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n").unwrap();
+    pump(
+        &mut conn,
+        b"PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n",
+    )
+    .unwrap();
     conn.response_head(401, false);
     assert!(!conn.wants_continue());
     // The body was never read, so the next request cannot be found: close.
@@ -157,7 +173,11 @@ fn a_refused_upgrade_never_reads_early_bytes_as_a_request() {
 #[test]
 fn a_bad_request_closes_the_connection() {
     let mut conn = ServerConn::new(Limits::default());
-    let err = pump(&mut conn, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap_err();
+    let err = pump(
+        &mut conn,
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .unwrap_err();
     assert_eq!(err, Error::ContentLengthWithTransferEncoding);
     assert_eq!(conn.response_complete(), Next::Close);
 }

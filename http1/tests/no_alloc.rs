@@ -49,7 +49,8 @@ fn parsing_heads_and_decoding_bodies_allocates_nothing() {
     let mut fields = [Field::EMPTY; 100];
     let mut out = Vec::with_capacity(1024);
     let (ok, allocations) = count(|| {
-        let Ok(Status::Complete(head)) = parse_request(request, &mut fields, &Limits::default()) else {
+        let Ok(Status::Complete(head)) = parse_request(request, &mut fields, &Limits::default())
+        else {
             return false;
         };
         let _ = head.fields.get("cookie");
@@ -68,11 +69,19 @@ fn parsing_heads_and_decoding_bodies_allocates_nothing() {
             }
         }
         let mut rfields = [Field::EMPTY; 100];
-        let Ok(Status::Complete(resp)) = parse_response(response, &mut rfields, &Limits::default()) else {
+        let Ok(Status::Complete(resp)) = parse_response(response, &mut rfields, &Limits::default())
+        else {
             return false;
         };
-        let mut w = HeadWriter::request(&mut out, head.method_str(), head.target_str(), Version::Http11).unwrap();
-        w.fields(gatehouse_http1::end_to_end(head.fields.as_slice())).unwrap();
+        let mut w = HeadWriter::request(
+            &mut out,
+            head.method_str(),
+            head.target_str(),
+            Version::Http11,
+        )
+        .unwrap();
+        w.fields(gatehouse_http1::end_to_end(head.fields.as_slice()))
+            .unwrap();
         w.finish();
         data == 5 && resp.body(RequestMethod::default()) == Ok(BodyKind::Length(5))
     });

@@ -23,7 +23,10 @@ fn rfc9112_3_simple_get_parses_with_fields_as_sent() {
 fn rfc9112_2_2_one_leading_empty_line_is_ignored() {
     let r = req(b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.head_len, 29);
-    assert_eq!(req_err(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Method);
+    assert_eq!(
+        req_err(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Method
+    );
 }
 
 #[test]
@@ -31,38 +34,77 @@ fn rfc9112_2_2_bare_lf_is_rejected_everywhere() {
     assert_eq!(req_err(b"GET / HTTP/1.1\nHost: a\r\n\r\n"), Error::BareLf);
     assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), Error::BareLf);
     assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost: a\r\n\n"), Error::BareLf);
-    assert_eq!(req_err(b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), Error::BareLf);
+    assert_eq!(
+        req_err(b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::BareLf
+    );
 }
 
 #[test]
 fn rfc9112_2_2_bare_cr_is_rejected() {
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n"), Error::BareCr);
-    assert_eq!(req_err(b"GET / HTTP/1.1\rX\r\nHost: a\r\n\r\n"), Error::BareCr);
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n"),
+        Error::BareCr
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\rX\r\nHost: a\r\n\r\n"),
+        Error::BareCr
+    );
     assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost: a\r\n\rX"), Error::BareCr);
 }
 
 #[test]
 fn rfc9112_2_2_whitespace_before_first_field_is_rejected() {
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\n Host: a\r\n\r\n"), Error::ObsFold);
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\n Host: a\r\n\r\n"),
+        Error::ObsFold
+    );
 }
 
 #[test]
 fn rfc9112_2_3_only_http_1_0_and_1_1_are_spoken() {
     assert_eq!(req(b"GET / HTTP/1.0\r\n\r\n").version, Version::Http10);
-    assert_eq!(req_err(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), Error::VersionUnsupported);
-    assert_eq!(req_err(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n"), Error::VersionUnsupported);
+    assert_eq!(
+        req_err(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
+        Error::VersionUnsupported
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n"),
+        Error::VersionUnsupported
+    );
     assert_eq!(Error::VersionUnsupported.status(), 505);
-    assert_eq!(req_err(b"GET / http/1.1\r\nHost: a\r\n\r\n"), Error::RequestLine);
-    assert_eq!(req_err(b"GET / HTTP/11\r\nHost: a\r\n\r\n"), Error::RequestLine);
-    assert_eq!(req_err(b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n"), Error::RequestLine);
+    assert_eq!(
+        req_err(b"GET / http/1.1\r\nHost: a\r\n\r\n"),
+        Error::RequestLine
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/11\r\nHost: a\r\n\r\n"),
+        Error::RequestLine
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n"),
+        Error::RequestLine
+    );
 }
 
 #[test]
 fn rfc9112_3_request_line_has_exactly_one_space_between_parts() {
-    assert_eq!(req_err(b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Target);
-    assert_eq!(req_err(b"GET /  HTTP/1.1\r\nHost: a\r\n\r\n"), Error::RequestLine);
-    assert_eq!(req_err(b"GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Method);
-    assert_eq!(req_err(b" GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Method);
+    assert_eq!(
+        req_err(b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Target
+    );
+    assert_eq!(
+        req_err(b"GET /  HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::RequestLine
+    );
+    assert_eq!(
+        req_err(b"GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Method
+    );
+    assert_eq!(
+        req_err(b" GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Method
+    );
 }
 
 #[test]
@@ -72,25 +114,55 @@ fn rfc9112_3_http_0_9_request_line_is_rejected() {
 
 #[test]
 fn rfc9110_9_1_method_is_a_token() {
-    assert_eq!(req(b"M-SEARCH / HTTP/1.1\r\nHost: a\r\n\r\n").method, "M-SEARCH");
+    assert_eq!(
+        req(b"M-SEARCH / HTTP/1.1\r\nHost: a\r\n\r\n").method,
+        "M-SEARCH"
+    );
     assert_eq!(req_err(b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Method);
-    assert_eq!(req_err(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), Error::Method);
+    assert_eq!(
+        req_err(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+        Error::Method
+    );
 }
 
 #[test]
 fn rfc9112_3_2_target_forms() {
-    assert_eq!(req(b"GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n").form, TargetForm::Absolute);
-    assert_eq!(req(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n").form, TargetForm::Authority);
-    assert_eq!(req(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").form, TargetForm::Asterisk);
-    assert_eq!(req(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").form, TargetForm::Origin);
+    assert_eq!(
+        req(b"GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n").form,
+        TargetForm::Absolute
+    );
+    assert_eq!(
+        req(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n").form,
+        TargetForm::Authority
+    );
+    assert_eq!(
+        req(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").form,
+        TargetForm::Asterisk
+    );
+    assert_eq!(
+        req(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").form,
+        TargetForm::Origin
+    );
 }
 
 #[test]
 fn rfc9112_3_2_3_authority_form_only_with_connect_and_connect_only_with_it() {
-    assert_eq!(req_err(b"GET a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Target);
-    assert_eq!(req_err(b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Target);
-    assert_eq!(req_err(b"CONNECT a.example HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Target);
-    assert_eq!(req_err(b"CONNECT user@a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Target);
+    assert_eq!(
+        req_err(b"GET a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Target
+    );
+    assert_eq!(
+        req_err(b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Target
+    );
+    assert_eq!(
+        req_err(b"CONNECT a.example HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Target
+    );
+    assert_eq!(
+        req_err(b"CONNECT user@a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Target
+    );
 }
 
 #[test]
@@ -100,38 +172,91 @@ fn rfc9112_3_2_4_asterisk_form_only_with_options() {
 
 #[test]
 fn rfc9112_3_2_2_absolute_form_is_http_or_https_with_an_authority() {
-    assert_eq!(req_err(b"GET mailto:a@b HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Target);
-    assert_eq!(req_err(b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Target);
-    assert_eq!(req(b"GET HTTPS://a/x HTTP/1.1\r\nHost: a\r\n\r\n").form, TargetForm::Absolute);
+    assert_eq!(
+        req_err(b"GET mailto:a@b HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Target
+    );
+    assert_eq!(
+        req_err(b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Target
+    );
+    assert_eq!(
+        req(b"GET HTTPS://a/x HTTP/1.1\r\nHost: a\r\n\r\n").form,
+        TargetForm::Absolute
+    );
 }
 
 #[test]
 fn rfc3986_target_bytes_outside_the_uri_alphabet_are_rejected() {
-    assert_eq!(req_err(b"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Target);
-    assert_eq!(req_err(b"GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Target);
-    assert_eq!(req_err(b"GET /a\x00b HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Target);
-    assert_eq!(req_err(b"GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"), Error::Target);
+    assert_eq!(
+        req_err(b"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Target
+    );
+    assert_eq!(
+        req_err(b"GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Target
+    );
+    assert_eq!(
+        req_err(b"GET /a\x00b HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Target
+    );
+    assert_eq!(
+        req_err(b"GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Error::Target
+    );
 }
 
 #[test]
 fn rfc9112_3_2_host_is_required_once_in_http_1_1() {
     assert_eq!(req_err(b"GET / HTTP/1.1\r\n\r\n"), Error::HostMissing);
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"), Error::HostDuplicate);
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), Error::HostInvalid);
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), Error::HostInvalid);
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n"), Error::HostInvalid);
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
+        Error::HostDuplicate
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"),
+        Error::HostInvalid
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"),
+        Error::HostInvalid
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n"),
+        Error::HostInvalid
+    );
     assert!(req(b"GET / HTTP/1.0\r\n\r\n").host.is_none());
-    assert_eq!(req(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").host.as_deref(), Some(&b"[::1]:8080"[..]));
+    assert_eq!(
+        req(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
+            .host
+            .as_deref(),
+        Some(&b"[::1]:8080"[..])
+    );
 }
 
 #[test]
 fn rfc9112_5_field_name_is_a_token_followed_directly_by_colon() {
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), Error::WhitespaceBeforeColon);
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost\t: a\r\n\r\n"), Error::WhitespaceBeforeColon);
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nHo(st: a\r\n\r\n"), Error::FieldName);
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"),
+        Error::WhitespaceBeforeColon
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost\t: a\r\n\r\n"),
+        Error::WhitespaceBeforeColon
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHo(st: a\r\n\r\n"),
+        Error::FieldName
+    );
     assert_eq!(req_err(b"GET / HTTP/1.1\r\n: a\r\n\r\n"), Error::FieldName);
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost a\r\n\r\n"), Error::WhitespaceBeforeColon);
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n"), Error::FieldName);
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost a\r\n\r\n"),
+        Error::WhitespaceBeforeColon
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n"),
+        Error::FieldName
+    );
 }
 
 #[test]
@@ -146,16 +271,30 @@ fn rfc9112_5_1_value_loses_surrounding_whitespace_only() {
 fn rfc9110_5_5_values_allow_htab_and_obs_text_but_no_other_controls() {
     let r = req(b"GET / HTTP/1.1\r\nHost: a\r\nX: caf\xc3\xa9\tok\r\n\r\n");
     assert_eq!(r.fields[1].1, b"caf\xc3\xa9\tok");
-    for ctl in (0u8..0x20).filter(|&c| c != b'\t' && c != b'\r' && c != b'\n').chain([0x7f]) {
-        let input = [&b"GET / HTTP/1.1\r\nHost: a\r\nX: a"[..], &[ctl], b"b\r\n\r\n"].concat();
+    for ctl in (0u8..0x20)
+        .filter(|&c| c != b'\t' && c != b'\r' && c != b'\n')
+        .chain([0x7f])
+    {
+        let input = [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nX: a"[..],
+            &[ctl],
+            b"b\r\n\r\n",
+        ]
+        .concat();
         assert_eq!(req_err(&input), Error::FieldValue, "control {ctl:#x}");
     }
 }
 
 #[test]
 fn rfc9112_5_2_obs_fold_is_rejected() {
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"), Error::ObsFold);
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n"), Error::ObsFold);
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"),
+        Error::ObsFold
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n"),
+        Error::ObsFold
+    );
 }
 
 #[test]
@@ -171,7 +310,10 @@ fn limits_request_line_over_8k_is_414_even_before_it_ends() {
 
 #[test]
 fn limits_header_section_over_64k_or_100_fields_is_431() {
-    let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "v".repeat(64 * 1024));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+        "v".repeat(64 * 1024)
+    );
     assert_eq!(req_err(big.as_bytes()), Error::HeaderSectionTooLarge);
     let unfinished = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "v".repeat(70 * 1024));
     assert_eq!(req_err(unfinished.as_bytes()), Error::HeaderSectionTooLarge);
@@ -182,7 +324,10 @@ fn limits_header_section_over_64k_or_100_fields_is_431() {
     many.push_str("\r\n");
     assert_eq!(req_err(many.as_bytes()), Error::TooManyFields);
     assert_eq!(Error::TooManyFields.status(), 431);
-    let limits = Limits { fields: 200, ..Limits::default() };
+    let limits = Limits {
+        fields: 200,
+        ..Limits::default()
+    };
     assert!(parse_req_with(many.as_bytes(), &limits).unwrap().is_some());
 }
 
@@ -207,22 +352,36 @@ fn rfc9112_9_3_persistence_defaults_per_version() {
 fn rfc9110_10_1_1_expect_100_continue_and_nothing_else() {
     let r = req(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n");
     assert!(r.expect_continue);
-    assert_eq!(req_err(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 3\r\n\r\n"), Error::ExpectationUnsupported);
+    assert_eq!(
+        req_err(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 3\r\n\r\n"),
+        Error::ExpectationUnsupported
+    );
     assert_eq!(Error::ExpectationUnsupported.status(), 417);
     // HTTP/1.0: the expectation MUST be ignored.
-    assert!(!req(b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n").expect_continue);
+    assert!(
+        !req(b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+            .expect_continue
+    );
 }
 
 #[test]
 fn rfc9110_7_8_upgrade_needs_the_connection_token_and_http_1_1() {
-    assert!(req(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").upgrade);
+    assert!(
+        req(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .upgrade
+    );
     assert!(!req(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").upgrade);
     assert!(!req(b"GET / HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").upgrade);
 }
 
 #[test]
 fn every_error_maps_to_a_client_error_or_501_505() {
-    for e in [Error::BareLf, Error::ObsFold, Error::HostMissing, Error::ContentLengthInvalid] {
+    for e in [
+        Error::BareLf,
+        Error::ObsFold,
+        Error::HostMissing,
+        Error::ContentLengthInvalid,
+    ] {
         assert_eq!(e.status(), 400);
         assert!(!e.reason().is_empty());
     }

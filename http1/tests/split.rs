@@ -18,11 +18,7 @@ fn parse_split(input: &[u8], cut: usize) -> Result<Option<support::Req>, Error> 
 }
 
 fn field_line() -> impl Strategy<Value = String> {
-    (
-        "[A-Za-z][A-Za-z0-9-]{0,12}",
-        "[ -~\t]{0,40}",
-    )
-        .prop_map(|(n, v)| format!("{n}: {v}\r\n"))
+    ("[A-Za-z][A-Za-z0-9-]{0,12}", "[ -~\t]{0,40}").prop_map(|(n, v)| format!("{n}: {v}\r\n"))
 }
 
 fn request() -> impl Strategy<Value = Vec<u8>> {
@@ -30,7 +26,12 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
         prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "OPTIONS"]),
         "/[a-z0-9/?=&%.-]{0,40}",
         prop::collection::vec(field_line(), 0..8),
-        prop::sample::select(vec!["", "Content-Length: 3\r\n", "Transfer-Encoding: chunked\r\n", "Connection: close\r\n"]),
+        prop::sample::select(vec![
+            "",
+            "Content-Length: 3\r\n",
+            "Transfer-Encoding: chunked\r\n",
+            "Connection: close\r\n",
+        ]),
         any::<bool>(),
     )
         .prop_map(|(m, t, fields, framing, leading)| {

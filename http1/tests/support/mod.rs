@@ -57,7 +57,10 @@ pub fn parse_req(input: &[u8]) -> Result<Option<Req>, Error> {
 pub fn req(input: &[u8]) -> Req {
     match parse_req(input) {
         Ok(Some(r)) => r,
-        other => panic!("expected a complete head for {:?}, got {other:?}", String::from_utf8_lossy(input)),
+        other => panic!(
+            "expected a complete head for {:?}, got {other:?}",
+            String::from_utf8_lossy(input)
+        ),
     }
 }
 
@@ -66,7 +69,10 @@ pub fn req(input: &[u8]) -> Req {
 pub fn req_err(input: &[u8]) -> Error {
     match parse_req(input) {
         Err(e) => e,
-        other => panic!("expected an error for {:?}, got {other:?}", String::from_utf8_lossy(input)),
+        other => panic!(
+            "expected an error for {:?}, got {other:?}",
+            String::from_utf8_lossy(input)
+        ),
     }
 }
 
@@ -85,24 +91,29 @@ pub struct Resp {
 
 pub fn parse_resp(input: &[u8]) -> Result<Option<Resp>, Error> {
     let mut fields = [Field::EMPTY; 128];
-    Ok(match parse_response(input, &mut fields, &Limits::default())? {
-        Status::Partial => None,
-        Status::Complete(h) => Some(Resp {
-            status: h.status,
-            reason: h.reason.to_vec(),
-            version: h.version,
-            fields: h
-                .fields
-                .as_slice()
-                .iter()
-                .map(|f| (f.name.to_vec(), f.value.to_vec()))
-                .collect(),
-            body_get: h.body(RequestMethod::default()),
-            body_head: h.body(RequestMethod { head: true, connect: false }),
-            reusable: h.reusable(RequestMethod::default()),
-            head_len: h.head_len,
-        }),
-    })
+    Ok(
+        match parse_response(input, &mut fields, &Limits::default())? {
+            Status::Partial => None,
+            Status::Complete(h) => Some(Resp {
+                status: h.status,
+                reason: h.reason.to_vec(),
+                version: h.version,
+                fields: h
+                    .fields
+                    .as_slice()
+                    .iter()
+                    .map(|f| (f.name.to_vec(), f.value.to_vec()))
+                    .collect(),
+                body_get: h.body(RequestMethod::default()),
+                body_head: h.body(RequestMethod {
+                    head: true,
+                    connect: false,
+                }),
+                reusable: h.reusable(RequestMethod::default()),
+                head_len: h.head_len,
+            }),
+        },
+    )
 }
 
 #[track_caller]

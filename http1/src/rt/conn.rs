@@ -1,0 +1,264 @@
+//! One HTTP/1.x connection over any monoio stream: reads heads and bodies into its buffer.
+
+use std::fmt;
+use std::io;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+use crate::{
+    parse_request, parse_response, BodyDecoder, BodyEvent, Error, Field, Limits, RequestHead,
+    ResponseHead, Status,
+};
+
+/// Why a connection could not go on.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum ConnError {
+    /// A body was larger than the caller allows.
+    BodyTooLarge,
+    /// The peer closed the connection between messages (the normal end of keep-alive).
+    Closed,
+    /// The peer sent something the codec rejected; answer with `error.status()` if possible.
+    Http(Error),
+    /// The socket failed.
+    Io(io::Error),
+    /// The deadline passed while waiting for the peer.
+    Timeout,
+    /// The peer closed the connection in the middle of a message.
+    UnexpectedEof,
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::BodyTooLarge => f.write_str("body larger than allowed"),
+            ConnError::Closed => f.write_str("connection closed by peer"),
+            ConnError::Http(e) => write!(f, "HTTP error: {e}"),
+            ConnError::Io(e) => write!(f, "I/O error: {e}"),
+            ConnError::Timeout => f.write_str("timed out waiting for the peer"),
+            ConnError::UnexpectedEof => f.write_str("connection closed in the middle of a message"),
+        }
+    }
+}
+
+impl std::error::Error for ConnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnError::Http(e) => Some(e),
+            ConnError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for ConnError {
+    fn from(e: Error) -> Self {
+        ConnError::Http(e)
+    }
+}
+
+/// A stream plus its one read buffer.
+///
+/// Call order: `read_request_head` (or `read_response_head`), then `next_body_chunk` until it
+/// returns `None`, then the next head. Bytes that arrive early (pipelined requests, the first
+/// bytes of an upgraded protocol) stay in the buffer for the next call or for
+/// [`Conn::into_parts`].
+pub struct Conn<S> {
+    io: S,
+    buf: BytesMut,
+    limits: Limits,
+    /// How much of `buf` was already scanned for a line end while waiting for a head.
+    scanned: usize,
+}
+
+impl<S> fmt::Debug for Conn<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `fill` saw.
+enum Filled {
+    Bytes,
+    Eof,
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
+    /// Wraps `io`, reading into `buf` (typically from a [`super::BufferPool`]).
+    pub fn new(io: S, buf: BytesMut, limits: Limits) -> Self {
+        Conn {
+            io,
+            buf,
+            limits,
+            scanned: 0,
+        }
+    }
+
+    /// Reads until a complete request head is buffered, hands it to `f`, and consumes it.
+    ///
+    /// `f` sees a head borrowed from the buffer (no copy); what it returns is returned. The
+    /// head is parsed once when complete: while bytes trickle in, only the new bytes are
+    /// looked at for a line end, so a slow client costs no repeated parsing.
+    pub async fn read_request_head<R>(
+        &mut self,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&RequestHead<'_, '_>) -> R,
+    ) -> Result<R, ConnError> {
+        loop {
+            if self.may_hold_head() {
+                let mut fields = [Field::EMPTY; 128];
+                match parse_request(&self.buf, &mut fields, &self.limits)? {
+                    Status::Complete(head) => {
+                        let len = head.head_len;
+                        let r = f(&head);
+                        self.consume(len);
+                        return Ok(r);
+                    }
+                    Status::Partial => {}
+                }
+            }
+            self.scanned = self.buf.len();
+            match self.fill(deadline).await? {
+                Filled::Bytes => {}
+                Filled::Eof if self.buf.is_empty() => return Err(ConnError::Closed),
+                Filled::Eof => return Err(ConnError::UnexpectedEof),
+            }
+        }
+    }
+
+    /// Reads until a complete response head is buffered, hands it to `f`, and consumes it.
+    pub async fn read_response_head<R>(
+        &mut self,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&ResponseHead<'_, '_>) -> R,
+    ) -> Result<R, ConnError> {
+        loop {
+            if self.may_hold_head() {
+                let mut fields = [Field::EMPTY; 128];
+                match parse_response(&self.buf, &mut fields, &self.limits)? {
+                    Status::Complete(head) => {
+                        let len = head.head_len;
+                        let r = f(&head);
+                        self.consume(len);
+                        return Ok(r);
+                    }
+                    Status::Partial => {}
+                }
+            }
+            self.scanned = self.buf.len();
+            match self.fill(deadline).await? {
+                Filled::Bytes => {}
+                Filled::Eof if self.buf.is_empty() => return Err(ConnError::Closed),
+                Filled::Eof => return Err(ConnError::UnexpectedEof),
+            }
+        }
+    }
+
+    /// The next piece of body data, split off the read buffer without copying; `None` once
+    /// the body is complete. Trailer fields are checked and dropped.
+    pub async fn next_body_chunk(
+        &mut self,
+        decoder: &mut BodyDecoder,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Bytes>, ConnError> {
+        loop {
+            let (consumed, event) = decoder.decode(&self.buf)?;
+            match event {
+                BodyEvent::Data(range) => {
+                    self.buf.advance(range.start);
+                    let data = self.buf.split_to(range.len()).freeze();
+                    self.buf.advance(consumed - range.end);
+                    return Ok(Some(data));
+                }
+                BodyEvent::End => {
+                    self.consume(consumed);
+                    return Ok(None);
+                }
+                BodyEvent::Trailer(_) => self.consume(consumed),
+                BodyEvent::NeedMore => {
+                    self.consume(consumed);
+                    match self.fill(deadline).await? {
+                        Filled::Bytes => {}
+                        Filled::Eof => {
+                            decoder.decode_eof().map_err(|_| ConnError::UnexpectedEof)?;
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes all of `data`.
+    pub async fn write_all<T: monoio::buf::IoBuf + 'static>(
+        &mut self,
+        data: T,
+    ) -> Result<T, ConnError> {
+        let (res, data) = self.io.write_all(data).await;
+        res.map_err(ConnError::Io)?;
+        Ok(data)
+    }
+
+    /// Flushes and shuts down the write side.
+    pub async fn shutdown(&mut self) -> Result<(), ConnError> {
+        self.io.shutdown().await.map_err(ConnError::Io)
+    }
+
+    /// Bytes received but not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The stream and the unconsumed bytes, e.g. to hand an upgraded connection on.
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.io, self.buf)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.advance(n);
+        self.scanned = 0;
+    }
+
+    /// Whether the buffer may now hold a complete head: it is non-empty and an LF arrived
+    /// since the last look (a head can only end at an LF, and every error the parser can
+    /// report early is also found then or when a limit is hit).
+    fn may_hold_head(&self) -> bool {
+        let from = self.scanned.min(self.buf.len());
+        !self.buf.is_empty()
+            && (self.scanned == 0
+                || self.buf[from..].contains(&b'\n')
+                || self.buf.len() > self.limits.start_line)
+    }
+
+    /// Reads more bytes after the ones buffered, growing the buffer up to the head limits.
+    async fn fill(&mut self, deadline: Option<Instant>) -> Result<Filled, ConnError> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            // Reclaims the front if earlier data was consumed, or grows by one read. Heads
+            // cannot grow past the parser's limits, and bodies are consumed as they arrive.
+            self.buf.reserve(4096);
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        let slice = buf.slice_mut(len..);
+        let read = self.io.read(slice);
+        let (res, slice) = match deadline {
+            None => read.await,
+            Some(at) => match monoio::time::timeout_at(at.into(), read).await {
+                Ok(done) => done,
+                // The in-flight read and its buffer are dropped with the connection.
+                Err(_) => return Err(ConnError::Timeout),
+            },
+        };
+        self.buf = slice.into_inner();
+        match res {
+            Ok(0) => Ok(Filled::Eof),
+            Ok(_) => Ok(Filled::Bytes),
+            Err(e) => Err(ConnError::Io(e)),
+        }
+    }
+}

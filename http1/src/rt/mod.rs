@@ -1,0 +1,15 @@
+//! The thin monoio driver: a per-thread buffer pool, a connection that reads heads and bodies
+//! into pooled buffers, and a minimal HTTP/1.1 client.
+//!
+//! Everything here is glue: read, feed the sans-IO core, act on what it returned. Protocol
+//! decisions live in the core. Buffers follow monoio's rent model: IO takes a buffer and
+//! returns it, so a connection owns exactly one read buffer, and body data leaves it as
+//! `Bytes` split off that buffer, never copied.
+
+mod client;
+mod conn;
+mod pool;
+
+pub use client::{fetch, ClientRequest, ClientResponse};
+pub use conn::{Conn, ConnError};
+pub use pool::{BufferPool, PoolConfig};

@@ -1,0 +1,153 @@
+//! A per-thread pool of read buffers, preallocated at start.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use slab::Slab;
+
+/// Sizes of a [`BufferPool`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Bytes per buffer; default 16 KiB (a request head up to the default 8 KiB line plus
+    /// room for pipelined data; larger heads grow the buffer up to the head limit).
+    pub buffer_size: usize,
+    /// Buffers allocated up front; default 256.
+    pub preallocate: usize,
+    /// Most buffers out at once; default 65 536. `take` returns `None` beyond it, which is how
+    /// the caller learns to shed load instead of growing without bound.
+    pub max_leased: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            buffer_size: 16 * 1024,
+            preallocate: 256,
+            max_leased: 65_536,
+        }
+    }
+}
+
+/// A pool of equally sized buffers for one worker thread (`Rc`, not `Arc`: thread-per-core
+/// workers share nothing, so no lock is needed).
+///
+/// Idle buffers live in a slab, so a returned buffer goes back into the slot it left; the
+/// free-slot list is the slab's own. Cloning the pool clones the handle.
+#[derive(Clone, Debug)]
+pub struct BufferPool {
+    inner: Rc<RefCell<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: PoolConfig,
+    idle: Slab<BytesMut>,
+    /// Keys of occupied slots in `idle`, so taking one is O(1).
+    idle_keys: Vec<usize>,
+    leased: usize,
+}
+
+impl BufferPool {
+    /// A pool with `config.preallocate` buffers ready.
+    pub fn new(config: PoolConfig) -> Self {
+        let mut idle = Slab::with_capacity(config.preallocate);
+        let mut idle_keys = Vec::with_capacity(config.preallocate);
+        for _ in 0..config.preallocate {
+            idle_keys.push(idle.insert(BytesMut::with_capacity(config.buffer_size)));
+        }
+        BufferPool {
+            inner: Rc::new(RefCell::new(Inner {
+                config,
+                idle,
+                idle_keys,
+                leased: 0,
+            })),
+        }
+    }
+
+    /// An empty buffer of at least `buffer_size` bytes capacity, or `None` when
+    /// `max_leased` buffers are already out.
+    pub fn take(&self) -> Option<BytesMut> {
+        let mut inner = self.inner.borrow_mut();
+        if inner.leased >= inner.config.max_leased {
+            return None;
+        }
+        inner.leased += 1;
+        Some(match inner.idle_keys.pop() {
+            Some(key) => inner.idle.remove(key),
+            None => BytesMut::with_capacity(inner.config.buffer_size),
+        })
+    }
+
+    /// Returns a buffer. It is kept for reuse if it still owns a whole buffer's worth of
+    /// memory (no `Bytes` split from it are alive); otherwise it is dropped.
+    pub fn give(&self, mut buf: BytesMut) {
+        let mut inner = self.inner.borrow_mut();
+        inner.leased = inner.leased.saturating_sub(1);
+        buf.clear();
+        let size = inner.config.buffer_size;
+        // `try_reclaim` succeeds only if this handle is the sole owner of the allocation, so
+        // a pooled buffer never aliases data still in flight elsewhere.
+        if buf.try_reclaim(size) && inner.idle.len() < inner.config.preallocate.max(1) {
+            let key = inner.idle.insert(buf);
+            inner.idle_keys.push(key);
+        }
+    }
+
+    /// Buffers currently out.
+    pub fn leased(&self) -> usize {
+        self.inner.borrow().leased
+    }
+
+    /// Buffers waiting in the pool.
+    pub fn idle(&self) -> usize {
+        self.inner.borrow().idle.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_reused_and_leases_are_capped() {
+        let pool = BufferPool::new(PoolConfig {
+            buffer_size: 1024,
+            preallocate: 2,
+            max_leased: 3,
+        });
+        let a = pool.take().unwrap();
+        let a_ptr = a.as_ptr();
+        let b = pool.take().unwrap();
+        let c = pool.take().unwrap();
+        assert!(pool.take().is_none(), "cap of 3 leases");
+        assert_eq!(pool.idle(), 0);
+        pool.give(a);
+        pool.give(b);
+        pool.give(c);
+        assert_eq!((pool.leased(), pool.idle()), (0, 2));
+        let again = pool.take().unwrap();
+        assert!(again.capacity() >= 1024);
+        pool.give(again);
+        // Buffers come back as they left: the same allocation, not a new one.
+        let d = pool.take().unwrap();
+        let e = pool.take().unwrap();
+        assert!([d.as_ptr(), e.as_ptr()].contains(&a_ptr));
+    }
+
+    #[test]
+    fn a_buffer_with_live_splits_is_not_pooled() {
+        let pool = BufferPool::new(PoolConfig {
+            buffer_size: 64,
+            preallocate: 1,
+            max_leased: 2,
+        });
+        let mut buf = pool.take().unwrap();
+        buf.extend_from_slice(b"hello");
+        let data = buf.split_to(5).freeze();
+        pool.give(buf);
+        assert_eq!(pool.idle(), 0, "still shared with `data`");
+        assert_eq!(&data[..], b"hello");
+    }
+}
