@@ -1,0 +1,4 @@
+//! Fuzz target: `gatehouse_http1::fuzzing::chunked` on arbitrary bytes.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gatehouse_http1::fuzzing::chunked(data));

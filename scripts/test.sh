@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check of the project: formatting, lints, all tests (unit, property, integration
+# against real peers, fuzz-corpus replay). Installs the peers the tests need when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+apt_install() {
+  if need apt-get; then
+    echo "test.sh: installing $* (needed by the integration tests)"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "test.sh: please install $*" >&2
+    exit 1
+  fi
+}
+need curl || apt_install curl
+need python3 || apt_install python3
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
