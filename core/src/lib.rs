@@ -24,6 +24,9 @@ pub mod pkce;
 pub mod sign;
 pub mod token;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hex;
 mod secret_file;
 

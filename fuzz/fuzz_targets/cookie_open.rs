@@ -1,0 +1,4 @@
+//! Fuzz target: `gatehouse_core::fuzzing::cookie_open` on arbitrary bytes.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gatehouse_core::fuzzing::cookie_open(data));
