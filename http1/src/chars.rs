@@ -53,11 +53,12 @@ pub(crate) fn is_field_value(bytes: &[u8]) -> bool {
 ///
 /// Field values stop at CR; HTAB is the one control that may occur inside them, so callers
 /// treat a HTAB hit as "keep going".
+#[inline(always)]
 pub(crate) fn find_ctl(bytes: &[u8]) -> usize {
     let mut i = 0;
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     while i + 16 <= bytes.len() {
-        let hits = sse2::ctl_mask(word(bytes, i), word(bytes, i + 8));
+        let hits = sse2::ctl_mask(block(bytes, i));
         if hits != 0 {
             return i + hits.trailing_zeros() as usize;
         }
@@ -88,18 +89,29 @@ pub(crate) fn find_ctl(bytes: &[u8]) -> usize {
 /// Scans a field name: returns the index of the first byte that is `:` or outside
 /// `0x21..=0x7e` (where a name must end), and whether every byte before it is a `tchar`.
 /// Returns `bytes.len()` as the index if no such byte occurs.
+#[inline(always)]
 pub(crate) fn scan_name(bytes: &[u8]) -> (usize, bool) {
     let mut i = 0;
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     while i + 16 <= bytes.len() {
-        let (end, bad) = sse2::name_masks(word(bytes, i), word(bytes, i + 8));
-        if end != 0 {
-            let at = end.trailing_zeros();
-            let valid = bad & ((1u32 << at) - 1) == 0;
-            return (i + at as usize, valid);
+        let (end, common) = sse2::name_masks(block(bytes, i));
+        // Names are nearly always letters, digits and '-'; anything else before the end goes
+        // through the full tchar table.
+        let before_end = match end {
+            0 => u32::MAX,
+            _ => (1u32 << end.trailing_zeros()) - 1,
+        } & 0xffff;
+        let unusual = before_end & !common;
+        let valid = unusual == 0
+            || bytes[i..i + 16]
+                .iter()
+                .enumerate()
+                .all(|(k, &b)| unusual & (1 << k) == 0 || TOKEN[b as usize]);
+        if !valid {
+            return (i, false);
         }
-        if bad != 0 {
-            return (i + bad.trailing_zeros() as usize, false);
+        if end != 0 {
+            return (i + end.trailing_zeros() as usize, true);
         }
         i += 16;
     }
@@ -122,7 +134,7 @@ pub(crate) fn find_non_vchar(bytes: &[u8]) -> usize {
     let mut i = 0;
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     while i + 16 <= bytes.len() {
-        let hits = sse2::non_vchar_mask(word(bytes, i), word(bytes, i + 8));
+        let hits = sse2::non_vchar_mask(block(bytes, i));
         if hits != 0 {
             return i + hits.trailing_zeros() as usize;
         }
@@ -151,67 +163,72 @@ pub(crate) fn find_non_vchar(bytes: &[u8]) -> usize {
 
 /// Sixteen bytes per step with SSE2, which every x86_64 CPU has (it is in the baseline target,
 /// and the module is compiled only when `target_feature = "sse2"` is on). The intrinsics take no
-/// pointers: the two halves arrive as `u64`s read by safe code. This is the crate's only
+/// pointers except the one unaligned load of a borrowed 16-byte array. This is the crate's only
 /// `unsafe`; `tests::word_scanners_agree_with_bytewise_scan_for_every_byte_at_every_position`
 /// and the `h1_request_head` fuzz target exercise it.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[allow(unsafe_code)]
 mod sse2 {
     use std::arch::x86_64::{
-        _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_movemask_epi8,
-        _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
 
+    /// Loads sixteen bytes into a vector.
+    fn load(block: &[u8; 16]) -> __m128i {
+        // SAFETY: `block` is 16 readable bytes, and `loadu` has no alignment requirement; sse2
+        // is enabled for this compilation (cfg above).
+        unsafe { _mm_loadu_si128(block.as_ptr().cast()) }
+    }
+
     /// Bit i set when byte i is below 0x20 or is 0x7f (obs-text bytes are not flagged).
-    pub(super) fn ctl_mask(lo: u64, hi: u64) -> u32 {
+    pub(super) fn ctl_mask(block: &[u8; 16]) -> u32 {
         // SAFETY: sse2 is enabled for this compilation (cfg above), so the CPU has it.
-        unsafe { ctl_mask_sse2(lo, hi) }
+        unsafe { ctl_mask_sse2(load(block)) }
     }
 
     /// Bit i set when byte i is outside 0x21..=0x7e.
-    pub(super) fn non_vchar_mask(lo: u64, hi: u64) -> u32 {
+    pub(super) fn non_vchar_mask(block: &[u8; 16]) -> u32 {
         // SAFETY: sse2 is enabled for this compilation (cfg above), so the CPU has it.
-        unsafe { non_vchar_mask_sse2(lo, hi) }
+        unsafe { non_vchar_mask_sse2(load(block)) }
     }
 
-    /// (end, bad): bit i of `end` set when byte i is `:` or outside 0x21..=0x7e; bit i of
-    /// `bad` set when byte i is a VCHAR delimiter that may not appear in a token.
-    pub(super) fn name_masks(lo: u64, hi: u64) -> (u32, u32) {
+    /// (end, common): bit i of `end` set when byte i is `:` or outside 0x21..=0x7e; bit i of
+    /// `common` set when byte i is a letter, a digit or `-`.
+    pub(super) fn name_masks(block: &[u8; 16]) -> (u32, u32) {
         // SAFETY: sse2 is enabled for this compilation (cfg above), so the CPU has it.
-        unsafe { name_masks_sse2(lo, hi) }
+        unsafe { name_masks_sse2(load(block)) }
     }
 
     #[target_feature(enable = "sse2")]
-    fn name_masks_sse2(lo: u64, hi: u64) -> (u32, u32) {
-        let v = _mm_set_epi64x(hi as i64, lo as i64);
-        let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
-        // Inclusive byte range check for ranges inside 0x21..=0x7e (all positive as i8).
-        let within = |from: u8, to: u8| {
-            _mm_and_si128(
-                _mm_cmpgt_epi8(v, _mm_set1_epi8(from as i8 - 1)),
-                _mm_cmplt_epi8(v, _mm_set1_epi8(to as i8 + 1)),
-            )
-        };
-        let non_vchar = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x21)), eq(0x7f));
-        let end = _mm_or_si128(non_vchar, eq(b':'));
-        // RFC 9110 5.6.2 delimiters: DQUOTE and "(),/:;<=>?@[\]{}". ':' ends the name
-        // instead, and falls in the 0x3a..=0x40 range, which only matters after the end.
-        let bad = _mm_or_si128(
+    fn name_masks_sse2(v: __m128i) -> (u32, u32) {
+        let end = _mm_or_si128(
             _mm_or_si128(
-                _mm_or_si128(eq(b'"'), within(b'(', b')')),
-                _mm_or_si128(eq(b','), eq(b'/')),
+                _mm_cmplt_epi8(v, _mm_set1_epi8(0x21)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)),
             ),
-            _mm_or_si128(
-                _mm_or_si128(within(b':', b'@'), within(b'[', b']')),
-                _mm_or_si128(eq(b'{'), eq(b'}')),
-            ),
+            _mm_cmpeq_epi8(v, _mm_set1_epi8(b':' as i8)),
         );
-        (_mm_movemask_epi8(end) as u32, _mm_movemask_epi8(bad) as u32)
+        // Setting bit 0x20 folds upper-case letters onto lower-case ones.
+        let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+        let letter = _mm_and_si128(
+            _mm_cmpgt_epi8(folded, _mm_set1_epi8(b'a' as i8 - 1)),
+            _mm_cmplt_epi8(folded, _mm_set1_epi8(b'z' as i8 + 1)),
+        );
+        let digit = _mm_and_si128(
+            _mm_cmpgt_epi8(v, _mm_set1_epi8(b'0' as i8 - 1)),
+            _mm_cmplt_epi8(v, _mm_set1_epi8(b'9' as i8 + 1)),
+        );
+        let dash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'-' as i8));
+        let common = _mm_or_si128(_mm_or_si128(letter, digit), dash);
+        (
+            _mm_movemask_epi8(end) as u32,
+            _mm_movemask_epi8(common) as u32,
+        )
     }
 
     #[target_feature(enable = "sse2")]
-    fn ctl_mask_sse2(lo: u64, hi: u64) -> u32 {
-        let v = _mm_set_epi64x(hi as i64, lo as i64);
+    fn ctl_mask_sse2(v: __m128i) -> u32 {
         // Signed compares: obs-text bytes (0x80..) are negative, so "below 0x20" must also
         // require "not negative".
         let below = _mm_and_si128(
@@ -223,8 +240,7 @@ mod sse2 {
     }
 
     #[target_feature(enable = "sse2")]
-    fn non_vchar_mask_sse2(lo: u64, hi: u64) -> u32 {
-        let v = _mm_set_epi64x(hi as i64, lo as i64);
+    fn non_vchar_mask_sse2(v: __m128i) -> u32 {
         // Negative (0x80..) bytes are below 0x21 in a signed compare, which is what we want.
         let below = _mm_cmplt_epi8(v, _mm_set1_epi8(0x21));
         let del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
@@ -292,6 +308,12 @@ const HI: u64 = 0x8080_8080_8080_8080;
 
 fn has_zero(w: u64) -> u64 {
     w.wrapping_sub(LO) & !w & HI
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+fn block(bytes: &[u8], at: usize) -> &[u8; 16] {
+    // The callers checked `at + 16 <= bytes.len()`.
+    bytes[at..at + 16].try_into().expect("16 bytes")
 }
 
 fn word(bytes: &[u8], at: usize) -> u64 {

@@ -87,34 +87,58 @@ pub(crate) struct TransferCodings {
 
 impl<'b> Control<'b> {
     fn observe(&mut self, name: &[u8], value: &'b [u8]) {
-        // Dispatch on length first: most fields match none of these names.
+        // The framing fields have distinct lengths, so one table lookup and one comparison
+        // tell whether a field is one of them. Most fields are not, and leave here through a
+        // predictable branch instead of a jump table.
+        const BY_LENGTH: [&[u8]; 18] = [
+            b"",
+            b"",
+            b"",
+            b"",
+            b"host",
+            b"",
+            b"expect",
+            b"upgrade",
+            b"",
+            b"",
+            b"connection",
+            b"",
+            b"",
+            b"",
+            b"content-length",
+            b"",
+            b"",
+            b"transfer-encoding",
+        ];
+        let Some(expected) = BY_LENGTH.get(name.len()) else {
+            return;
+        };
+        if expected.is_empty() || !name.eq_ignore_ascii_case(expected) {
+            return;
+        }
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => {
+            4 => {
                 self.host = Some(value);
                 self.host_count = self.host_count.saturating_add(1);
             }
-            6 if name.eq_ignore_ascii_case(b"expect") => {
-                if value.eq_ignore_ascii_case(b"100-continue") {
-                    self.expect_continue = true;
-                } else {
-                    self.expect_other = true;
-                }
+            6 if value.eq_ignore_ascii_case(b"100-continue") => self.expect_continue = true,
+            6 => self.expect_other = true,
+            7 => self.upgrade_field = true,
+            10 => self.observe_connection(value),
+            14 => self.observe_length(value),
+            _ => self.observe_codings(value),
+        }
+    }
+
+    fn observe_connection(&mut self, value: &[u8]) {
+        for token in chars::list_elements(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.connection_upgrade = true;
             }
-            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade_field = true,
-            10 if name.eq_ignore_ascii_case(b"connection") => {
-                for token in chars::list_elements(value) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        self.close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        self.keep_alive = true;
-                    } else if token.eq_ignore_ascii_case(b"upgrade") {
-                        self.connection_upgrade = true;
-                    }
-                }
-            }
-            14 if name.eq_ignore_ascii_case(b"content-length") => self.observe_length(value),
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => self.observe_codings(value),
-            _ => {}
         }
     }
 
@@ -256,6 +280,7 @@ pub(crate) enum Line<'b> {
 }
 
 /// Parses the line of a field section that starts at `pos` (RFC 9112 5).
+#[inline(always)]
 pub(crate) fn field_line(window: &[u8], pos: usize) -> Result<Line<'_>, Error> {
     let Some(&first) = window.get(pos) else {
         return Ok(Line::Incomplete);
@@ -299,6 +324,7 @@ pub(crate) fn field_line(window: &[u8], pos: usize) -> Result<Line<'_>, Error> {
 
 /// Reads a field value starting right after the colon. Returns the trimmed value and the index
 /// after its CRLF, or `None` if the line is not complete in `window`.
+#[inline(always)]
 fn field_value(window: &[u8], from: usize) -> Result<Option<(&[u8], usize)>, Error> {
     let mut start = from;
     // Usually exactly one SP follows the colon.
