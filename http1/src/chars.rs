@@ -55,35 +55,7 @@ pub(crate) fn is_field_value(bytes: &[u8]) -> bool {
 /// treat a HTAB hit as "keep going".
 #[inline(always)]
 pub(crate) fn find_ctl(bytes: &[u8]) -> usize {
-    let mut i = 0;
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    while i + 16 <= bytes.len() {
-        let hits = sse2::ctl_mask(block(bytes, i));
-        if hits != 0 {
-            return i + hits.trailing_zeros() as usize;
-        }
-        i += 16;
-    }
-    while i + 8 <= bytes.len() {
-        let w = word(bytes, i);
-        // Bytes below 0x20: the classic "has less than" trick. It can flag a byte above a true
-        // hit through the borrow, never one below it, so the lowest flag is exact.
-        let below = w.wrapping_sub(LO * 0x20) & !w & HI;
-        let del = has_zero(w ^ (LO * 0x7f));
-        let hits = below | del;
-        if hits != 0 {
-            return i + (hits.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b < 0x20 || b == 0x7f {
-            return i;
-        }
-        i += 1;
-    }
-    bytes.len()
+    find_first(bytes, Class::Ctl)
 }
 
 /// Scans a field name: returns the index of the first byte that is `:` or outside
@@ -130,30 +102,70 @@ pub(crate) fn scan_name(bytes: &[u8]) -> (usize, bool) {
 
 /// Index of the first byte outside `0x21..=0x7e` (the URI alphabet and then some), or
 /// `bytes.len()`. Request targets end at the first SP.
+#[inline(always)]
 pub(crate) fn find_non_vchar(bytes: &[u8]) -> usize {
+    find_first(bytes, Class::NonVchar)
+}
+
+/// The byte classes [`find_first`] looks for.
+#[derive(Clone, Copy)]
+enum Class {
+    /// Below 0x20, or 0x7f.
+    Ctl,
+    /// Outside 0x21..=0x7e.
+    NonVchar,
+}
+
+impl Class {
+    fn matches(self, b: u8) -> bool {
+        match self {
+            Class::Ctl => b < 0x20 || b == 0x7f,
+            Class::NonVchar => !(0x21..=0x7e).contains(&b),
+        }
+    }
+
+    /// High bit of each byte of the result set where that byte of `w` is in the class. Uses
+    /// the classic "has less than" trick, which can flag a byte above a true hit through the
+    /// borrow but never one below it, so the lowest flag is exact.
+    fn word_mask(self, w: u64) -> u64 {
+        let del = has_zero(w ^ (LO * 0x7f));
+        match self {
+            Class::Ctl => (w.wrapping_sub(LO * 0x20) & !w & HI) | del,
+            Class::NonVchar => (w.wrapping_sub(LO * 0x21) & !w & HI) | (w & HI) | del,
+        }
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    fn block_mask(self, block: &[u8; 16]) -> u32 {
+        match self {
+            Class::Ctl => sse2::ctl_mask(block),
+            Class::NonVchar => sse2::non_vchar_mask(block),
+        }
+    }
+}
+
+/// Index of the first byte of `bytes` in `class`, or `bytes.len()`: sixteen bytes per step
+/// with SSE2, then eight per step, then one.
+#[inline(always)]
+fn find_first(bytes: &[u8], class: Class) -> usize {
     let mut i = 0;
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     while i + 16 <= bytes.len() {
-        let hits = sse2::non_vchar_mask(block(bytes, i));
+        let hits = class.block_mask(block(bytes, i));
         if hits != 0 {
             return i + hits.trailing_zeros() as usize;
         }
         i += 16;
     }
     while i + 8 <= bytes.len() {
-        let w = word(bytes, i);
-        let below = w.wrapping_sub(LO * 0x21) & !w & HI;
-        let high = w & HI;
-        let del = has_zero(w ^ (LO * 0x7f));
-        let hits = below | high | del;
+        let hits = class.word_mask(word(bytes, i));
         if hits != 0 {
             return i + (hits.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
     while i < bytes.len() {
-        let b = bytes[i];
-        if !(0x21..=0x7e).contains(&b) {
+        if class.matches(bytes[i]) {
             return i;
         }
         i += 1;

@@ -122,12 +122,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                     Status::Partial => {}
                 }
             }
-            self.scanned = self.buf.len();
-            match self.fill(deadline).await? {
-                Filled::Bytes => {}
-                Filled::Eof if self.buf.is_empty() => return Err(ConnError::Closed),
-                Filled::Eof => return Err(ConnError::UnexpectedEof),
-            }
+            self.fill_head(deadline).await?;
         }
     }
 
@@ -150,12 +145,18 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                     Status::Partial => {}
                 }
             }
-            self.scanned = self.buf.len();
-            match self.fill(deadline).await? {
-                Filled::Bytes => {}
-                Filled::Eof if self.buf.is_empty() => return Err(ConnError::Closed),
-                Filled::Eof => return Err(ConnError::UnexpectedEof),
-            }
+            self.fill_head(deadline).await?;
+        }
+    }
+
+    /// Reads more of a head that is not complete yet; the peer closing now is a clean end
+    /// only if nothing of a next message had arrived.
+    async fn fill_head(&mut self, deadline: Option<Instant>) -> Result<(), ConnError> {
+        self.scanned = self.buf.len();
+        match self.fill(deadline).await? {
+            Filled::Bytes => Ok(()),
+            Filled::Eof if self.buf.is_empty() => Err(ConnError::Closed),
+            Filled::Eof => Err(ConnError::UnexpectedEof),
         }
     }
 
