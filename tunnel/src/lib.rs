@@ -6,16 +6,20 @@
 //! stream. This crate is sans-IO: bytes in, events and bytes out, time as an argument.
 #![forbid(unsafe_code)]
 
+mod config;
+mod connection;
 mod error;
 pub mod frame;
 
+pub use config::TunnelConfig;
+pub use connection::{Connection, Event, Role, Transmit};
 pub use error::{Code, ConnectionError, FrameError, Initiator, StreamError};
 
 /// The protocol version this crate speaks, sent in HELLO.
 pub const PROTOCOL_VERSION: u16 = 1;
 
-/// A stream identifier: 0 is the connection itself; streams are opened by the service with
-/// odd... any non-zero id below 2^31, increasing.
+/// A stream identifier: 0 is the connection itself; the service opens streams with ids 1,
+/// 2, 3, ... (below 2^31, always increasing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId(pub u32);
 
