@@ -10,6 +10,9 @@ mod config;
 mod connection;
 mod error;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use config::TunnelConfig;
 pub use connection::{Connection, Event, Role, Transmit};

@@ -1,0 +1,4 @@
+//! Fuzz target: `gatehouse_tunnel::fuzzing::connection` on arbitrary bytes.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gatehouse_tunnel::fuzzing::connection(data));
