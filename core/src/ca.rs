@@ -278,6 +278,34 @@ impl ConnectorCa {
         })
     }
 
+    /// Issues a TLS server certificate and a fresh ECDSA P-256 key for `dns_names` (the
+    /// service's tunnel and front-end names in development and tests, where this CA is the
+    /// trust anchor the connectors are given). Returns (certificate PEM, PKCS#8 key PEM).
+    pub fn issue_server_certificate(
+        &self,
+        dns_names: &[&str],
+        now: u64,
+    ) -> Result<(String, String), CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Rcgen)?;
+        let names: Vec<String> = dns_names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).map_err(CaError::Rcgen)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            dns_names.first().copied().unwrap_or("gatehouse"),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.serial_number = Some(random_serial()?);
+        set_validity(&mut params, now, self.validity_secs)?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(CaError::Rcgen)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
     /// Checks a client certificate (DER) a connector presented, at `now`, and returns the
     /// identity it carries.
     ///

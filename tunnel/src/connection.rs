@@ -293,6 +293,21 @@ impl Connection {
         Ok(())
     }
 
+    /// The transport closed or failed: every open stream fails (a [`Event::Reset`] each, so
+    /// their clients see an error rather than a truncated success).
+    pub fn handle_transport_closed(&mut self) {
+        if self.error.is_none() {
+            self.error = Some(ConnectionError::TransportClosed);
+            self.fail_all_streams(Code::CANCEL);
+            self.outbox.clear();
+        }
+    }
+
+    /// Whether the connection has ended (error, timeout or closed transport).
+    pub fn is_closed(&self) -> bool {
+        self.error.is_some()
+    }
+
     /// Opens a stream with a request (service side). Returns its id.
     pub fn open<'a, F>(&mut self, mut parts: OpenParts<'a, F>) -> Result<StreamId, StreamError>
     where
@@ -374,10 +389,18 @@ impl Connection {
     }
 
     /// How many more bytes a stream can usefully queue now: its credit minus what is queued.
-    pub fn send_capacity(&self, id: StreamId) -> usize {
-        self.streams.get(&id).map_or(0, |s| {
-            (s.send_window.min(self.send_window).max(0) as usize).saturating_sub(s.pending_len)
-        })
+    /// When this is 0, an [`Event::Writable`] follows as soon as credit returns.
+    pub fn send_capacity(&mut self, id: StreamId) -> usize {
+        let conn_credit = self.send_window;
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return 0;
+        };
+        let room = (stream.send_window.min(conn_credit).max(0) as usize)
+            .saturating_sub(stream.pending_len);
+        if room == 0 && !stream.end_queued {
+            stream.blocked = true;
+        }
+        room
     }
 
     /// The application passed on `n` bytes received on `id`: grant that much credit back.
@@ -680,7 +703,8 @@ impl Connection {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        if stream.blocked && stream.send_window > 0 && self.send_window > 0 {
+        let room = stream.send_window.min(self.send_window) - stream.pending_len as i64;
+        if stream.blocked && room > 0 {
             stream.blocked = false;
             self.events.push_back(Event::Writable { stream: id });
         }

@@ -147,6 +147,8 @@ pub enum ConnectionError {
     },
     /// The peer stopped answering PINGs.
     Timeout,
+    /// The transport under the tunnel closed or failed.
+    TransportClosed,
 }
 
 impl ConnectionError {
@@ -155,7 +157,7 @@ impl ConnectionError {
         match self {
             ConnectionError::Frame(e) => e.code(),
             ConnectionError::Protocol { code, .. } => *code,
-            ConnectionError::Timeout => Code::NO_ERROR,
+            ConnectionError::Timeout | ConnectionError::TransportClosed => Code::NO_ERROR,
         }
     }
 }
@@ -170,6 +172,9 @@ impl fmt::Display for ConnectionError {
                 reason,
             } => write!(f, "{initiator:?} protocol error {code}: {reason}"),
             ConnectionError::Timeout => f.write_str("peer stopped answering pings"),
+            ConnectionError::TransportClosed => {
+                f.write_str("the connection under the tunnel closed")
+            }
         }
     }
 }

@@ -13,6 +13,8 @@ pub mod frame;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "rt")]
+pub mod rt;
 
 pub use config::TunnelConfig;
 pub use connection::{Connection, Event, Role, Transmit};

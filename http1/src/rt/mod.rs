@@ -9,7 +9,9 @@
 mod client;
 mod conn;
 mod pool;
+mod tls;
 
 pub use client::{fetch, ClientRequest, ClientResponse};
 pub use conn::{Conn, ConnError};
 pub use pool::{BufferPool, PoolConfig};
+pub use tls::{TlsError, TlsReader, TlsStream, TlsWriter};

@@ -1,0 +1,14 @@
+//! The monoio + rustls driver of a tunnel connection, and the TLS settings of both ends.
+//!
+//! A tunnel connection runs as three tasks on one worker thread, sharing the sans-IO
+//! [`Connection`](crate::Connection) through a `RefCell` that is never held across an await:
+//! a reader (socket → TLS → `handle_input` → events), a writer (`poll_transmit` → TLS →
+//! socket) and a timer (`handle_timeout`: pings and dead-peer detection). The application
+//! talks to it through a [`TunnelHandle`].
+
+mod driver;
+mod notify;
+mod tls;
+
+pub use driver::{spawn, TunnelHandle};
+pub use tls::{connector_tls_config, service_tls_config, TlsConfigError};

@@ -1,0 +1,414 @@
+//! The tunnel over real sockets and mutual TLS: service and connector on loopback, each on
+//! its own thread and monoio runtime, certificates from the connector CA.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener as StdListener, TcpStream as StdStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gatehouse_core::ca::{generate_key_and_csr, ConnectorCa};
+use gatehouse_http1::rt::TlsStream;
+use gatehouse_tunnel::frame::{BodyLength, Hello, OpenParts, ResponseParts};
+use gatehouse_tunnel::rt::{connector_tls_config, service_tls_config, spawn, TunnelHandle};
+use gatehouse_tunnel::{Connection, Event, Role, StreamId, TunnelConfig};
+use monoio::net::{TcpListener, TcpStream};
+use rustls::pki_types::ServerName;
+
+const SERVICE_NAME: &str = "tunnel.gatehouse.test";
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Pki {
+    ca: ConnectorCa,
+    service_cert: String,
+    service_key: String,
+    connector_cert: String,
+    connector_key: String,
+}
+
+fn pki() -> Pki {
+    let ca = ConnectorCa::generate("Gatehouse test CA", now()).unwrap();
+    let (service_cert, service_key) = ca.issue_server_certificate(&[SERVICE_NAME], now()).unwrap();
+    let (connector_key, csr) = generate_key_and_csr("edge-1").unwrap();
+    let connector_cert = ca
+        .sign_csr(&csr, "edge-1", "berlin", now())
+        .unwrap()
+        .cert_pem;
+    Pki {
+        ca,
+        service_cert,
+        service_key,
+        connector_cert,
+        connector_key,
+    }
+}
+
+/// Runs `f` on a fresh monoio runtime with timers.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn hello(connector: bool) -> Hello {
+    Hello {
+        version: 0,
+        worker: 0,
+        workers: if connector { 0 } else { 1 },
+        connector_id: if connector {
+            "edge-1".into()
+        } else {
+            String::new()
+        },
+        group: if connector {
+            "berlin".into()
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// What the service side reports.
+#[derive(Debug)]
+enum Outcome {
+    /// The handshake failed.
+    Refused(String),
+    /// The echoed body and the connector identity from its certificate.
+    Echoed { body: Vec<u8>, connector: String },
+    /// The stream failed with an event and then the connection ended.
+    Failed,
+}
+
+/// A service that accepts one tunnel, opens one stream sending `body`, and reports.
+fn start_service(pki: &Pki, config: TunnelConfig, body: Vec<u8>) -> (u16, mpsc::Receiver<Outcome>) {
+    let tls = service_tls_config(&pki.service_cert, &pki.service_key, &pki.ca.cert_pem()).unwrap();
+    let ca = ConnectorCa::from_pem(&pki.ca.cert_pem(), &pki.ca.key_pem()).unwrap();
+    let (port_tx, port_rx) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let server = rustls::ServerConnection::new(tls).unwrap();
+            let stream = match TlsStream::handshake(
+                tcp,
+                server,
+                Some(Instant::now() + Duration::from_secs(10)),
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => return tx.send(Outcome::Refused(e.to_string())).unwrap(),
+            };
+            let leaf = stream.peer_certificates().unwrap()[0].to_vec();
+            let identity = ca.verify_client_cert(&leaf, now()).unwrap();
+            let (r, w) = stream.into_split();
+            let tunnel = spawn(
+                r,
+                w,
+                Connection::new(Role::Service, config, &hello(false), Instant::now()),
+            );
+            tx.send(run_service(&tunnel, body, identity.id).await)
+                .unwrap();
+        });
+    });
+    (port_rx.recv().unwrap(), rx)
+}
+
+async fn run_service(tunnel: &TunnelHandle, body: Vec<u8>, connector: String) -> Outcome {
+    assert!(
+        matches!(tunnel.next_event().await, Some(Event::Hello(h)) if h.connector_id == "edge-1")
+    );
+    let id = tunnel
+        .with(|c| {
+            c.open(OpenParts {
+                stream: StreamId(0),
+                end: false,
+                request_id: [1; 16],
+                client: "192.0.2.9:1234".parse().unwrap(),
+                https: true,
+                app: "app1",
+                method: b"POST",
+                target: b"/echo",
+                http11: true,
+                body: BodyLength::Known(body.len() as u64),
+                identity: None,
+                fields: [] as [(&[u8], &[u8]); 0],
+            })
+        })
+        .unwrap();
+    // Send the body as credit allows.
+    let mut sent = 0;
+    let mut echoed = Vec::new();
+    loop {
+        while sent < body.len() {
+            let room = tunnel.with(|c| c.send_capacity(id));
+            if room == 0 {
+                break;
+            }
+            let end = (sent + room).min(body.len());
+            let chunk = Bytes::copy_from_slice(&body[sent..end]);
+            tunnel
+                .with(|c| c.send_data(id, chunk, end == body.len()))
+                .unwrap();
+            sent = end;
+        }
+        match tunnel.next_event().await {
+            Some(Event::Data { stream, data }) => {
+                tunnel.with(|c| c.consume(stream, data.len()));
+                echoed.extend_from_slice(&data);
+            }
+            Some(Event::End { .. }) => {
+                return Outcome::Echoed {
+                    body: echoed,
+                    connector,
+                }
+            }
+            Some(Event::Reset { .. }) => {
+                while tunnel.next_event().await.is_some() {}
+                return Outcome::Failed;
+            }
+            Some(_) => {}
+            None => return Outcome::Failed,
+        }
+    }
+}
+
+/// A connector that dials `port`, echoes every request body back, and reports how its end
+/// finished (`Ok` after a clean echo, `Err` with the time to notice a dead tunnel).
+fn start_connector(
+    pki: &Pki,
+    port: u16,
+    config: TunnelConfig,
+    client_tls: Arc<rustls::ClientConfig>,
+) -> mpsc::Receiver<Result<(), Duration>> {
+    let _ = pki;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        block_on(async move {
+            let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let client = rustls::ClientConnection::new(
+                client_tls,
+                ServerName::try_from(SERVICE_NAME).unwrap(),
+            )
+            .unwrap();
+            let Ok(stream) =
+                TlsStream::handshake(tcp, client, Some(Instant::now() + Duration::from_secs(10)))
+                    .await
+            else {
+                return;
+            };
+            let (r, w) = stream.into_split();
+            let tunnel = spawn(
+                r,
+                w,
+                Connection::new(Role::Connector, config, &hello(true), Instant::now()),
+            );
+            let started = Instant::now();
+            let mut result = Ok(());
+            while let Some(event) = tunnel.next_event().await {
+                match event {
+                    Event::Opened(open) => tunnel
+                        .with(|c| {
+                            c.respond(ResponseParts {
+                                stream: open.stream,
+                                end: false,
+                                status: 200,
+                                body: open.body,
+                                fields: [] as [(&[u8], &[u8]); 0],
+                            })
+                        })
+                        .unwrap(),
+                    Event::Data { stream, data } => tunnel
+                        .with(|c| {
+                            c.consume(stream, data.len());
+                            c.send_data(stream, data, false)
+                        })
+                        .unwrap(),
+                    Event::End { stream } => {
+                        tunnel
+                            .with(|c| c.send_data(stream, Bytes::new(), true))
+                            .unwrap();
+                    }
+                    Event::Reset { .. } => result = Err(started.elapsed()),
+                    _ => {}
+                }
+            }
+            let _ = tx.send(result);
+        });
+    });
+    rx
+}
+
+fn client_tls(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    connector_tls_config(&pki.ca.cert_pem(), &pki.connector_cert, &pki.connector_key).unwrap()
+}
+
+#[test]
+fn a_body_is_echoed_through_the_tunnel_over_mutual_tls() {
+    let pki = pki();
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let (port, outcome) = start_service(&pki, TunnelConfig::default(), body.clone());
+    let _connector = start_connector(&pki, port, TunnelConfig::default(), client_tls(&pki));
+    match outcome.recv_timeout(Duration::from_secs(30)).unwrap() {
+        Outcome::Echoed {
+            body: echoed,
+            connector,
+        } => {
+            assert_eq!(
+                connector, "edge-1",
+                "identity taken from the client certificate"
+            );
+            assert!(
+                echoed == body,
+                "echo differs ({} vs {} bytes)",
+                echoed.len(),
+                body.len()
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Runs a handshake with the given client config and returns the service's verdict.
+fn handshake_with(pki: &Pki, client: Arc<rustls::ClientConfig>) -> Outcome {
+    let (port, outcome) = start_service(pki, TunnelConfig::default(), vec![1, 2, 3]);
+    let _connector = start_connector(pki, port, TunnelConfig::default(), client);
+    outcome.recv_timeout(Duration::from_secs(20)).unwrap()
+}
+
+#[test]
+fn a_client_without_a_certificate_is_refused_at_the_handshake() {
+    let pki = pki();
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der = rustls::pki_types::CertificateDer::from(pki.ca.cert_der().to_vec());
+    roots.add(ca_der).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let outcome = handshake_with(&pki, Arc::new(client));
+    assert!(
+        matches!(&outcome, Outcome::Refused(e) if e.contains("certificate")),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn a_client_certificate_from_another_ca_is_refused_at_the_handshake() {
+    let pki = pki();
+    let other = ConnectorCa::generate("Someone else's CA", now()).unwrap();
+    let (key, csr) = generate_key_and_csr("edge-1").unwrap();
+    let cert = other
+        .sign_csr(&csr, "edge-1", "berlin", now())
+        .unwrap()
+        .cert_pem;
+    let client = connector_tls_config(&pki.ca.cert_pem(), &cert, &key).unwrap();
+    let outcome = handshake_with(&pki, client);
+    assert!(
+        matches!(&outcome, Outcome::Refused(e) if e.contains("certificate")),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn an_expired_client_certificate_is_refused_at_the_handshake() {
+    let pki = pki();
+    let short = ConnectorCa::from_pem(&pki.ca.cert_pem(), &pki.ca.key_pem())
+        .unwrap()
+        .with_validity_secs(3600);
+    let (key, csr) = generate_key_and_csr("edge-1").unwrap();
+    // Issued two days ago for an hour.
+    let cert = short
+        .sign_csr(&csr, "edge-1", "berlin", now() - 2 * 86_400)
+        .unwrap()
+        .cert_pem;
+    let client = connector_tls_config(&pki.ca.cert_pem(), &cert, &key).unwrap();
+    let outcome = handshake_with(&pki, client);
+    assert!(
+        matches!(&outcome, Outcome::Refused(e) if e.contains("xpired")),
+        "{outcome:?}"
+    );
+}
+
+/// A loopback TCP relay that can be told to swallow everything (a half-open connection: no
+/// FIN, no RST, just silence).
+fn black_hole_relay(target: u16) -> (u16, Arc<AtomicBool>) {
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = Arc::new(AtomicBool::new(false));
+    let flag = silent.clone();
+    std::thread::spawn(move || {
+        let (client, _) = listener.accept().unwrap();
+        let server = StdStream::connect(("127.0.0.1", target)).unwrap();
+        for (mut from, mut to) in [
+            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+            (server, client),
+        ] {
+            let flag = flag.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if !flag.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, silent)
+}
+
+#[test]
+fn a_connection_cut_mid_stream_fails_on_both_ends_within_the_liveness_window() {
+    let pki = pki();
+    let config = TunnelConfig {
+        ping_interval: Duration::from_millis(200),
+        dead_after: Duration::from_millis(600),
+        ..TunnelConfig::default()
+    };
+    // A large body: the stream is still running when the relay goes silent.
+    let body = vec![9u8; 200_000_000];
+    let (service_port, outcome) = start_service(&pki, config, body);
+    let (relay_port, silent) = black_hole_relay(service_port);
+    let connector = start_connector(&pki, relay_port, config, client_tls(&pki));
+    std::thread::sleep(Duration::from_millis(300));
+    silent.store(true, Ordering::SeqCst);
+    let cut = Instant::now();
+    match outcome.recv_timeout(Duration::from_secs(20)).unwrap() {
+        Outcome::Failed => {}
+        other => panic!("service: {other:?}"),
+    }
+    let service_noticed = cut.elapsed();
+    let connector_result = connector.recv_timeout(Duration::from_secs(20)).unwrap();
+    let connector_noticed = cut.elapsed();
+    assert!(
+        connector_result.is_err(),
+        "the connector's stream failed too"
+    );
+    let window = config.dead_after + Duration::from_secs(1);
+    assert!(
+        service_noticed <= window,
+        "service noticed after {service_noticed:?}"
+    );
+    assert!(
+        connector_noticed <= window,
+        "connector noticed after {connector_noticed:?}"
+    );
+}
