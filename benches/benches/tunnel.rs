@@ -1,12 +1,13 @@
 //! Tunnel protocol core: frame encode/decode throughput, many small streams through two
 //! connected ends in memory, and the heap cost of an idle open stream.
 //!
-//! Run: `cargo bench --bench tunnel`. (The socket-level figures, one large stream over TLS
-//! next to plain rustls and TCP, come with the TLS driver.)
+//! Run: `cargo bench --bench tunnel`. The loopback comparison (one 1 GiB stream through the
+//! tunnel next to the same bytes over plain rustls and plain TCP) prints its own figures;
+//! `TUNNEL_BENCH_BYTES` changes the size.
 // The counting allocator below cannot be written without `unsafe`.
 #![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
@@ -16,22 +17,25 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gatehouse_tunnel::frame::{BodyLength, Frame, Hello, OpenParts, ResponseParts};
 use gatehouse_tunnel::{Connection, Event, Role, StreamId, Transmit, TunnelConfig};
 
-/// Counts live heap bytes, to measure what an idle stream costs.
+/// Counts live heap bytes, to measure what an idle stream costs. Delegates to mimalloc, the
+/// allocator of the `gatehouse` binary, so the throughput figures match production.
 struct Counting;
+
+static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
-// SAFETY: every call is passed unchanged to the system allocator; we only count.
+// SAFETY: every call is passed unchanged to mimalloc; we only count.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
         // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
+        unsafe { INNER.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
         // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { INNER.dealloc(ptr, layout) }
     }
 }
 
@@ -244,5 +248,214 @@ fn idle_stream_memory(_: &mut Criterion) {
     drop(heads);
 }
 
-criterion_group!(benches, frames, small_streams, idle_stream_memory);
+criterion_group!(benches, frames, small_streams, idle_stream_memory, loopback::compare);
 criterion_main!(benches);
+
+/// One large transfer over loopback: through the tunnel (mutual TLS, framing, flow control),
+/// over plain rustls with the same TLS adapter, and over plain TCP. Each runs three times; the
+/// best of each is printed. Not a criterion timing: one transfer takes seconds.
+mod loopback {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use bytes::{Bytes, BytesMut};
+    use criterion::Criterion;
+    use gatehouse_core::ca::{generate_key_and_csr, ConnectorCa};
+    use gatehouse_http1::rt::TlsStream;
+    use gatehouse_tunnel::frame::{BodyLength, Hello, OpenParts};
+    use gatehouse_tunnel::rt::{connector_tls_config, service_tls_config, spawn};
+    use gatehouse_tunnel::{Connection, Event, Role, StreamId, TunnelConfig};
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    use monoio::net::{TcpListener, TcpStream};
+    use rustls::pki_types::ServerName;
+
+    const NAME: &str = "tunnel.bench.test";
+    const CHUNK: usize = 1 << 20;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().unwrap().block_on(f)
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    struct Tls {
+        server: std::sync::Arc<rustls::ServerConfig>,
+        client: std::sync::Arc<rustls::ClientConfig>,
+    }
+
+    fn tls() -> Tls {
+        let ca = ConnectorCa::generate("bench CA", now()).unwrap();
+        let (cert, key) = ca.issue_server_certificate(&[NAME], now()).unwrap();
+        let (ckey, csr) = generate_key_and_csr("bench").unwrap();
+        let ccert = ca.sign_csr(&csr, "bench", "g", now()).unwrap().cert_pem;
+        Tls {
+            server: service_tls_config(&cert, &key, &ca.cert_pem()).unwrap(),
+            client: connector_tls_config(&ca.cert_pem(), &ccert, &ckey).unwrap(),
+        }
+    }
+
+    fn hello() -> Hello {
+        Hello { version: 1, worker: 0, workers: 1, connector_id: String::new(), group: String::new() }
+    }
+
+    /// The default tunnel settings, or the stream window from `TUNNEL_STREAM_WINDOW`.
+    fn config() -> TunnelConfig {
+        let mut config = TunnelConfig::default();
+        if let Some(w) = std::env::var("TUNNEL_STREAM_WINDOW").ok().and_then(|v| v.parse().ok()) {
+            config.stream_window = w;
+        }
+        config
+    }
+
+    /// Runs `send` on a server thread and `receive` on this one; returns the receive time.
+    fn run<S, R, SF, RF>(send: S, receive: R) -> Duration
+    where
+        S: FnOnce(TcpStream) -> SF + Send + 'static,
+        SF: std::future::Future<Output = ()>,
+        R: FnOnce(TcpStream) -> RF,
+        RF: std::future::Future<Output = u64>,
+    {
+        let (tx, rx) = mpsc::channel();
+        let server = std::thread::spawn(move || {
+            block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                tx.send(listener.local_addr().unwrap().port()).unwrap();
+                let (tcp, _) = listener.accept().await.unwrap();
+                send(tcp).await;
+            })
+        });
+        let port = rx.recv().unwrap();
+        let elapsed = block_on(async move {
+            let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let start = Instant::now();
+            let got = receive(tcp).await;
+            assert!(got > 0);
+            start.elapsed()
+        });
+        server.join().unwrap();
+        elapsed
+    }
+
+    fn plain_tcp(total: u64) -> Duration {
+        run(
+            move |mut tcp| async move {
+                let chunk = vec![7u8; CHUNK];
+                let mut sent = 0;
+                let mut buf = chunk;
+                while sent < total {
+                    let (r, b) = tcp.write_all(buf).await;
+                    r.unwrap();
+                    buf = b;
+                    sent += CHUNK as u64;
+                }
+            },
+            move |mut tcp| async move {
+                let mut got = 0u64;
+                let mut buf = vec![0u8; 256 * 1024];
+                while got < total {
+                    let (r, b) = tcp.read(buf).await;
+                    buf = b;
+                    got += r.unwrap() as u64;
+                }
+                got
+            },
+        )
+    }
+
+    fn plain_rustls(total: u64) -> Duration {
+        let tls = tls();
+        let server_config = tls.server.clone();
+        let client_config = tls.client.clone();
+        run(
+            move |tcp| async move {
+                let mut s = TlsStream::handshake(tcp, rustls::ServerConnection::new(server_config).unwrap(), None).await.unwrap();
+                let chunk = vec![7u8; CHUNK];
+                let mut sent = 0;
+                while sent < total {
+                    s.write_all(&chunk).await.unwrap();
+                    sent += CHUNK as u64;
+                }
+            },
+            move |tcp| async move {
+                let client = rustls::ClientConnection::new(client_config, ServerName::try_from(NAME).unwrap()).unwrap();
+                let mut s = TlsStream::handshake(tcp, client, None).await.unwrap();
+                let mut got = 0u64;
+                let mut buf = BytesMut::with_capacity(256 * 1024);
+                while got < total {
+                    got += s.read(&mut buf).await.unwrap() as u64;
+                    buf.clear();
+                }
+                got
+            },
+        )
+    }
+
+    fn through_tunnel(total: u64) -> Duration {
+        let tls = tls();
+        let server_config = tls.server.clone();
+        let client_config = tls.client.clone();
+        run(
+            move |tcp| async move {
+                let s = TlsStream::handshake(tcp, rustls::ServerConnection::new(server_config).unwrap(), None).await.unwrap();
+                let (r, w) = s.into_split();
+                let tunnel = spawn(r, w, Connection::new(Role::Service, config(), &hello(), Instant::now()));
+                while !matches!(tunnel.next_event().await, Some(Event::Hello(_))) {}
+                let id = tunnel.with(|c| c.open(OpenParts {
+                    stream: StreamId(0), end: false, request_id: [0; 16], client: "127.0.0.1:1".parse().unwrap(),
+                    https: true, app: "a", method: b"PUT", target: b"/", http11: true,
+                    body: BodyLength::Known(total), identity: None, fields: [] as [(&[u8], &[u8]); 0],
+                })).unwrap();
+                let source = Bytes::from(vec![7u8; CHUNK]);
+                let mut sent = 0u64;
+                while sent < total {
+                    let room = tunnel.with(|c| c.send_capacity(id));
+                    if room == 0 {
+                        tunnel.next_event().await;
+                        continue;
+                    }
+                    let n = room.min(CHUNK).min((total - sent) as usize);
+                    sent += n as u64;
+                    tunnel.with(|c| c.send_data(id, source.slice(..n), sent == total)).unwrap();
+                }
+                // Wait for the connector to finish (it closes the tunnel).
+                while tunnel.next_event().await.is_some() {}
+            },
+            move |tcp| async move {
+                let client = rustls::ClientConnection::new(client_config, ServerName::try_from(NAME).unwrap()).unwrap();
+                let s = TlsStream::handshake(tcp, client, None).await.unwrap();
+                let (r, w) = s.into_split();
+                let tunnel = spawn(r, w, Connection::new(Role::Connector, config(), &hello(), Instant::now()));
+                let mut got = 0u64;
+                while let Some(event) = tunnel.next_event().await {
+                    match event {
+                        Event::Data { stream, data } => {
+                            got += data.len() as u64;
+                            tunnel.with(|c| c.consume(stream, data.len()));
+                        }
+                        Event::End { .. } => break,
+                        _ => {}
+                    }
+                }
+                tunnel.close();
+                got
+            },
+        )
+    }
+
+    pub(super) fn compare(_: &mut Criterion) {
+        let total: u64 = std::env::var("TUNNEL_BENCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 30);
+        let best = |f: fn(u64) -> Duration| (0..3).map(|_| f(total)).min().unwrap();
+        let (tcp, rustls, tunnel) = (best(plain_tcp), best(plain_rustls), best(through_tunnel));
+        let rate = |d: Duration| total as f64 / d.as_secs_f64() / 1e9;
+        println!(
+            "loopback, {} MiB in one stream (best of 3): plain TCP {:.2} GB/s, plain rustls {:.2} GB/s, tunnel {:.2} GB/s = {:.0}% of rustls",
+            total >> 20,
+            rate(tcp),
+            rate(rustls),
+            rate(tunnel),
+            100.0 * rate(tunnel) / rate(rustls),
+        );
+    }
+}

@@ -260,7 +260,7 @@ impl ConnectorCa {
         check_name("group", group)?;
         let der = pem_decode(csr_pem, &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"])
             .ok_or(CaError::CsrMalformed)?;
-        check_csr_key(&der)?;
+        let requested_key = check_csr_key(&der)?;
         // Parses the CSR and verifies its self-signature (proof of possession of the key).
         let mut csr = CertificateSigningRequestParams::from_der(&der.as_slice().into())
             .map_err(CaError::Csr)?;
@@ -268,6 +268,10 @@ impl ConnectorCa {
         csr.params = self.leaf_params(connector_id, group, now)?;
         let cert = csr.signed_by(&self.issuer).map_err(CaError::Rcgen)?;
         let cert_der = cert.der().to_vec();
+        // The certificate must carry exactly the key that signed the CSR.
+        if certificate_spki(&cert_der).as_deref() != Some(requested_key.as_slice()) {
+            return Err(CaError::UnsupportedKey);
+        }
         let identity = self
             .verify_client_cert(&cert_der, now)
             .map_err(CaError::SelfCheck)?;
@@ -518,11 +522,16 @@ fn asn1_time(secs: u64) -> Result<ASN1Time, CaError> {
 /// rcgen picks the key algorithm from the CSR's *signature* algorithm, so a P-384 key in a CSR
 /// signed "ecdsa-with-SHA256" would come out as a P-256 certificate around a P-384 point; the
 /// key's own algorithm identifier is checked here first.
-fn check_csr_key(der: &[u8]) -> Result<(), CaError> {
+/// Accepts only P-256 keys in CSRs signed with ECDSA/SHA-256, and Ed25519 keys in CSRs
+/// signed with Ed25519, and returns the DER of the subject public key info. rcgen derives the
+/// issued certificate's key algorithm from the CSR's signature algorithm, so a mismatch (a
+/// P-256 key in a CSR "signed with SHA-384") would otherwise yield a mislabelled key.
+fn check_csr_key(der: &[u8]) -> Result<Vec<u8>, CaError> {
     let (_, csr) = X509CertificationRequest::from_der(der).map_err(|_| CaError::CsrMalformed)?;
     let spki = &csr.certification_request_info.subject_pki;
     let key: &[u8] = &spki.subject_public_key.data;
     let alg = &spki.algorithm;
+    let signed_with = &csr.signature_algorithm.algorithm;
     let p256 = alg.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY
         && alg
             .parameters
@@ -530,13 +539,21 @@ fn check_csr_key(der: &[u8]) -> Result<(), CaError> {
             .and_then(|p| p.as_oid().ok())
             .is_some_and(|curve| curve == OID_EC_P256)
         && key.len() == 65
-        && key.first() == Some(&0x04);
-    let ed25519 = alg.algorithm == OID_SIG_ED25519 && key.len() == 32;
+        && key.first() == Some(&0x04)
+        && *signed_with == OID_SIG_ECDSA_WITH_SHA256;
+    let ed25519 =
+        alg.algorithm == OID_SIG_ED25519 && key.len() == 32 && *signed_with == OID_SIG_ED25519;
     if p256 || ed25519 {
-        Ok(())
+        Ok(spki.raw.to_vec())
     } else {
         Err(CaError::UnsupportedKey)
     }
+}
+
+/// The DER of a certificate's subject public key info.
+fn certificate_spki(cert_der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    Some(cert.public_key().raw.to_vec())
 }
 
 fn check_validity(cert: &X509Certificate<'_>, now: u64) -> Result<(u64, u64), ClientCertError> {

@@ -74,8 +74,8 @@ pub fn token_verify(data: &[u8]) {
     }
 }
 
-/// Seeds for the cookie target: sealed values (valid, expired, for another app, under the
-/// second key) plus an unsealed one.
+/// Seeds for the cookie target: sealed values (valid, expired, for another app) plus an
+/// unsealed one.
 pub fn cookie_seeds() -> Vec<Vec<u8>> {
     let f = fixture();
     let groups = ["staff", "admins"];

@@ -38,4 +38,4 @@ pub use cookie::{
 pub use jwks::{JwksError, KeySet};
 pub use pkce::{constant_time_eq, PkceVerifier, RngError};
 pub use sign::{Ed25519Signer, Es256Signer, SignError};
-pub use token::{Algorithm, Claims, TokenError, Validation};
+pub use token::{Algorithm, Claims, NonceCheck, TokenError, Validation};

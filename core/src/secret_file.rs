@@ -1,4 +1,5 @@
-//! Creating files that hold key material: owner-only permissions from the first byte on.
+//! Files that hold key material: owner-only permissions from the first byte on, complete or
+//! absent (never half-written), and refused when others can read them.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -6,12 +7,14 @@ use std::path::Path;
 
 /// Creates `path` with `contents`, readable and writable by the owner only (mode 0600 on Unix).
 ///
-/// Fails with [`io::ErrorKind::AlreadyExists`] when the file exists: `create_new` makes the
-/// check and the creation one step, so two processes starting together cannot both write a key,
-/// and an existing key is never overwritten. The mode is given to `open` rather than set
-/// afterwards, so the key is never readable by others, not even for a moment. A file left
-/// half-written by a failed write is removed, so the next start does not read a truncated key.
+/// Fails with [`io::ErrorKind::AlreadyExists`] when the file exists; an existing key is never
+/// overwritten. The contents go to a private temporary file first, which is then linked to
+/// `path` in one step (`link` fails if `path` exists), so a process starting at the same moment
+/// either finds no file or the whole file, never a truncated key.
 pub(crate) fn create_new(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -19,13 +22,31 @@ pub(crate) fn create_new(path: &Path, contents: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
-    let written = file.write_all(contents).and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        drop(file);
-        // Best effort: the write error is the one worth reporting.
-        let _ = fs::remove_file(path);
-        return Err(e);
+    let result = options.open(&tmp).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::hard_link(&tmp, path)
+    });
+    // Best effort: the link (or the write error) is what matters.
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// Reads a key file, refusing one that group or others may read or write (REG-4).
+pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} has mode {mode:o}: key files must be private to their owner (chmod 600)",
+                    path.display()
+                ),
+            ));
+        }
     }
-    Ok(())
+    fs::read(path)
 }

@@ -1,5 +1,5 @@
-//! Replays the committed fuzz corpora of the core targets, and checks that the seed corpora
-//! are what the fixed fuzz keys produce (regenerate them with
+//! Replays the committed fuzz corpora of the core targets and the seeds the fuzz entry points
+//! generate with their fixed keys (write those into the corpus with
 //! `GATEHOUSE_WRITE_SEEDS=1 cargo test -p gatehouse-core --test corpus`).
 
 use std::path::{Path, PathBuf};

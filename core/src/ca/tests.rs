@@ -474,3 +474,47 @@ fn pem_helpers_round_trip() {
     let crlf = pem.replace('\n', "\r\n");
     assert_eq!(pem_decode(&crlf, &["CERTIFICATE"]), Some(der));
 }
+
+#[test]
+fn a_csr_whose_signature_algorithm_does_not_fit_its_key_is_refused() {
+    // A P-256 key in a CSR signed with ECDSA/SHA-384: rcgen would label the issued key P-384.
+    let dir = std::env::temp_dir().join(format!("gatehouse-csr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let key = dir.join("k.pem");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    let csr = run(&[
+        "req",
+        "-new",
+        "-key",
+        key.to_str().unwrap(),
+        "-sha384",
+        "-subj",
+        "/CN=edge-7",
+    ]);
+    std::fs::remove_dir_all(&dir).ok();
+    let csr = String::from_utf8(csr).expect("PEM");
+    assert!(matches!(
+        ca().sign_csr(&csr, "edge-7", "g", NOW),
+        Err(CaError::UnsupportedKey)
+    ));
+}

@@ -24,7 +24,9 @@ pub(super) fn load_or_create(path: &Path) -> Result<Keyring, KeyringError> {
 }
 
 fn load(path: &Path) -> Result<Keyring, KeyringError> {
-    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    let bytes = secret_file::read(path).map_err(|e| io_error(path, e))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| io_error(path, std::io::Error::new(ErrorKind::InvalidData, e)))?;
     Keyring::new(&parse(&text)?)
 }
 

@@ -388,27 +388,31 @@ fn binding(key_id: u8, cookie_name: &str, app_id: &str) -> [u8; 33] {
 /// A seal needs 12 random bytes; asking the kernel for them each time (one `getrandom` call)
 /// costs more than the encryption itself. Each thread keeps its own page, so there is no lock
 /// and no sharing between workers. Every nonce is still 96 fresh bits from the OS generator,
-/// and bytes are wiped as they are handed out. The process must not fork after sealing (a
-/// child would inherit the page); Gatehouse only forks to exec.
+/// and bytes are wiped as they are handed out. A forked child would inherit the page, and two
+/// processes would then hand out the same nonces under the same key, which breaks AES-GCM:
+/// the page records the process id it was filled in and is refilled when that changes.
 struct NoncePool {
     bytes: [u8; NONCE_POOL_LEN],
     next: usize,
+    pid: u32,
 }
 
 const NONCE_POOL_LEN: usize = 4092; // a multiple of NONCE_LEN
 
 thread_local! {
     static NONCE_POOL: std::cell::RefCell<NoncePool> = const {
-        std::cell::RefCell::new(NoncePool { bytes: [0; NONCE_POOL_LEN], next: NONCE_POOL_LEN })
+        std::cell::RefCell::new(NoncePool { bytes: [0; NONCE_POOL_LEN], next: NONCE_POOL_LEN, pid: 0 })
     };
 }
 
 fn random_nonce(rng: &SystemRandom) -> Result<[u8; NONCE_LEN], CookieError> {
     NONCE_POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        if pool.next + NONCE_LEN > NONCE_POOL_LEN {
+        let pid = std::process::id();
+        if pool.next + NONCE_LEN > NONCE_POOL_LEN || pool.pid != pid {
             rng.fill(&mut pool.bytes).map_err(|_| CookieError::Rng)?;
             pool.next = 0;
+            pool.pid = pid;
         }
         let at = pool.next;
         let mut nonce = [0u8; NONCE_LEN];

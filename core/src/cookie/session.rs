@@ -185,7 +185,8 @@ pub fn session_expiry(token_exp: u64, now: u64, max_lifetime_secs: u64) -> u64 {
 impl<'a> SessionRef<'a> {
     /// A session for verified `claims`, issued at `now` for `app_id`.
     ///
-    /// The user name is `preferred_username`, else `email`, else `sub`; the display name is
+    /// The user name is `preferred_username`, else a verified `email` (`email_verified: true`;
+    /// an unverified address could be anyone's), else `sub`; the display name is
     /// `name`, else the user name. `auth_time` falls back to `iat`. The session ends at the
     /// token's `exp`, capped at `max_lifetime_secs` after `now` ([`session_expiry`]).
     pub fn from_claims(
@@ -195,10 +196,14 @@ impl<'a> SessionRef<'a> {
         now: u64,
         max_lifetime_secs: u64,
     ) -> Self {
+        let verified_email = claims
+            .email
+            .as_deref()
+            .filter(|_| claims.email_verified == Some(true));
         let user_name = claims
             .preferred_username
             .as_deref()
-            .or(claims.email.as_deref())
+            .or(verified_email)
             .unwrap_or(claims.sub.as_str());
         SessionRef {
             subject: &claims.sub,
@@ -796,7 +801,14 @@ mod tests {
             exp: 10_000,
             ..Claims::default()
         };
+        // An unverified address is not a user name.
         let s = SessionRef::from_claims(&claims, "app", [1; 16], 100, 3_600);
+        assert_eq!(s.user_name, "s-1");
+        let verified = Claims {
+            email_verified: Some(true),
+            ..claims.clone()
+        };
+        let s = SessionRef::from_claims(&verified, "app", [1; 16], 100, 3_600);
         assert_eq!(s.user_name, "e@example.com");
         assert_eq!(s.display_name, "e@example.com");
         assert_eq!(s.auth_time, 50);

@@ -398,3 +398,32 @@ fn key_file_is_created_private_and_reloaded() {
 
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_key_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("gatehouse-keymode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("cookie.keys");
+    Keyring::load_or_create(&path).expect("created");
+    assert_eq!(
+        std::fs::metadata(&path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(
+        Keyring::load_or_create(&path).is_ok(),
+        "reloads while private"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = Keyring::load_or_create(&path).expect_err("refused");
+    assert!(
+        err.to_string().contains("chmod 600") || format!("{err:?}").contains("PermissionDenied"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -88,6 +88,17 @@ pub enum TokenError {
     UnsupportedAlgorithm,
 }
 
+/// How the `nonce` claim is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NonceCheck {
+    /// `nonce` must equal this value.
+    Expect(String),
+    /// No nonce is expected (not an ID token from our own sign-in).
+    Skip,
+    /// Not chosen yet: every token fails the nonce check.
+    Unset,
+}
+
 /// What a token must satisfy, besides a good signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validation {
@@ -98,8 +109,13 @@ pub struct Validation {
     pub client_id: String,
     /// Clock-skew allowance for `exp`, `nbf` and `iat`, in seconds. Default 60.
     pub leeway_secs: u64,
-    /// The nonce sent in the authorization request; when set, `nonce` must equal it.
-    pub nonce: Option<String>,
+    /// How `nonce` is checked. [`Validation::new`] leaves this [`NonceCheck::Unset`], which
+    /// fails every token: a caller must say whether a nonce is expected (OIDC-8, CVE class
+    /// "nonce sent but never compared").
+    pub nonce: NonceCheck,
+    /// Audiences besides `client_id` that may appear in `aud`. Default none: a token that
+    /// names any other audience is refused (OIDC Core 3.1.3.7 step 3).
+    pub trusted_audiences: Vec<String>,
     /// The claim holding group names (an array of strings). Default `groups`.
     pub groups_claim: String,
     /// Longest compact token accepted, in bytes. Default 64 KiB.
@@ -107,21 +123,30 @@ pub struct Validation {
 }
 
 impl Validation {
-    /// Checks for tokens from `issuer` for `client_id`, with the defaults above and no nonce.
+    /// Checks for tokens from `issuer` for `client_id`, with the defaults above. Choose the
+    /// nonce rule next: [`Validation::with_nonce`] or [`Validation::without_nonce`].
     pub fn new(issuer: impl Into<String>, client_id: impl Into<String>) -> Self {
         Validation {
             issuer: issuer.into(),
             client_id: client_id.into(),
             leeway_secs: DEFAULT_LEEWAY_SECS,
-            nonce: None,
+            nonce: NonceCheck::Unset,
+            trusted_audiences: Vec::new(),
             groups_claim: "groups".to_owned(),
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
         }
     }
 
-    /// The same checks, also requiring `nonce`.
+    /// The same checks, also requiring `nonce` (ID tokens from our own sign-in).
     pub fn with_nonce(mut self, nonce: impl Into<String>) -> Self {
-        self.nonce = Some(nonce.into());
+        self.nonce = NonceCheck::Expect(nonce.into());
+        self
+    }
+
+    /// The same checks without a nonce: for tokens that did not come from a sign-in this
+    /// relying party started (bearer tokens of non-browser clients).
+    pub fn without_nonce(mut self) -> Self {
+        self.nonce = NonceCheck::Skip;
         self
     }
 
@@ -144,7 +169,12 @@ impl Validation {
         if claims.iss != self.issuer {
             return Err(TokenError::Issuer);
         }
-        if !claims.aud.contains(&self.client_id) {
+        if !claims.aud.contains(&self.client_id)
+            || claims
+                .aud
+                .iter()
+                .any(|a| *a != self.client_id && !self.trusted_audiences.contains(a))
+        {
             return Err(TokenError::Audience);
         }
         match &claims.azp {
@@ -163,13 +193,17 @@ impl Validation {
         if claims.iat > late_now {
             return Err(TokenError::IssuedInFuture);
         }
-        if let Some(expected) = &self.nonce {
-            let matches = claims
-                .nonce
-                .as_deref()
-                .is_some_and(|got| constant_time_eq(got.as_bytes(), expected.as_bytes()));
-            if !matches {
-                return Err(TokenError::Nonce);
+        match &self.nonce {
+            NonceCheck::Skip => {}
+            NonceCheck::Unset => return Err(TokenError::Nonce),
+            NonceCheck::Expect(expected) => {
+                let matches = claims
+                    .nonce
+                    .as_deref()
+                    .is_some_and(|got| constant_time_eq(got.as_bytes(), expected.as_bytes()));
+                if !matches {
+                    return Err(TokenError::Nonce);
+                }
             }
         }
         Ok(())

@@ -407,15 +407,21 @@ fn audience_must_contain_the_client() {
 #[test]
 fn authorized_party_rules() {
     let e = es();
-    // Several audiences without azp.
+    // Several audiences without azp (even when the other audience is trusted).
     let multi = with(good_claims(), "aud", json!([CLIENT, "other"]));
+    let mut trusting = validation();
+    trusting.trusted_audiences.push("other".to_owned());
     assert_eq!(
-        check(&e, &multi, &validation()).err(),
+        check(&e, &multi, &trusting).err(),
         Some(TokenError::AuthorizedParty)
     );
-    // Several audiences, azp is us.
+    // Several audiences, azp is us, but "other" is not an audience we trust (OIDC-6).
     let ok = with(multi.clone(), "azp", json!(CLIENT));
-    assert!(check(&e, &ok, &validation()).is_ok());
+    assert_eq!(
+        check(&e, &ok, &validation()).err(),
+        Some(TokenError::Audience)
+    );
+    assert!(check(&e, &ok, &trusting).is_ok());
     // azp present but someone else, even with a single audience.
     let other = with(good_claims(), "azp", json!("other"));
     assert_eq!(
@@ -487,8 +493,13 @@ fn nonce_must_match_when_expected() {
         check(&e, &missing, &validation()).err(),
         Some(TokenError::Nonce)
     );
-    // Without an expected nonce the claim is not checked.
-    assert!(check(&e, &missing, &Validation::new(ISS, CLIENT)).is_ok());
+    // A validation that never chose a nonce rule refuses everything.
+    assert_eq!(
+        check(&e, &good_claims(), &Validation::new(ISS, CLIENT)).err(),
+        Some(TokenError::Nonce)
+    );
+    // Only an explicit choice skips the check (bearer tokens).
+    assert!(check(&e, &missing, &Validation::new(ISS, CLIENT).without_nonce()).is_ok());
 }
 
 #[test]

@@ -99,6 +99,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
                 .await
                 .map_err(|_| TlsError::Timeout)??,
         }
+        // Writers flush after every call, which bounds the queue by the size of one write;
+        // rustls's own limit would make a large `write_all` fail half-way instead.
+        stream.tls.set_buffer_limit(None);
         Ok(stream)
     }
 
@@ -166,11 +169,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         S: Splitable,
     {
         let (read, write) = self.io.into_split();
-        let mut tls = self.tls;
-        // The writer encrypts a frame at a time and flushes at its own pace, which bounds the
-        // queue; rustls's own limit would make `encrypt` fail half-way instead.
-        tls.set_buffer_limit(None);
-        let tls = Rc::new(RefCell::new(tls));
+        let tls = Rc::new(RefCell::new(self.tls));
         (
             TlsReader {
                 io: read,
@@ -281,8 +280,23 @@ impl<R: AsyncReadRent> TlsReader<R> {
 impl<W: AsyncWriteRent> TlsWriter<W> {
     /// Encrypts `data` into the pending ciphertext without writing it yet.
     pub fn encrypt(&mut self, data: &[u8]) -> Result<(), TlsError> {
+        self.encrypt_parts(&[data])
+    }
+
+    /// Encrypts `parts` as one byte sequence: TLS records are filled across the parts, so a
+    /// frame header and its payload share records without being copied together first.
+    pub fn encrypt_parts(&mut self, parts: &[&[u8]]) -> Result<(), TlsError> {
         let mut tls = self.tls.borrow_mut();
-        tls.writer().write_all(data)?;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut done = 0;
+        while done < total {
+            let slices = remaining_slices(parts, done);
+            let n = tls.writer().write_vectored(&slices)?;
+            if n == 0 {
+                return Err(TlsError::Io(io::ErrorKind::WriteZero.into()));
+            }
+            done += n;
+        }
         while tls.wants_write() {
             tls.write_tls(&mut self.cipher_out)?;
         }
@@ -320,6 +334,20 @@ impl<W: AsyncWriteRent> TlsWriter<W> {
         self.io.shutdown().await?;
         Ok(())
     }
+}
+
+/// The parts after the first `skip` bytes, as I/O slices (at most a handful of parts).
+fn remaining_slices<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<io::IoSlice<'a>> {
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        out.push(io::IoSlice::new(&part[skip..]));
+        skip = 0;
+    }
+    out
 }
 
 /// Feeds `ciphertext` to rustls until the handshake completes; returns how many bytes were

@@ -14,8 +14,12 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use super::notify::Notify;
 use crate::{Connection, ConnectionError, Event, Transmit};
 
-/// Ciphertext gathered before it is written: a few frames per syscall, bounded memory.
-const FLUSH_AT: usize = 64 * 1024;
+/// Ciphertext gathered before it is written: a stream window's worth of frames per syscall,
+/// bounded memory.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Plaintext read buffer of a tunnel connection.
+const INBOX: usize = 512 * 1024;
 
 /// The application's side of a running tunnel connection.
 #[derive(Clone, Debug)]
@@ -135,7 +139,9 @@ impl Shared {
 }
 
 async fn read_loop<R: AsyncReadRent>(mut reader: TlsReader<R>, shared: Rc<Shared>) {
-    let mut inbox = BytesMut::with_capacity(64 * 1024);
+    // Frames leave this buffer as shared `Bytes`, so when it runs out it must move the
+    // partial frame at its end; a few frames of room makes that rare.
+    let mut inbox = BytesMut::with_capacity(INBOX);
     loop {
         let read = monoio::select! {
             read = reader.read(&mut inbox) => read,
@@ -189,9 +195,8 @@ async fn write_ready<W: AsyncWriteRent>(
             Transmit::Nothing => break,
             Transmit::Frames => {}
             Transmit::Data(payload) => {
-                writer.encrypt(plain)?;
+                writer.encrypt_parts(&[plain, &payload])?;
                 plain.clear();
-                writer.encrypt(&payload)?;
             }
         }
         if plain.len() >= FLUSH_AT {
