@@ -17,6 +17,7 @@ apt_install() {
 }
 need curl || apt_install curl
 need python3 || apt_install python3
+need openssl || apt_install openssl
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
