@@ -248,7 +248,13 @@ fn idle_stream_memory(_: &mut Criterion) {
     drop(heads);
 }
 
-criterion_group!(benches, frames, small_streams, idle_stream_memory, loopback::compare);
+criterion_group!(
+    benches,
+    frames,
+    small_streams,
+    idle_stream_memory,
+    loopback::compare
+);
 criterion_main!(benches);
 
 /// One large transfer over loopback: through the tunnel (mutual TLS, framing, flow control),
@@ -273,11 +279,18 @@ mod loopback {
     const CHUNK: usize = 1 << 20;
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().unwrap().block_on(f)
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     struct Tls {
@@ -297,13 +310,22 @@ mod loopback {
     }
 
     fn hello() -> Hello {
-        Hello { version: 1, worker: 0, workers: 1, connector_id: String::new(), group: String::new() }
+        Hello {
+            version: 1,
+            worker: 0,
+            workers: 1,
+            connector_id: String::new(),
+            group: String::new(),
+        }
     }
 
     /// The default tunnel settings, or the stream window from `TUNNEL_STREAM_WINDOW`.
     fn config() -> TunnelConfig {
         let mut config = TunnelConfig::default();
-        if let Some(w) = std::env::var("TUNNEL_STREAM_WINDOW").ok().and_then(|v| v.parse().ok()) {
+        if let Some(w) = std::env::var("TUNNEL_STREAM_WINDOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
             config.stream_window = w;
         }
         config
@@ -370,7 +392,13 @@ mod loopback {
         let client_config = tls.client.clone();
         run(
             move |tcp| async move {
-                let mut s = TlsStream::handshake(tcp, rustls::ServerConnection::new(server_config).unwrap(), None).await.unwrap();
+                let mut s = TlsStream::handshake(
+                    tcp,
+                    rustls::ServerConnection::new(server_config).unwrap(),
+                    None,
+                )
+                .await
+                .unwrap();
                 let chunk = vec![7u8; CHUNK];
                 let mut sent = 0;
                 while sent < total {
@@ -379,7 +407,11 @@ mod loopback {
                 }
             },
             move |tcp| async move {
-                let client = rustls::ClientConnection::new(client_config, ServerName::try_from(NAME).unwrap()).unwrap();
+                let client = rustls::ClientConnection::new(
+                    client_config,
+                    ServerName::try_from(NAME).unwrap(),
+                )
+                .unwrap();
                 let mut s = TlsStream::handshake(tcp, client, None).await.unwrap();
                 let mut got = 0u64;
                 let mut buf = BytesMut::with_capacity(256 * 1024);
@@ -398,15 +430,38 @@ mod loopback {
         let client_config = tls.client.clone();
         run(
             move |tcp| async move {
-                let s = TlsStream::handshake(tcp, rustls::ServerConnection::new(server_config).unwrap(), None).await.unwrap();
+                let s = TlsStream::handshake(
+                    tcp,
+                    rustls::ServerConnection::new(server_config).unwrap(),
+                    None,
+                )
+                .await
+                .unwrap();
                 let (r, w) = s.into_split();
-                let tunnel = spawn(r, w, Connection::new(Role::Service, config(), &hello(), Instant::now()));
+                let tunnel = spawn(
+                    r,
+                    w,
+                    Connection::new(Role::Service, config(), &hello(), Instant::now()),
+                );
                 while !matches!(tunnel.next_event().await, Some(Event::Hello(_))) {}
-                let id = tunnel.with(|c| c.open(OpenParts {
-                    stream: StreamId(0), end: false, request_id: [0; 16], client: "127.0.0.1:1".parse().unwrap(),
-                    https: true, app: "a", method: b"PUT", target: b"/", http11: true,
-                    body: BodyLength::Known(total), identity: None, fields: [] as [(&[u8], &[u8]); 0],
-                })).unwrap();
+                let id = tunnel
+                    .with(|c| {
+                        c.open(OpenParts {
+                            stream: StreamId(0),
+                            end: false,
+                            request_id: [0; 16],
+                            client: "127.0.0.1:1".parse().unwrap(),
+                            https: true,
+                            app: "a",
+                            method: b"PUT",
+                            target: b"/",
+                            http11: true,
+                            body: BodyLength::Known(total),
+                            identity: None,
+                            fields: [] as [(&[u8], &[u8]); 0],
+                        })
+                    })
+                    .unwrap();
                 let source = Bytes::from(vec![7u8; CHUNK]);
                 let mut sent = 0u64;
                 while sent < total {
@@ -417,16 +472,26 @@ mod loopback {
                     }
                     let n = room.min(CHUNK).min((total - sent) as usize);
                     sent += n as u64;
-                    tunnel.with(|c| c.send_data(id, source.slice(..n), sent == total)).unwrap();
+                    tunnel
+                        .with(|c| c.send_data(id, source.slice(..n), sent == total))
+                        .unwrap();
                 }
                 // Wait for the connector to finish (it closes the tunnel).
                 while tunnel.next_event().await.is_some() {}
             },
             move |tcp| async move {
-                let client = rustls::ClientConnection::new(client_config, ServerName::try_from(NAME).unwrap()).unwrap();
+                let client = rustls::ClientConnection::new(
+                    client_config,
+                    ServerName::try_from(NAME).unwrap(),
+                )
+                .unwrap();
                 let s = TlsStream::handshake(tcp, client, None).await.unwrap();
                 let (r, w) = s.into_split();
-                let tunnel = spawn(r, w, Connection::new(Role::Connector, config(), &hello(), Instant::now()));
+                let tunnel = spawn(
+                    r,
+                    w,
+                    Connection::new(Role::Connector, config(), &hello(), Instant::now()),
+                );
                 let mut got = 0u64;
                 while let Some(event) = tunnel.next_event().await {
                     match event {
@@ -445,9 +510,21 @@ mod loopback {
     }
 
     pub(super) fn compare(_: &mut Criterion) {
-        let total: u64 = std::env::var("TUNNEL_BENCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 30);
-        let best = |f: fn(u64) -> Duration| (0..3).map(|_| f(total)).min().unwrap();
-        let (tcp, rustls, tunnel) = (best(plain_tcp), best(plain_rustls), best(through_tunnel));
+        let total: u64 = std::env::var("TUNNEL_BENCH_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1 << 30);
+        // `TUNNEL_BENCH_ONLY=tunnel` runs only the tunnel (for profiling).
+        let only = std::env::var("TUNNEL_BENCH_ONLY").ok();
+        let best = |name: &str, f: fn(u64) -> Duration| match only.as_deref() {
+            Some(o) if o != name => Duration::from_secs(1),
+            _ => (0..3).map(|_| f(total)).min().unwrap(),
+        };
+        let (tcp, rustls, tunnel) = (
+            best("tcp", plain_tcp),
+            best("rustls", plain_rustls),
+            best("tunnel", through_tunnel),
+        );
         let rate = |d: Duration| total as f64 / d.as_secs_f64() / 1e9;
         println!(
             "loopback, {} MiB in one stream (best of 3): plain TCP {:.2} GB/s, plain rustls {:.2} GB/s, tunnel {:.2} GB/s = {:.0}% of rustls",
