@@ -11,6 +11,10 @@ pub struct TunnelConfig {
     /// Credit per stream, bytes; default 256 KiB. A stream whose reader stops can have at most
     /// this much in flight.
     pub stream_window: u32,
+    /// Largest credit a stream grows to while its application keeps up, bytes; default 4 MiB.
+    /// A stream starts at `stream_window` and doubles its window each time credit goes back
+    /// with nothing left unread, so one fast transfer is not bound by the round trip.
+    pub max_stream_window: u32,
     /// Credit for the whole connection, bytes; default 16 MiB.
     pub connection_window: u32,
     /// Streams open at once (accepting side refuses more); default 10 000.
@@ -30,6 +34,7 @@ impl Default for TunnelConfig {
         TunnelConfig {
             max_frame: 64 * 1024,
             stream_window: 256 * 1024,
+            max_stream_window: 4 * 1024 * 1024,
             connection_window: 16 * 1024 * 1024,
             max_streams: 10_000,
             ping_interval: Duration::from_secs(5),

@@ -141,6 +141,9 @@ struct Stream {
     blocked: bool,
     recv_open: bool,
     recv_window: u32,
+    /// The receive window this stream has been granted in total (grows while the
+    /// application keeps up).
+    window_size: u32,
     /// Received but not yet consumed by the application.
     recv_buffered: u32,
     recv_unacked: u32,
@@ -404,17 +407,27 @@ impl Connection {
     }
 
     /// The application passed on `n` bytes received on `id`: grant that much credit back.
+    ///
+    /// A stream whose application keeps up (nothing left unconsumed when credit goes back)
+    /// has its window doubled, up to [`TunnelConfig::max_stream_window`]: a single fast
+    /// transfer then does not stall on the credit round trip, while a stream whose reader
+    /// stops never grows past the window it had.
     pub fn consume(&mut self, id: StreamId, n: usize) {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
-        // A quarter, not half, of the window: credit flows back sooner, which keeps a single
-        // fast stream from stalling on the round trip (measured: +10 % at 256 KiB windows).
-        let quarter_stream = self.config.stream_window / 4;
+        let max_window = self.config.max_stream_window.max(self.config.stream_window);
         if let Some(stream) = self.streams.get_mut(&id) {
             let n = n.min(stream.recv_buffered);
             stream.recv_buffered -= n;
             stream.recv_unacked += n;
-            if stream.recv_open && stream.recv_unacked >= quarter_stream {
-                let increment = std::mem::take(&mut stream.recv_unacked);
+            // A quarter, not half, of the window: credit flows back sooner (measured: +10 %
+            // single-stream throughput at 256 KiB).
+            if stream.recv_open && stream.recv_unacked >= stream.window_size / 4 {
+                let mut increment = std::mem::take(&mut stream.recv_unacked);
+                if stream.recv_buffered == 0 && stream.window_size < max_window {
+                    let grow = stream.window_size.min(max_window - stream.window_size);
+                    stream.window_size += grow;
+                    increment += grow;
+                }
                 stream.recv_window += increment;
                 self.queue_frame(&Frame::WindowUpdate(WindowUpdate {
                     stream: id,
@@ -686,6 +699,7 @@ impl Connection {
             blocked: false,
             recv_open: true,
             recv_window: self.config.stream_window,
+            window_size: self.config.stream_window,
             recv_buffered: 0,
             recv_unacked: 0,
             final_response: false,

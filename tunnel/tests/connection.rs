@@ -487,3 +487,27 @@ fn control_frames_go_before_queued_data() {
         Transmit::Data(_)
     ));
 }
+
+#[test]
+fn a_stream_that_keeps_up_earns_a_larger_window_up_to_the_cap() {
+    let config = TunnelConfig::default();
+    let mut p = Pair::new(config);
+    let id = open(&mut p.service.conn, "/big", false);
+    p.service
+        .conn
+        .send_data(id, Bytes::from(vec![5u8; 16 * 1024 * 1024]), false)
+        .unwrap();
+    for _ in 0..200 {
+        p.pump();
+        collect(&mut p.connector, |_| true);
+    }
+    let grown = p.service.conn.send_capacity(id);
+    assert!(
+        grown > config.stream_window as usize,
+        "window grew: {grown}"
+    );
+    assert!(
+        grown <= config.max_stream_window as usize,
+        "but not past the cap: {grown}"
+    );
+}
