@@ -251,6 +251,13 @@ impl Keyring {
         std::str::from_utf8(text).map_err(|_| CookieError::Malformed)
     }
 
+    /// Whether `view` was sealed with a key other than the current one: after a rotation the
+    /// caller re-seals it (from [`SessionView::as_session_ref`]) so that the old key can be
+    /// retired once no cookie needs it.
+    pub fn needs_reseal(&self, view: &SessionView<'_>) -> bool {
+        view.key_id != self.current_key_id()
+    }
+
     /// [`seal`](Self::seal) into a new `String`, for callers that do not keep buffers.
     pub fn seal_to_string(
         &self,
@@ -304,7 +311,8 @@ impl Keyring {
         let plain: &'s [u8] = key
             .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
             .map_err(|_| CookieError::Tampered)?;
-        let view = SessionView::decode(plain)?;
+        let mut view = SessionView::decode(plain)?;
+        view.key_id = key_id;
         // The binding already covers the app; a mismatch here means a sealing bug, not an attack.
         if view.app_id != app_id {
             return Err(CookieError::Malformed);

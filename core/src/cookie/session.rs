@@ -84,6 +84,9 @@ pub struct SessionView<'a> {
     pub app_id: &'a str,
     /// See [`SessionRef::session_id`].
     pub session_id: [u8; 16],
+    /// The id of the key that sealed this cookie; when it is not the keyring's current key,
+    /// re-seal the session (see [`crate::Keyring::needs_reseal`]).
+    pub key_id: u8,
 }
 
 /// Group names to seal: borrowed from owned strings, from string slices, or from an opened
@@ -337,6 +340,8 @@ impl<'a> SessionView<'a> {
             expires_at,
             app_id,
             session_id,
+            // Set by `Keyring::open`, which knows the key.
+            key_id: 0,
         })
     }
 }

@@ -207,7 +207,18 @@ fn rotation_keeps_old_keys_until_retired() {
     let rotated = keyring_of(&[(2, 0x22), (1, 0x11)]);
     assert_eq!(rotated.current_key_id(), 2);
     let mut scratch = [0u8; SCRATCH_LEN];
-    assert!(open(&rotated, "wiki", value.as_bytes(), &mut scratch).is_ok());
+    let view = open(&rotated, "wiki", value.as_bytes(), &mut scratch).expect("old key opens");
+    assert_eq!(view.key_id, 1);
+    assert!(rotated.needs_reseal(&view), "sealed under the previous key");
+    // Re-sealing the opened session moves it to the current key, and it survives retirement.
+    let resealed = rotated
+        .seal_to_string(NAME, &view.as_session_ref())
+        .expect("reseals");
+    let retired_soon = keyring_of(&[(2, 0x22)]);
+    let mut again = [0u8; SCRATCH_LEN];
+    let moved = open(&retired_soon, "wiki", resealed.as_bytes(), &mut again).expect("opens");
+    assert!(!retired_soon.needs_reseal(&moved));
+    assert_eq!(moved.session_id, view.session_id);
 
     let fresh = sealed(&rotated, "wiki");
     let mut check = [0u8; SCRATCH_LEN];
