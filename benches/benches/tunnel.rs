@@ -269,7 +269,7 @@ mod loopback {
     use gatehouse_core::ca::{generate_key_and_csr, ConnectorCa};
     use gatehouse_http1::rt::TlsStream;
     use gatehouse_tunnel::frame::{BodyLength, Hello, OpenParts};
-    use gatehouse_tunnel::rt::{connector_tls_config, service_tls_config, spawn};
+    use gatehouse_tunnel::rt::{connector_tls_config, service_tls_config, spawn, TunnelHandle};
     use gatehouse_tunnel::{Connection, Event, Role, StreamId, TunnelConfig};
     use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
     use monoio::net::{TcpListener, TcpStream};
@@ -424,26 +424,47 @@ mod loopback {
         )
     }
 
+    /// The service end of a tunnel on an accepted connection, after the peer's HELLO.
+    async fn service_end(
+        tcp: TcpStream,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> TunnelHandle {
+        let s = TlsStream::handshake(tcp, rustls::ServerConnection::new(config).unwrap(), None)
+            .await
+            .unwrap();
+        let (r, w) = s.into_split();
+        let tunnel = spawn(
+            r,
+            w,
+            Connection::new(Role::Service, self::config(), &hello(), Instant::now()),
+        );
+        while !matches!(tunnel.next_event().await, Some(Event::Hello(_))) {}
+        tunnel
+    }
+
+    /// The connector end of a tunnel on a connected socket.
+    async fn connector_end(
+        tcp: TcpStream,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> TunnelHandle {
+        let client =
+            rustls::ClientConnection::new(config, ServerName::try_from(NAME).unwrap()).unwrap();
+        let s = TlsStream::handshake(tcp, client, None).await.unwrap();
+        let (r, w) = s.into_split();
+        spawn(
+            r,
+            w,
+            Connection::new(Role::Connector, self::config(), &hello(), Instant::now()),
+        )
+    }
+
     fn through_tunnel(total: u64) -> Duration {
         let tls = tls();
         let server_config = tls.server.clone();
         let client_config = tls.client.clone();
         run(
             move |tcp| async move {
-                let s = TlsStream::handshake(
-                    tcp,
-                    rustls::ServerConnection::new(server_config).unwrap(),
-                    None,
-                )
-                .await
-                .unwrap();
-                let (r, w) = s.into_split();
-                let tunnel = spawn(
-                    r,
-                    w,
-                    Connection::new(Role::Service, config(), &hello(), Instant::now()),
-                );
-                while !matches!(tunnel.next_event().await, Some(Event::Hello(_))) {}
+                let tunnel = service_end(tcp, server_config).await;
                 let id = tunnel
                     .with(|c| {
                         c.open(OpenParts {
@@ -480,18 +501,7 @@ mod loopback {
                 while tunnel.next_event().await.is_some() {}
             },
             move |tcp| async move {
-                let client = rustls::ClientConnection::new(
-                    client_config,
-                    ServerName::try_from(NAME).unwrap(),
-                )
-                .unwrap();
-                let s = TlsStream::handshake(tcp, client, None).await.unwrap();
-                let (r, w) = s.into_split();
-                let tunnel = spawn(
-                    r,
-                    w,
-                    Connection::new(Role::Connector, config(), &hello(), Instant::now()),
-                );
+                let tunnel = connector_end(tcp, client_config).await;
                 let mut got = 0u64;
                 while let Some(event) = tunnel.next_event().await {
                     match event {
@@ -518,20 +528,7 @@ mod loopback {
         let client_config = tls.client.clone();
         run(
             move |tcp| async move {
-                let s = TlsStream::handshake(
-                    tcp,
-                    rustls::ServerConnection::new(server_config).unwrap(),
-                    None,
-                )
-                .await
-                .unwrap();
-                let (r, w) = s.into_split();
-                let tunnel = spawn(
-                    r,
-                    w,
-                    Connection::new(Role::Service, config(), &hello(), Instant::now()),
-                );
-                while !matches!(tunnel.next_event().await, Some(Event::Hello(_))) {}
+                let tunnel = service_end(tcp, server_config).await;
                 tunnel.with(|c| {
                     for _ in 0..STREAMS {
                         c.open(OpenParts {
@@ -565,18 +562,7 @@ mod loopback {
                 tunnel.close();
             },
             move |tcp| async move {
-                let client = rustls::ClientConnection::new(
-                    client_config,
-                    ServerName::try_from(NAME).unwrap(),
-                )
-                .unwrap();
-                let s = TlsStream::handshake(tcp, client, None).await.unwrap();
-                let (r, w) = s.into_split();
-                let tunnel = spawn(
-                    r,
-                    w,
-                    Connection::new(Role::Connector, config(), &hello(), Instant::now()),
-                );
+                let tunnel = connector_end(tcp, client_config).await;
                 let body = Bytes::from(vec![b'x'; 1024]);
                 let mut answered = 0u64;
                 while let Some(event) = tunnel.next_event().await {
