@@ -345,12 +345,16 @@ mod loopback {
                 let listener = TcpListener::bind("127.0.0.1:0").unwrap();
                 tx.send(listener.local_addr().unwrap().port()).unwrap();
                 let (tcp, _) = listener.accept().await.unwrap();
+                // Small frames (credit, responses) must not wait for Nagle and delayed ACKs;
+                // the service and connector set this on their tunnel sockets too.
+                tcp.set_nodelay(true).unwrap();
                 send(tcp).await;
             })
         });
         let port = rx.recv().unwrap();
         let elapsed = block_on(async move {
             let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
             let start = Instant::now();
             let got = receive(tcp).await;
             assert!(got > 0);
