@@ -6,33 +6,23 @@
 
 /// RFC 9110 5.6.2: `tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" /
 /// "_" / "`" / "|" / "~" / DIGIT / ALPHA`.
-pub(crate) static TOKEN: [bool; 256] = {
+pub(crate) static TOKEN: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
+
+/// A byte-class table: ASCII letters and digits plus `extra`.
+const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        table[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
     }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
     table
-};
+}
 
 /// Whether `bytes` is a non-empty token.
 pub(crate) fn is_token(bytes: &[u8]) -> bool {
@@ -272,37 +262,7 @@ mod sse2 {
 }
 
 /// RFC 3986 `reg-name` / `IP-literal` / `port` bytes allowed in a Host value.
-pub(crate) static HOST: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'['
-                    | b']'
-            );
-        b += 1;
-    }
-    table
-};
+pub(crate) static HOST: [bool; 256] = alphanumeric_and(b"-._~%!$&'()*+,;=:[]");
 
 /// Strips optional whitespace (SP / HTAB) from both ends.
 pub(crate) fn trim_ows(bytes: &[u8]) -> &[u8] {

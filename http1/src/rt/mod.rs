@@ -14,4 +14,4 @@ mod tls;
 pub use client::{fetch, ClientRequest, ClientResponse};
 pub use conn::{Conn, ConnError};
 pub use pool::{BufferPool, PoolConfig};
-pub use tls::{TlsError, TlsReader, TlsStream, TlsWriter};
+pub use tls::{TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS};

@@ -283,15 +283,17 @@ impl<W: AsyncWriteRent> TlsWriter<W> {
         self.encrypt_parts(&[data])
     }
 
-    /// Encrypts `parts` as one byte sequence: TLS records are filled across the parts, so a
-    /// frame header and its payload share records without being copied together first.
+    /// Encrypts `parts` (at most [`MAX_PARTS`]) as one byte sequence: TLS records are filled
+    /// across the parts, so a frame header and its payload share records without being copied
+    /// together first. Allocates nothing.
     pub fn encrypt_parts(&mut self, parts: &[&[u8]]) -> Result<(), TlsError> {
         let mut tls = self.tls.borrow_mut();
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0;
         while done < total {
-            let slices = remaining_slices(parts, done);
-            let n = tls.writer().write_vectored(&slices)?;
+            let mut slices = [io::IoSlice::new(&[]); MAX_PARTS];
+            let count = remaining_slices(parts, done, &mut slices);
+            let n = tls.writer().write_vectored(&slices[..count])?;
             if n == 0 {
                 return Err(TlsError::Io(io::ErrorKind::WriteZero.into()));
             }
@@ -336,18 +338,30 @@ impl<W: AsyncWriteRent> TlsWriter<W> {
     }
 }
 
-/// The parts after the first `skip` bytes, as I/O slices (at most a handful of parts).
-fn remaining_slices<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<io::IoSlice<'a>> {
-    let mut out = Vec::with_capacity(parts.len());
+/// Most parts [`TlsWriter::encrypt_parts`] takes at once.
+pub const MAX_PARTS: usize = 4;
+
+/// Writes the parts after the first `skip` bytes into `out` as I/O slices; returns how many.
+fn remaining_slices<'a>(
+    parts: &[&'a [u8]],
+    mut skip: usize,
+    out: &mut [io::IoSlice<'a>; MAX_PARTS],
+) -> usize {
+    assert!(
+        parts.len() <= MAX_PARTS,
+        "encrypt_parts takes at most {MAX_PARTS} parts"
+    );
+    let mut count = 0;
     for part in parts {
         if skip >= part.len() {
             skip -= part.len();
             continue;
         }
-        out.push(io::IoSlice::new(&part[skip..]));
+        out[count] = io::IoSlice::new(&part[skip..]);
+        count += 1;
         skip = 0;
     }
-    out
+    count
 }
 
 /// Feeds `ciphertext` to rustls until the handshake completes; returns how many bytes were
