@@ -18,6 +18,8 @@ apt_install() {
 need curl || apt_install curl
 need python3 || apt_install python3
 need openssl || apt_install openssl
+# nginx is an internal app in the end-to-end tests (Debian puts it in /usr/sbin).
+[ -x /usr/sbin/nginx ] || need nginx || apt_install nginx-light || apt_install nginx
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

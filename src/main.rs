@@ -1,7 +1,14 @@
 //! The `gatehouse` command line.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+
+mod demo;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -9,9 +16,292 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Gatehouse: an identity-aware application proxy.
 #[derive(Parser, Debug)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The public edge: HTTPS front, tunnels, registration.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// The connector inside the private network.
+    Connector {
+        #[command(subcommand)]
+        command: ConnectorCommand,
+    },
+    /// Runs everything on this machine: a sample internal app, the service, a registered
+    /// connector. Prints the URL to open; Ctrl-C stops.
+    Demo {
+        /// HTTPS port of the front.
+        #[arg(long, default_value_t = 8443)]
+        https_port: u16,
+        /// Port of the tunnel listener.
+        #[arg(long, default_value_t = 9443)]
+        tunnel_port: u16,
+        /// Port of the sample internal app (loopback only).
+        #[arg(long, default_value_t = 18080)]
+        app_port: u16,
+        /// Directory for the demo's files (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// The demo's sample internal app (started by `demo`).
+    #[command(hide = true)]
+    DemoApp {
+        /// Port on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceCommand {
+    /// Runs the service (SIGHUP reloads the configuration, SIGTERM stops).
+    Run {
+        /// The service configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Loads and validates the configuration, then exits.
+    Check {
+        /// The service configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Bootstrap tokens for connector registration.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Registered connectors.
+    Connector {
+        #[command(subcommand)]
+        command: ConnectorAdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Creates a token and prints it once (only its hash is stored).
+    Create {
+        /// The service configuration file (for its state directory).
+        #[arg(long)]
+        config: PathBuf,
+        /// `admin` (may register connectors) or `viewer`.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// Lifetime: seconds, or a number with s, m, h or d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConnectorAdminCommand {
+    /// Lists registered connectors.
+    List {
+        /// The service configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Revokes a connector: its tunnels drop at once and it cannot connect again.
+    Revoke {
+        /// The service configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The connector id (see `list`).
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConnectorCommand {
+    /// Registers this connector with a service (once).
+    Register {
+        /// The service's tunnel address, `https://host:port`.
+        #[arg(long)]
+        service: String,
+        /// The bootstrap token: `-` reads it from stdin, `@FILE` from a file; without this
+        /// option it comes from the GATEHOUSE_TOKEN environment variable. A literal token
+        /// works too, but other local users can see command lines.
+        #[arg(long)]
+        token: Option<String>,
+        /// The connector group to join.
+        #[arg(long, default_value = "default")]
+        group: String,
+        /// Where the connector keeps its key, certificate and identity.
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Runs a registered connector (SIGTERM stops).
+    Run {
+        /// The directory `register` wrote.
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Service { command } => service(command),
+        Command::Connector { command } => connector(command),
+        Command::Demo {
+            https_port,
+            tunnel_port,
+            app_port,
+            dir,
+        } => demo::run(demo::DemoOptions {
+            https_port,
+            tunnel_port,
+            app_port,
+            dir,
+        }),
+        Command::DemoApp { port } => demo::app(port),
+    }
+}
+
+fn service(command: ServiceCommand) -> anyhow::Result<()> {
+    use gatehouse_service::{config, unix_now, Role, StateDir};
+    match command {
+        ServiceCommand::Run { config } => Ok(gatehouse_service::run(&config)?),
+        ServiceCommand::Check { config } => {
+            let loaded = config::load(&config)?;
+            println!(
+                "{}: valid ({} apps, state in {})",
+                config.display(),
+                loaded.apps.len(),
+                loaded.state_dir.display()
+            );
+            Ok(())
+        }
+        ServiceCommand::Token {
+            command: TokenCommand::Create { config, role, ttl },
+        } => {
+            let role =
+                Role::parse(&role).ok_or_else(|| anyhow!("--role must be admin or viewer"))?;
+            let ttl = parse_duration(&ttl)?;
+            let loaded = config::load(&config)?;
+            let state = StateDir::open(&loaded.state_dir)?;
+            let ca = state.load_or_create_ca(unix_now())?;
+            let token = state.create_token(role, ttl, &ca, unix_now())?;
+            println!("{token}");
+            Ok(())
+        }
+        ServiceCommand::Connector { command } => {
+            let config_path = match &command {
+                ConnectorAdminCommand::List { config }
+                | ConnectorAdminCommand::Revoke { config, .. } => config.clone(),
+            };
+            let loaded = config::load(&config_path)?;
+            let state = StateDir::open(&loaded.state_dir)?;
+            match command {
+                ConnectorAdminCommand::List { .. } => {
+                    println!(
+                        "{:<20} {:<16} {:<10} {:<8} host",
+                        "id", "group", "registered", "state"
+                    );
+                    for c in state.connectors() {
+                        println!(
+                            "{:<20} {:<16} {:<10} {:<8} {}",
+                            c.id,
+                            c.group,
+                            c.registered,
+                            if c.revoked { "revoked" } else { "active" },
+                            c.hostname
+                        );
+                    }
+                    Ok(())
+                }
+                ConnectorAdminCommand::Revoke { id, .. } => {
+                    if !state.revoke(&id)? {
+                        bail!("no connector {id} is registered");
+                    }
+                    // Tell a running service at once (it also notices within a second).
+                    if let Some(pid) = state.pid() {
+                        let _ = std::process::Command::new("kill")
+                            .args(["-HUP", &pid.to_string()])
+                            .status();
+                    }
+                    println!("connector {id} revoked");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+fn connector(command: ConnectorCommand) -> anyhow::Result<()> {
+    match command {
+        ConnectorCommand::Register {
+            service,
+            token,
+            group,
+            state_dir,
+        } => {
+            let token = read_token(token)?;
+            let identity = gatehouse_connector::register(&service, &token, &group, &state_dir)?;
+            println!(
+                "registered connector {} in group {}; state in {}",
+                identity.connector_id,
+                identity.group,
+                state_dir.display()
+            );
+            Ok(())
+        }
+        ConnectorCommand::Run { state_dir } => Ok(gatehouse_connector::run(&state_dir)?),
+    }
+}
+
+/// The token from `-` (stdin), `@FILE`, a literal, or GATEHOUSE_TOKEN.
+fn read_token(arg: Option<String>) -> anyhow::Result<String> {
+    let token = match arg.as_deref() {
+        None => std::env::var("GATEHOUSE_TOKEN")
+            .context("no --token given and GATEHOUSE_TOKEN is not set")?,
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            text
+        }
+        Some(arg) => match arg.strip_prefix('@') {
+            Some(file) => std::fs::read_to_string(Path::new(file))
+                .with_context(|| format!("reading the token from {file}"))?,
+            None => arg.to_owned(),
+        },
+    };
+    Ok(token.trim().to_owned())
+}
+
+/// `90`, `90s`, `15m`, `1h`, `7d` → seconds.
+fn parse_duration(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("bad duration {text}"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("bad duration {text}: use s, m, h or d"),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| anyhow!("duration {text} is too long"))
 }

@@ -24,11 +24,13 @@ pub mod pkce;
 pub mod sign;
 pub mod token;
 
+pub mod api;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod hex;
-mod secret_file;
+pub mod secret_file;
+pub mod translate;
 
 pub use ca::{CaError, ClientCertError, ConnectorCa, ConnectorIdentity, IssuedCertificate};
 pub use cookie::{

@@ -11,17 +11,11 @@ use std::path::Path;
 /// overwritten. The contents go to a private temporary file first, which is then linked to
 /// `path` in one step (`link` fails if `path` exists), so a process starting at the same moment
 /// either finds no file or the whole file, never a truncated key.
-pub(crate) fn create_new(path: &Path, contents: &[u8]) -> io::Result<()> {
+pub fn create_new(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
+    let options = private_new_file();
     let result = options.open(&tmp).and_then(|mut file| {
         file.write_all(contents)?;
         file.sync_all()?;
@@ -32,8 +26,27 @@ pub(crate) fn create_new(path: &Path, contents: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Writes `path` with `contents` (mode 0600), replacing it in one step if it exists: readers
+/// see the old or the new file, never a mix (a renewed certificate, a rewritten state file).
+pub fn replace(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".new-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let _ = fs::remove_file(&tmp);
+    let options = private_new_file();
+    let result = options.open(&tmp).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Reads a key file, refusing one that group or others may read or write (REG-4).
-pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -49,4 +62,16 @@ pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
         }
     }
     fs::read(path)
+}
+
+/// Options that create a new file readable and writable by the owner only.
+fn private_new_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
 }

@@ -200,6 +200,18 @@ pub fn write_chunk_size(len: usize, dst: &mut Vec<u8>) {
 /// The CRLF that follows the data of every chunk.
 pub const CHUNK_END: &[u8] = b"\r\n";
 
+/// `{hex size}\r\n` for a chunk of `len` bytes, written into `buf` (no allocation).
+pub fn chunk_size_line(len: usize, buf: &mut [u8; 20]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS as usize / 4 - (len.leading_zeros() as usize / 4)).max(1);
+    for i in 0..digits {
+        buf[digits - 1 - i] = DIGITS[(len >> (4 * i)) & 0xf];
+    }
+    buf[digits] = b'\r';
+    buf[digits + 1] = b'\n';
+    &buf[..digits + 2]
+}
+
 /// The last chunk and an empty trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 

@@ -43,8 +43,8 @@ pub mod fuzzing;
 pub mod rt;
 
 pub use body::BodyDecoder;
+pub use chunked::{chunk_size_line, CHUNK_END, LAST_CHUNK};
 pub use chunked::{write_chunk_size, write_last_chunk, BodyEvent, ChunkedDecoder};
-pub use chunked::{CHUNK_END, LAST_CHUNK};
 pub use conn::{Next, ServerConn, ServerEvent};
 pub use error::Error;
 pub use field::{Field, Fields};

@@ -75,14 +75,15 @@ async fn serve(conn: &mut Conn<TcpStream>, seen: &Seen) -> Result<(), ConnError>
                     .field(b"Connection", b"close")?
                     .field(b"Content-Length", b"0")?;
                 out.extend_from_slice(b"\r\n");
-                conn.write_all(out).await?;
+                conn.write_vec(out).await.0?;
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
         seen.requests.fetch_add(1, Ordering::SeqCst);
         if expect_continue {
-            conn.write_all(CONTINUE_100).await?;
+            conn.write_bytes(bytes::Bytes::from_static(CONTINUE_100))
+                .await?;
         }
         let mut decoder = BodyDecoder::new(body_kind, &Limits::default());
         let (mut bytes, mut sum) = (0usize, 0u64);
@@ -110,7 +111,7 @@ async fn serve(conn: &mut Conn<TcpStream>, seen: &Seen) -> Result<(), ConnError>
             w.finish();
             out.extend_from_slice(text.as_bytes());
         }
-        conn.write_all(out).await?;
+        conn.write_vec(out).await.0?;
         if !keep_alive {
             return Ok(());
         }

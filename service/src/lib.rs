@@ -1,4 +1,335 @@
-//! The public edge of Gatehouse.
+//! The Gatehouse service: the public edge.
 //!
-//! Not built yet: see the request-path issue. The crate exists so the workspace has its final layout.
+//! Thread-per-core: every worker thread runs its own monoio runtime with its own
+//! `SO_REUSEPORT` listeners for the HTTPS front and for tunnels, its own tunnels from every
+//! connector, and serves each client request on a tunnel it holds itself, so a request never
+//! hops between threads. What workers share is read-mostly: the configuration snapshot
+//! (replaced on reload, picked up through a generation counter) and the TLS configurations.
 #![forbid(unsafe_code)]
+
+pub mod config;
+mod control;
+mod front;
+pub mod pages;
+mod routes;
+pub mod state;
+pub mod tls;
+mod worker;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gatehouse_core::ConnectorCa;
+
+pub use config::{ConfigError, ServiceConfig};
+pub use state::{ConnectorRecord, Role, StateDir, TokenRefusal};
+
+/// Why the service could not start or go on.
+#[derive(Debug)]
+pub enum ServiceError {
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// A file could not be read or written.
+    Io(PathBuf, io::Error),
+    /// A listener could not be bound.
+    Bind(std::net::SocketAddr, io::Error),
+    /// The connector CA failed.
+    Ca(String),
+    /// A TLS configuration could not be built.
+    Tls(String),
+}
+
+impl ServiceError {
+    pub(crate) fn io(path: &Path, e: io::Error) -> Self {
+        ServiceError::Io(path.to_owned(), e)
+    }
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceError::Config(e) => write!(f, "{e}"),
+            ServiceError::Io(path, e) => write!(f, "{}: {e}", path.display()),
+            ServiceError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            ServiceError::Ca(e) => write!(f, "connector CA: {e}"),
+            ServiceError::Tls(e) => write!(f, "TLS: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+impl From<ConfigError> for ServiceError {
+    fn from(e: ConfigError) -> Self {
+        ServiceError::Config(e)
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What every worker reads: replaced as a whole on reload.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) config: ServiceConfig,
+    /// Increases with every reload; CONFIG frames carry it.
+    pub(crate) version: u64,
+    /// Connectors that may hold tunnels (registered and not revoked).
+    pub(crate) allowed: HashSet<String>,
+}
+
+/// State shared by all workers (read-mostly; nothing here is touched per request).
+pub(crate) struct Shared {
+    pub(crate) config_path: PathBuf,
+    pub(crate) state: StateDir,
+    pub(crate) ca: ConnectorCa,
+    pub(crate) front_tls: Arc<rustls::ServerConfig>,
+    pub(crate) tunnel_tls: tls::TunnelTls,
+    pub(crate) workers: u16,
+    snapshot: Mutex<Arc<Snapshot>>,
+    pub(crate) generation: AtomicU64,
+    pub(crate) stop: AtomicBool,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The current snapshot (workers call this only when the generation moved).
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the configuration file and the connector registry. A bad file keeps the old
+    /// configuration (and says why).
+    fn reload(&self) -> Result<(), ServiceError> {
+        let old = self.snapshot();
+        let config = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                // The registry may still have changed (a revocation): apply that part.
+                let snapshot = Snapshot {
+                    config: old.config.clone(),
+                    version: old.version + 1,
+                    allowed: allowed_connectors(&self.state),
+                };
+                self.publish(snapshot);
+                return Err(e.into());
+            }
+        };
+        let snapshot = Snapshot {
+            config,
+            version: old.version + 1,
+            allowed: allowed_connectors(&self.state),
+        };
+        self.publish(snapshot);
+        Ok(())
+    }
+
+    /// Re-reads the connector registry (after a registration) and tells the workers.
+    pub(crate) fn registry_changed(&self) {
+        let old = self.snapshot();
+        self.publish(Snapshot {
+            config: old.config.clone(),
+            version: old.version,
+            allowed: allowed_connectors(&self.state),
+        });
+    }
+
+    fn publish(&self, snapshot: Snapshot) {
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+fn allowed_connectors(state: &StateDir) -> HashSet<String> {
+    state
+        .connectors()
+        .into_iter()
+        .filter(|c| !c.revoked)
+        .map(|c| c.id)
+        .collect()
+}
+
+/// Runs the service with the configuration at `config_path` until SIGTERM or SIGINT.
+/// SIGHUP reloads the configuration and the connector registry without dropping tunnels.
+pub fn run(config_path: &Path) -> Result<(), ServiceError> {
+    let config = config::load(config_path)?;
+    let now = unix_now();
+    let state = StateDir::open(&config.state_dir)?;
+    let ca = state
+        .load_or_create_ca(now)?
+        .with_validity_secs(config.certificate_validity.as_secs());
+    let front_tls = front_tls_config(&config, &ca, now)?;
+    let (chain, key) = ca
+        .issue_server_certificate(&[config.public_name.as_str(), "localhost"], now)
+        .map_err(|e| ServiceError::Ca(e.to_string()))?;
+    let chain = format!("{chain}{}", ca.cert_pem());
+    let tunnel_tls = tls::TunnelTls::new(&chain, &key, &ca.cert_pem())?;
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(usize::from(u16::MAX)) as u16;
+
+    // SO_REUSEPORT would let a second copy of the service share the ports silently: probe
+    // that the addresses are free first.
+    for addr in [config.listen_https, config.listen_tunnel] {
+        std::net::TcpListener::bind(addr).map_err(|e| ServiceError::Bind(addr, e))?;
+    }
+
+    let snapshot = Snapshot {
+        allowed: allowed_connectors(&state),
+        config,
+        version: 1,
+    };
+    let shared = Arc::new(Shared {
+        config_path: config_path.to_owned(),
+        state,
+        ca,
+        front_tls,
+        tunnel_tls,
+        workers,
+        snapshot: Mutex::new(Arc::new(snapshot)),
+        generation: AtomicU64::new(1),
+        stop: AtomicBool::new(false),
+    });
+    shared.state.write_pid()?;
+
+    let hup = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone());
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone());
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, term.clone());
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for id in 0..workers {
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("gatehouse-worker-{id}"))
+                .spawn(move || worker::run(id, shared, ready))
+                .map_err(|e| ServiceError::io(Path::new("thread"), e))?,
+        );
+    }
+    drop(ready_tx);
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shared.stop.store(true, Ordering::Release);
+                return Err(e);
+            }
+            Err(_) => break,
+        }
+    }
+    let snapshot = shared.snapshot();
+    eprintln!(
+        "gatehouse service: {} workers, https on {}, tunnels on {}, {} apps",
+        workers,
+        snapshot.config.listen_https,
+        snapshot.config.listen_tunnel,
+        snapshot.config.apps.len()
+    );
+    drop(snapshot);
+
+    // The registry files change under us (registrations by workers, revocations by the CLI,
+    // which also sends SIGHUP): look at them every second as well.
+    let mut last_registry = registry_stamp(&shared.state);
+    let mut tick = 0u32;
+    while !term.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(100));
+        tick += 1;
+        if hup.swap(false, Ordering::AcqRel) {
+            match shared.reload() {
+                Ok(()) => eprintln!("gatehouse service: configuration reloaded"),
+                Err(e) => eprintln!(
+                    "gatehouse service: reload refused, keeping the old configuration: {e}"
+                ),
+            }
+            last_registry = registry_stamp(&shared.state);
+        } else if tick % 10 == 0 {
+            let stamp = registry_stamp(&shared.state);
+            if stamp != last_registry {
+                last_registry = stamp;
+                let old = shared.snapshot();
+                shared.publish(Snapshot {
+                    config: old.config.clone(),
+                    version: old.version + 1,
+                    allowed: allowed_connectors(&shared.state),
+                });
+            }
+        }
+    }
+    shared.stop.store(true, Ordering::Release);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    Ok(())
+}
+
+/// Length and modification time of the registry files: changes mean a revocation or a
+/// registration.
+fn registry_stamp(state: &StateDir) -> Vec<Option<(u64, SystemTime)>> {
+    ["connectors", "revoked"]
+        .iter()
+        .map(|f| {
+            std::fs::metadata(state.path().join(f))
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        })
+        .collect()
+}
+
+/// The front's certificates: the configured ones, or (none configured) one issued by the
+/// service's own CA for every published host, for development and tests.
+fn front_tls_config(
+    config: &ServiceConfig,
+    ca: &ConnectorCa,
+    now: u64,
+) -> Result<Arc<rustls::ServerConfig>, ServiceError> {
+    let mut resolver = tls::SniResolver::new();
+    if config.certificates.is_empty() {
+        let mut names: Vec<String> = config
+            .apps
+            .iter()
+            .map(|app| app.external.host.to_string())
+            .collect();
+        names.push(config.public_name.clone());
+        names.push("localhost".into());
+        names.sort();
+        names.dedup();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (cert, key) = ca
+            .issue_server_certificate(&refs, now)
+            .map_err(|e| ServiceError::Ca(e.to_string()))?;
+        resolver.add(&names, &format!("{cert}{}", ca.cert_pem()), &key)?;
+    }
+    for entry in &config.certificates {
+        let cert =
+            std::fs::read_to_string(&entry.cert).map_err(|e| ServiceError::io(&entry.cert, e))?;
+        let key = gatehouse_core::secret_file::read(&entry.key)
+            .map_err(|e| ServiceError::io(&entry.key, e))?;
+        resolver.add(&entry.hosts, &cert, &String::from_utf8_lossy(&key))?;
+    }
+    resolver.into_config()
+}

@@ -4,9 +4,8 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
-use super::{Conn, ConnError};
+use super::{Conn, ConnError, Transport};
 use crate::{BodyDecoder, HeadWriter, Limits, RequestMethod, Version};
 
 /// A request to send.
@@ -48,7 +47,7 @@ impl ClientResponse {
 /// Sends `request` on `io` and reads the whole response, whose body may be at most
 /// `max_body` bytes. The connection is not reused (`Connection: close`), which keeps this
 /// client simple; it is not on any per-request path.
-pub async fn fetch<S: AsyncReadRent + AsyncWriteRent>(
+pub async fn fetch<S: Transport>(
     io: S,
     request: &ClientRequest<'_>,
     max_body: usize,
@@ -68,7 +67,7 @@ pub async fn fetch<S: AsyncReadRent + AsyncWriteRent>(
     head.extend_from_slice(request.body);
 
     let mut conn = Conn::new(io, BytesMut::with_capacity(16 * 1024), Limits::default());
-    conn.write_all(head).await?;
+    conn.write_vec(head).await.0?;
     let method = RequestMethod {
         head: request.method == "HEAD",
         connect: false,

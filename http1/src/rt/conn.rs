@@ -5,8 +5,8 @@ use std::io;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+use super::Transport;
 
 use crate::{
     parse_request, parse_response, BodyDecoder, BodyEvent, Error, Field, Limits, RequestHead,
@@ -88,7 +88,7 @@ enum Filled {
     Eof,
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
+impl<S: Transport> Conn<S> {
     /// Wraps `io`, reading into `buf` (typically from a [`super::BufferPool`]).
     pub fn new(io: S, buf: BytesMut, limits: Limits) -> Self {
         Conn {
@@ -109,13 +109,24 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         deadline: Option<Instant>,
         f: impl FnOnce(&RequestHead<'_, '_>) -> R,
     ) -> Result<R, ConnError> {
+        self.read_request_head_raw(deadline, |head, _| f(head))
+            .await
+    }
+
+    /// Like [`Conn::read_request_head`], and `f` also sees the head's raw bytes (a proxy keeps
+    /// them to open the request again elsewhere if the first attempt is refused).
+    pub async fn read_request_head_raw<R>(
+        &mut self,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&RequestHead<'_, '_>, &[u8]) -> R,
+    ) -> Result<R, ConnError> {
         loop {
             if self.may_hold_head() {
                 let mut fields = [Field::EMPTY; 128];
                 match parse_request(&self.buf, &mut fields, &self.limits)? {
                     Status::Complete(head) => {
                         let len = head.head_len;
-                        let r = f(&head);
+                        let r = f(&head, &self.buf[..len]);
                         self.consume(len);
                         return Ok(r);
                     }
@@ -195,19 +206,25 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         }
     }
 
-    /// Writes all of `data`.
-    pub async fn write_all<T: monoio::buf::IoBuf + 'static>(
-        &mut self,
-        data: T,
-    ) -> Result<T, ConnError> {
-        let (res, data) = self.io.write_all(data).await;
-        res.map_err(ConnError::Io)?;
-        Ok(data)
+    /// Writes all of `data` (a head built in a scratch buffer) and gives the buffer back.
+    pub async fn write_vec(&mut self, data: Vec<u8>) -> (Result<(), ConnError>, Vec<u8>) {
+        let (res, data) = self.io.write_vec(data).await;
+        (res.map_err(ConnError::Io), data)
+    }
+
+    /// Writes all of `data` (body bytes; a plain socket takes them without a copy).
+    pub async fn write_bytes(&mut self, data: Bytes) -> Result<(), ConnError> {
+        self.io.write_bytes(data).await.map_err(ConnError::Io)
     }
 
     /// Flushes and shuts down the write side.
     pub async fn shutdown(&mut self) -> Result<(), ConnError> {
         self.io.shutdown().await.map_err(ConnError::Io)
+    }
+
+    /// The stream under the connection.
+    pub fn io_mut(&mut self) -> &mut S {
+        &mut self.io
     }
 
     /// Bytes received but not consumed yet.
@@ -243,11 +260,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             // cannot grow past the parser's limits, and bodies are consumed as they arrive.
             self.buf.reserve(4096);
         }
-        let buf = std::mem::take(&mut self.buf);
-        let len = buf.len();
-        let slice = buf.slice_mut(len..);
-        let read = self.io.read(slice);
-        let (res, slice) = match deadline {
+        let read = self.io.read_into(&mut self.buf);
+        let res = match deadline {
             None => read.await,
             Some(at) => match monoio::time::timeout_at(at.into(), read).await {
                 Ok(done) => done,
@@ -255,7 +269,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 Err(_) => return Err(ConnError::Timeout),
             },
         };
-        self.buf = slice.into_inner();
         match res {
             Ok(0) => Ok(Filled::Eof),
             Ok(_) => Ok(Filled::Bytes),

@@ -10,8 +10,10 @@ mod client;
 mod conn;
 mod pool;
 mod tls;
+mod transport;
 
 pub use client::{fetch, ClientRequest, ClientResponse};
 pub use conn::{Conn, ConnError};
 pub use pool::{BufferPool, PoolConfig};
 pub use tls::{TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS};
+pub use transport::Transport;

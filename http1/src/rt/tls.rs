@@ -105,6 +105,58 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         Ok(stream)
     }
 
+    /// Server side: reads the ClientHello, lets `choose` pick the configuration from it (by
+    /// SNI or ALPN), then finishes the handshake. `choose` returning `None` refuses the
+    /// connection.
+    pub async fn accept(
+        io: S,
+        choose: impl FnOnce(
+            &rustls::server::ClientHello<'_>,
+        ) -> Option<std::sync::Arc<rustls::ServerConfig>>,
+        deadline: Option<Instant>,
+    ) -> Result<Self, TlsError> {
+        let mut io = io;
+        let hello = async {
+            let mut acceptor = rustls::server::Acceptor::default();
+            let mut buf = Vec::with_capacity(4096);
+            loop {
+                buf.clear();
+                let (res, b) = io.read(buf).await;
+                buf = b;
+                if res? == 0 {
+                    return Err(TlsError::Eof);
+                }
+                let mut rest = &buf[..];
+                while !rest.is_empty() {
+                    acceptor.read_tls(&mut rest)?;
+                }
+                match acceptor.accept() {
+                    Ok(Some(accepted)) => return Ok(accepted),
+                    Ok(None) => {}
+                    Err((e, _alert)) => return Err(TlsError::Tls(e)),
+                }
+            }
+        };
+        let accepted = match deadline {
+            None => hello.await?,
+            Some(at) => monoio::time::timeout_at(at.into(), hello)
+                .await
+                .map_err(|_| TlsError::Timeout)??,
+        };
+        let config = choose(&accepted.client_hello()).ok_or(TlsError::Tls(
+            rustls::Error::General("no configuration for this client hello".into()),
+        ))?;
+        let conn = accepted
+            .into_connection(config)
+            .map_err(|(e, _alert)| TlsError::Tls(e))?;
+        Self::handshake(io, conn, deadline).await
+    }
+
+    /// The ALPN protocol agreed in the handshake.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.tls.alpn_protocol()
+    }
+
     /// The peer's certificate chain (end entity first), if it sent one.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         self.tls.peer_certificates()
@@ -154,6 +206,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
     /// Encrypts and writes all of `data`.
     pub async fn write_all(&mut self, data: &[u8]) -> Result<(), TlsError> {
         self.tls.writer().write_all(data)?;
+        self.flush().await
+    }
+
+    /// Encrypts `parts` (at most [`MAX_PARTS`]) as one byte sequence and writes them.
+    pub async fn write_all_parts(&mut self, parts: &[&[u8]]) -> Result<(), TlsError> {
+        encrypt_parts(&mut self.tls, parts, &mut self.cipher_out)?;
         self.flush().await
     }
 
@@ -287,22 +345,7 @@ impl<W: AsyncWriteRent> TlsWriter<W> {
     /// across the parts, so a frame header and its payload share records without being copied
     /// together first. Allocates nothing.
     pub fn encrypt_parts(&mut self, parts: &[&[u8]]) -> Result<(), TlsError> {
-        let mut tls = self.tls.borrow_mut();
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut done = 0;
-        while done < total {
-            let mut slices = [io::IoSlice::new(&[]); MAX_PARTS];
-            let count = remaining_slices(parts, done, &mut slices);
-            let n = tls.writer().write_vectored(&slices[..count])?;
-            if n == 0 {
-                return Err(TlsError::Io(io::ErrorKind::WriteZero.into()));
-            }
-            done += n;
-        }
-        while tls.wants_write() {
-            tls.write_tls(&mut self.cipher_out)?;
-        }
-        Ok(())
+        encrypt_parts(&mut self.tls.borrow_mut(), parts, &mut self.cipher_out)
     }
 
     /// Ciphertext waiting to be written.
@@ -340,6 +383,29 @@ impl<W: AsyncWriteRent> TlsWriter<W> {
 
 /// Most parts [`TlsWriter::encrypt_parts`] takes at once.
 pub const MAX_PARTS: usize = 4;
+
+/// Encrypts `parts` as one byte sequence into `cipher_out`; allocates nothing beyond it.
+fn encrypt_parts(
+    tls: &mut rustls::Connection,
+    parts: &[&[u8]],
+    cipher_out: &mut Vec<u8>,
+) -> Result<(), TlsError> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut done = 0;
+    while done < total {
+        let mut slices = [io::IoSlice::new(&[]); MAX_PARTS];
+        let count = remaining_slices(parts, done, &mut slices);
+        let n = tls.writer().write_vectored(&slices[..count])?;
+        if n == 0 {
+            return Err(TlsError::Io(io::ErrorKind::WriteZero.into()));
+        }
+        done += n;
+    }
+    while tls.wants_write() {
+        tls.write_tls(cipher_out)?;
+    }
+    Ok(())
+}
 
 /// Writes the parts after the first `skip` bytes into `out` as I/O slices; returns how many.
 fn remaining_slices<'a>(

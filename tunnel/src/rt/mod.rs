@@ -7,8 +7,12 @@
 //! talks to it through a [`TunnelHandle`].
 
 mod driver;
+mod mux;
 mod notify;
+mod relay;
 mod tls;
 
 pub use driver::{spawn, TunnelHandle};
+pub use mux::{ControlEvent, Mux, StreamEvent, StreamHandle};
+pub use relay::{relay, RelayRead, RelayWrite};
 pub use tls::{connector_tls_config, service_tls_config, TlsConfigError};

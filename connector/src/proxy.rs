@@ -1,0 +1,600 @@
+//! One request from a tunnel stream to an internal app and back.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use gatehouse_core::api::{AppRoute, ConnectorConfig};
+use gatehouse_core::translate::{self, Mapping, Origin};
+use gatehouse_http1::rt::{Conn, ConnError, TlsStream, Transport};
+use gatehouse_http1::{BodyDecoder, BodyKind, Limits, RequestMethod};
+use gatehouse_tunnel::frame::{BodyLength, Open, ResponseParts};
+use gatehouse_tunnel::rt::{relay, StreamEvent, StreamHandle};
+use gatehouse_tunnel::Code;
+use monoio::net::TcpStream;
+
+use crate::run::Shared;
+use crate::{connect, tls};
+
+/// Time to connect (and finish TLS) to a back end.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle back-end connections kept per app and thread.
+const POOL_PER_APP: usize = 32;
+
+/// A connection to a back end.
+enum Backend {
+    Plain(Conn<TcpStream>),
+    Tls(Box<Conn<TlsStream<TcpStream>>>),
+}
+
+/// What one connector thread keeps: the configuration in force, pooled back-end connections,
+/// back-end TLS settings.
+pub(crate) struct ThreadCtx {
+    pub(crate) shared: Arc<Shared>,
+    config: RefCell<Arc<ConnectorConfig>>,
+    generation: Cell<u64>,
+    pool: RefCell<HashMap<String, Vec<Backend>>>,
+    backend_tls: RefCell<HashMap<String, Arc<rustls::ClientConfig>>>,
+}
+
+impl ThreadCtx {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        ThreadCtx {
+            config: RefCell::new(shared.config()),
+            generation: Cell::new(shared.config_generation.load(Ordering::Acquire)),
+            shared,
+            pool: RefCell::new(HashMap::new()),
+            backend_tls: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn config(&self) -> Arc<ConnectorConfig> {
+        let generation = self.shared.config_generation.load(Ordering::Acquire);
+        if generation != self.generation.get() {
+            self.generation.set(generation);
+            *self.config.borrow_mut() = self.shared.config();
+            // Settings may have changed: start afresh with back ends.
+            self.pool.borrow_mut().clear();
+            self.backend_tls.borrow_mut().clear();
+        }
+        self.config.borrow().clone()
+    }
+}
+
+/// Serves one stream: the request in `open`, its body from `stream`.
+pub(crate) async fn handle(open: Open, stream: StreamHandle, ctx: Rc<ThreadCtx>) {
+    let config = ctx.config();
+    let Some(app) = config.apps.iter().find(|a| a.name == open.app()) else {
+        stream.reset(Code::UPSTREAM_UNREACHABLE);
+        return;
+    };
+    let client_host = open
+        .fields()
+        .find(|(n, _)| n.eq_ignore_ascii_case(b"host"))
+        .map(|(_, v)| v.to_vec())
+        .unwrap_or_default();
+    let Some(internal_host) = internal_host(app, &client_host) else {
+        stream.reset(Code::UPSTREAM_UNREACHABLE);
+        return;
+    };
+    let key = format!("{}|{internal_host}", app.name);
+    let mut head = Vec::with_capacity(1024);
+    if !write_request_head(&mut head, &open, app, &internal_host, &client_host) {
+        stream.reset(Code::PROTOCOL_ERROR);
+        return;
+    }
+    let pooled = ctx.pool.borrow_mut().get_mut(&key).and_then(Vec::pop);
+    let fresh = pooled.is_none();
+    let backend = match pooled {
+        Some(b) => b,
+        None => match dial(app, &internal_host, &ctx).await {
+            Ok(b) => b,
+            Err(code) => {
+                stream.reset(code);
+                return;
+            }
+        },
+    };
+    let reusable = match backend {
+        Backend::Plain(conn) => {
+            exchange(
+                conn,
+                &open,
+                &stream,
+                app,
+                head,
+                fresh,
+                &ctx,
+                &key,
+                Backend::Plain,
+            )
+            .await
+        }
+        Backend::Tls(conn) => {
+            exchange(*conn, &open, &stream, app, head, fresh, &ctx, &key, |c| {
+                Backend::Tls(Box::new(c))
+            })
+            .await
+        }
+    };
+    let _ = reusable;
+}
+
+/// The request/response exchange over one back-end connection (plain or TLS). A pooled
+/// connection the back end had closed is replaced once, for requests without a body.
+#[allow(clippy::too_many_arguments)]
+async fn exchange<T: Transport + Splittable + 'static>(
+    mut conn: Conn<T>,
+    open: &Open,
+    stream: &StreamHandle,
+    app: &AppRoute,
+    head: Vec<u8>,
+    fresh: bool,
+    ctx: &ThreadCtx,
+    key: &str,
+    wrap: fn(Conn<T>) -> Backend,
+) -> bool {
+    let method = RequestMethod {
+        head: open.method() == b"HEAD",
+        connect: false,
+    };
+    let (res, _) = conn.write_vec(head).await;
+    if res.is_err() {
+        if !fresh && open.end {
+            // Stale pooled connection: the caller's next request dials afresh.
+            stream.reset(Code::REFUSED_STREAM);
+        } else {
+            stream.reset(Code::UPSTREAM_UNREACHABLE);
+        }
+        return false;
+    }
+    // Request body from the tunnel to the back end.
+    let chunked = open.body == BodyLength::Streamed;
+    // An upgrade request has no body but keeps its stream open for the new protocol.
+    let mut request_done = open.end || open.body == BodyLength::Empty;
+    let idle = Duration::from_millis(app.idle_timeout_ms);
+    let mut size_line = [0u8; 20];
+    while !request_done {
+        let event = match monoio::time::timeout(idle, stream.next()).await {
+            Ok(e) => e,
+            Err(_) => {
+                stream.reset(Code::UPSTREAM_TIMEOUT);
+                return false;
+            }
+        };
+        match event {
+            StreamEvent::Data(data) => {
+                let len = data.len();
+                let written = match chunked {
+                    true => {
+                        let line = gatehouse_http1::chunk_size_line(len, &mut size_line);
+                        conn.io_mut().write_framed(line, data, b"\r\n").await
+                    }
+                    false => conn.io_mut().write_bytes(data).await,
+                };
+                if written.is_err() {
+                    stream.reset(Code::UPSTREAM_UNREACHABLE);
+                    return false;
+                }
+                stream.consume(len);
+            }
+            StreamEvent::End => {
+                if chunked
+                    && conn
+                        .write_bytes(Bytes::from_static(b"0\r\n\r\n"))
+                        .await
+                        .is_err()
+                {
+                    stream.reset(Code::UPSTREAM_UNREACHABLE);
+                    return false;
+                }
+                request_done = true;
+            }
+            _ => return false,
+        }
+    }
+
+    // Response head.
+    let deadline = Instant::now() + Duration::from_millis(app.response_timeout_ms);
+    let mapping_parts = mapping_parts(app, open);
+    let mut fields_out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let (status, body_kind, reusable) = loop {
+        fields_out.clear();
+        let head = conn
+            .read_response_head(Some(deadline), |h| {
+                for f in h.fields.as_slice() {
+                    if is_response_hop(f.name) {
+                        continue;
+                    }
+                    let value = translate_field(f.name, f.value, app, &mapping_parts);
+                    fields_out.push((f.name.to_vec(), value));
+                }
+                let upgrade = h.status == 101;
+                if upgrade {
+                    if let Some(v) = h.fields.get("upgrade") {
+                        fields_out.push((b"Upgrade".to_vec(), v.to_vec()));
+                    }
+                }
+                (h.status, h.body(method), h.reusable(method))
+            })
+            .await;
+        match head {
+            Ok((status, _, _)) if (100..200).contains(&status) && status != 101 => continue,
+            Ok((status, Ok(kind), reusable)) => break (status, kind, reusable),
+            Ok((_, Err(_), _)) | Err(ConnError::Http(_)) => {
+                stream.reset(Code::UPSTREAM_PROTOCOL);
+                return false;
+            }
+            Err(ConnError::Timeout) => {
+                stream.reset(Code::UPSTREAM_TIMEOUT);
+                return false;
+            }
+            Err(ConnError::Closed) if !fresh && open.end => {
+                // The pooled connection was closed by the back end before we used it: the
+                // request never reached it, so the service may send it again.
+                stream.reset(Code::REFUSED_STREAM);
+                return false;
+            }
+            Err(_) => {
+                stream.reset(Code::UPSTREAM_UNREACHABLE);
+                return false;
+            }
+        }
+    };
+    let body = match (status, body_kind) {
+        (101, _) => BodyLength::Streamed,
+        (_, BodyKind::Empty) => BodyLength::Empty,
+        (_, BodyKind::Length(n)) => BodyLength::Known(n),
+        (_, BodyKind::Chunked | BodyKind::CloseDelimited) => BodyLength::Streamed,
+    };
+    // HEAD and 304 answers carry the length the back end announced, with no body.
+    let announced = (method.head || status == 304)
+        .then(|| {
+            fields_out
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+        })
+        .flatten();
+    let no_body = status != 101 && body_kind == BodyKind::Empty;
+    let responded = stream.respond(ResponseParts {
+        stream: stream.id(),
+        end: no_body,
+        status,
+        body: match announced {
+            Some(n) => BodyLength::Known(n),
+            None => body,
+        },
+        fields: fields_out
+            .iter()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case(b"content-length"))
+            .map(|(n, v)| (n.as_slice(), v.as_slice())),
+    });
+    if responded.is_err() {
+        return false;
+    }
+    if status == 101 {
+        upgraded(conn, stream).await;
+        return false;
+    }
+    if no_body {
+        return finish(conn, reusable && request_done, ctx, key, wrap);
+    }
+    // Response body: each piece leaves the read buffer as `Bytes` and goes into the tunnel
+    // as it is; credit from the service paces the back end.
+    let mut decoder = BodyDecoder::new(body_kind, &Limits::default());
+    loop {
+        let next = conn
+            .next_body_chunk(&mut decoder, Some(Instant::now() + idle))
+            .await;
+        match next {
+            Ok(Some(chunk)) => {
+                if !matches!(stream.send(chunk, false).await, Ok(true)) {
+                    return false;
+                }
+            }
+            Ok(None) => {
+                let _ = stream.send(Bytes::new(), true).await;
+                return finish(conn, reusable && request_done, ctx, key, wrap);
+            }
+            Err(_) => {
+                // Cut mid-body: the client must see an error, never a short success.
+                stream.reset(Code::UPSTREAM_PROTOCOL);
+                return false;
+            }
+        }
+    }
+}
+
+fn finish<T>(
+    conn: Conn<T>,
+    reusable: bool,
+    ctx: &ThreadCtx,
+    key: &str,
+    wrap: fn(Conn<T>) -> Backend,
+) -> bool {
+    if reusable {
+        let mut pool = ctx.pool.borrow_mut();
+        let idle = pool.entry(key.to_owned()).or_default();
+        if idle.len() < POOL_PER_APP {
+            idle.push(wrap(conn));
+        }
+    }
+    reusable
+}
+
+/// A back-end stream that can be split into read and write halves for an upgraded connection.
+pub(crate) trait Splittable: Sized {
+    /// Copies bytes both ways between `self` (with `leftover` already read) and the stream.
+    fn pump(
+        self,
+        leftover: BytesMut,
+        stream: &StreamHandle,
+    ) -> impl std::future::Future<Output = ()>;
+}
+
+impl Splittable for TcpStream {
+    async fn pump(self, leftover: BytesMut, stream: &StreamHandle) {
+        let (reader, writer) = monoio::io::Splitable::into_split(self);
+        relay(reader, writer, leftover, stream).await;
+    }
+}
+
+impl Splittable for TlsStream<TcpStream> {
+    async fn pump(self, leftover: BytesMut, stream: &StreamHandle) {
+        let (reader, writer) = self.into_split();
+        relay(reader, writer, leftover, stream).await;
+    }
+}
+
+async fn upgraded<T: Splittable + Transport>(conn: Conn<T>, stream: &StreamHandle) {
+    let (io, leftover) = conn.into_parts();
+    io.pump(leftover, stream).await;
+}
+
+/// Connects to the app's back end (TLS for https).
+async fn dial(app: &AppRoute, host: &str, ctx: &ThreadCtx) -> Result<Backend, Code> {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let address = if host.contains(':') {
+        format!("[{host}]:{}", app.internal_port)
+    } else {
+        format!("{host}:{}", app.internal_port)
+    };
+    let tcp = connect(&address, deadline)
+        .await
+        .map_err(|_| Code::UPSTREAM_UNREACHABLE)?;
+    let buf = BytesMut::with_capacity(16 * 1024);
+    if !app.internal_https {
+        return Ok(Backend::Plain(Conn::new(tcp, buf, Limits::default())));
+    }
+    let config = {
+        let mut cache = ctx.backend_tls.borrow_mut();
+        match cache.get(&app.name) {
+            Some(c) => c.clone(),
+            None => {
+                let pin = app.backend_pin.as_deref().and_then(parse_pin);
+                let c = tls::backend_config(app.backend_ca_pem.as_deref(), pin)
+                    .map_err(|_| Code::UPSTREAM_UNREACHABLE)?;
+                cache.insert(app.name.clone(), c.clone());
+                c
+            }
+        }
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|_| Code::UPSTREAM_UNREACHABLE)?;
+    let client =
+        rustls::ClientConnection::new(config, name).map_err(|_| Code::UPSTREAM_UNREACHABLE)?;
+    let tls = TlsStream::handshake(tcp, client, Some(deadline))
+        .await
+        .map_err(|_| Code::UPSTREAM_UNREACHABLE)?;
+    Ok(Backend::Tls(Box::new(Conn::new(
+        tls,
+        buf,
+        Limits::default(),
+    ))))
+}
+
+fn parse_pin(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The internal host for this request: the configured one, with `*` replaced by the label
+/// the client's host matched for wildcard apps. The client never chooses anything else.
+fn internal_host(app: &AppRoute, client_host: &[u8]) -> Option<String> {
+    let Some(suffix) = app.internal_host.strip_prefix('*') else {
+        return Some(app.internal_host.clone());
+    };
+    let host = std::str::from_utf8(client_host).ok()?;
+    let host = host
+        .rsplit_once(':')
+        .map_or(host, |(h, _)| h)
+        .to_ascii_lowercase();
+    let external_suffix = app.external_host.strip_prefix('*')?;
+    let label = host.strip_suffix(external_suffix)?;
+    let valid = !label.is_empty()
+        && label.len() <= 63
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    valid.then(|| format!("{label}{suffix}"))
+}
+
+/// The owned pieces of the app's URL mapping (hosts resolved for this request).
+struct MappingParts {
+    external_host: String,
+    internal_host: String,
+}
+
+fn mapping_parts(app: &AppRoute, open: &Open) -> MappingParts {
+    let client_host = open
+        .fields()
+        .find(|(n, _)| n.eq_ignore_ascii_case(b"host"))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let client_host = client_host
+        .rsplit_once(':')
+        .map_or(client_host.as_str(), |(h, _)| h)
+        .to_ascii_lowercase();
+    let internal_host =
+        internal_host(app, client_host.as_bytes()).unwrap_or_else(|| app.internal_host.clone());
+    let external_host = if app.external_host.starts_with('*') {
+        client_host
+    } else {
+        app.external_host.clone()
+    };
+    MappingParts {
+        external_host,
+        internal_host,
+    }
+}
+
+fn mapping<'a>(app: &'a AppRoute, parts: &'a MappingParts) -> Mapping<'a> {
+    Mapping {
+        external: Origin {
+            https: true,
+            host: &parts.external_host,
+            port: app.external_port.unwrap_or(443),
+            path_prefix: &app.external_prefix,
+        },
+        internal: Origin {
+            https: app.internal_https,
+            host: &parts.internal_host,
+            port: app.internal_port,
+            path_prefix: &app.internal_prefix,
+        },
+    }
+}
+
+/// A response field's value, translated from internal to external URLs where it names one.
+fn translate_field(name: &[u8], value: &[u8], app: &AppRoute, parts: &MappingParts) -> Vec<u8> {
+    if !app.translate_urls {
+        return value.to_vec();
+    }
+    let map = mapping(app, parts);
+    let mut out = Vec::new();
+    let changed = if name.eq_ignore_ascii_case(b"location")
+        || name.eq_ignore_ascii_case(b"content-location")
+    {
+        translate::translate_location(value, &map, &mut out)
+    } else if name.eq_ignore_ascii_case(b"refresh") {
+        translate::translate_refresh(value, &map, &mut out)
+    } else if name.eq_ignore_ascii_case(b"set-cookie") {
+        translate::translate_set_cookie(value, &map, &mut out)
+    } else {
+        false
+    };
+    if changed {
+        out
+    } else {
+        value.to_vec()
+    }
+}
+
+fn is_response_hop(name: &[u8]) -> bool {
+    [
+        &b"connection"[..],
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Writes the back-end request head: method, translated target, the client's end-to-end
+/// fields (checked again here), Host per the app, forwarding fields, framing.
+fn write_request_head(
+    out: &mut Vec<u8>,
+    open: &Open,
+    app: &AppRoute,
+    internal_host: &str,
+    client_host: &[u8],
+) -> bool {
+    let parts = mapping_parts(app, open);
+    let map = mapping(app, &parts);
+    out.extend_from_slice(open.method());
+    out.push(b' ');
+    let target = open.target();
+    if app.external_prefix == app.internal_prefix {
+        out.extend_from_slice(target);
+    } else if !translate::translate_target(target, &map, out) {
+        return false;
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut upgrade = false;
+    for (name, value) in open.fields() {
+        let bad = name.is_empty()
+            || !name.iter().all(|&b| b.is_ascii_graphic() && b != b':')
+            || value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0);
+        if bad {
+            return false;
+        }
+        if name.eq_ignore_ascii_case(b"host")
+            || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+            || translate::is_proxy_controlled(name)
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+        }
+        if name.eq_ignore_ascii_case(b"connection") && !value.eq_ignore_ascii_case(b"upgrade") {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    let _ = upgrade;
+    out.extend_from_slice(b"Host: ");
+    if app.rewrite_host {
+        translate::host_value(&map.internal, out);
+        let _ = internal_host;
+    } else {
+        out.extend_from_slice(client_host);
+    }
+    out.extend_from_slice(b"\r\nX-Forwarded-For: ");
+    translate::forwarded_for(open.client, out);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ");
+    out.extend_from_slice(client_host);
+    out.extend_from_slice(b"\r\nForwarded: ");
+    translate::forwarded(open.client, client_host, open.https, out);
+    out.extend_from_slice(b"\r\nX-Request-Id: ");
+    for b in open.request_id {
+        out.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    match open.body {
+        BodyLength::Empty => {
+            if matches!(open.method(), b"POST" | b"PUT" | b"PATCH") {
+                out.extend_from_slice(b"Content-Length: 0\r\n");
+            }
+        }
+        BodyLength::Known(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyLength::Streamed => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+    true
+}

@@ -1,0 +1,100 @@
+//! The control API between a connector and the service (HTTPS on the tunnel listener, JSON
+//! bodies), and the configuration document the service sends to connectors.
+//!
+//! Registration is the only call without a client certificate; it carries the bootstrap
+//! token instead. Everything else is authenticated by the connector's certificate.
+
+use serde::{Deserialize, Serialize};
+
+/// ALPN protocol name of a tunnel connection; control calls use `http/1.1`.
+pub const TUNNEL_ALPN: &[u8] = b"gatehouse-tunnel/1";
+
+/// `POST /v1/register`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// The bootstrap token `gatehouse service token create` printed.
+    pub token: String,
+    /// The connector group to join.
+    pub group: String,
+    /// The connector host's name (informational, shown in `connector list`).
+    pub hostname: String,
+    /// PEM certificate signing request for the connector's new key.
+    pub csr: String,
+}
+
+/// Answer to a registration or a renewal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CertificateResponse {
+    /// The id the service gave this connector.
+    pub connector_id: String,
+    /// The connector group.
+    pub group: String,
+    /// The client certificate, PEM.
+    pub certificate: String,
+    /// The connector CA certificate, PEM: the trust anchor for the service's tunnel listener.
+    pub ca: String,
+}
+
+/// `POST /v1/renew`, authenticated by the current certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// PEM certificate signing request for the new key.
+    pub csr: String,
+}
+
+/// An error answer of the control API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// What went wrong, for the operator.
+    pub error: String,
+}
+
+/// `GET /v1/config`, and the document of CONFIG frames.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorConfig {
+    /// Increases with every configuration change of the service.
+    pub version: u64,
+    /// The connector's id.
+    pub connector_id: String,
+    /// The connector's group.
+    pub group: String,
+    /// Renew the certificate once it is this many seconds old.
+    pub renew_after_secs: u64,
+    /// Tunnels the connector keeps to each service worker.
+    pub tunnels_per_worker: u16,
+    /// The applications this connector's group serves.
+    pub apps: Vec<AppRoute>,
+}
+
+/// One application as a connector needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRoute {
+    /// The application name (OPEN frames carry it).
+    pub name: String,
+    /// External side: scheme is always https.
+    pub external_host: String,
+    /// External port, if not 443.
+    pub external_port: Option<u16>,
+    /// External path prefix (starts and ends with `/`).
+    pub external_prefix: String,
+    /// Whether the internal URL is https.
+    pub internal_https: bool,
+    /// Internal host; `*` stands for the label a wildcard external host matched.
+    pub internal_host: String,
+    /// Internal port.
+    pub internal_port: u16,
+    /// Internal path prefix (starts and ends with `/`).
+    pub internal_prefix: String,
+    /// Send the internal host in Host (true) or keep the client's (false).
+    pub rewrite_host: bool,
+    /// Translate internal URLs in Location, Content-Location, Refresh and Set-Cookie.
+    pub translate_urls: bool,
+    /// Time to the back end's response head, milliseconds.
+    pub response_timeout_ms: u64,
+    /// Longest silence while a body streams, milliseconds.
+    pub idle_timeout_ms: u64,
+    /// PEM CA certificates that verify an https back end (none: the pin must be set).
+    pub backend_ca_pem: Option<String>,
+    /// SHA-256 of the back end's certificate (DER), lower-case hex.
+    pub backend_pin: Option<String>,
+}

@@ -1,0 +1,225 @@
+//! The control API on the tunnel listener: registration (with a bootstrap token), and, with
+//! a connector certificate, configuration pull and certificate renewal.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use gatehouse_core::api::{
+    AppRoute, CertificateResponse, ErrorResponse, RegisterRequest, RenewRequest,
+};
+use gatehouse_core::ConnectorIdentity;
+use gatehouse_http1::rt::{Conn, ConnError, TlsStream};
+use gatehouse_http1::{BodyDecoder, Limits};
+use monoio::net::TcpStream;
+use serde::Serialize;
+
+use crate::config::{App, HostHeader, HostPattern};
+use crate::worker::{config_document, Worker};
+use crate::{unix_now, TokenRefusal};
+
+/// Largest control request body (a CSR is at most 16 KiB).
+const MAX_BODY: usize = 32 * 1024;
+
+/// Time a control client gets to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one control request, then closes.
+pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: Rc<Worker>) {
+    let now = unix_now();
+    // A certificate, if the client sent one, must be one of ours and current.
+    let identity = tls
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|der| worker.shared.ca.verify_client_cert(der, now));
+    let mut conn = Conn::new(tls, BytesMut::with_capacity(8192), Limits::default());
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let head = conn
+        .read_request_head(Some(deadline), |h| {
+            (h.method_str().to_owned(), h.target_str().to_owned(), h.body)
+        })
+        .await;
+    let (method, target, body_kind) = match head {
+        Ok(h) => h,
+        Err(ConnError::Http(e)) => {
+            let _ = respond(&mut conn, e.status(), &error(e.reason())).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut body = Vec::new();
+    let mut decoder = BodyDecoder::new(body_kind, &Limits::default());
+    loop {
+        match conn.next_body_chunk(&mut decoder, Some(deadline)).await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_BODY => {
+                body.extend_from_slice(&chunk)
+            }
+            Ok(Some(_)) => {
+                let _ = respond(&mut conn, 413, &error("request body too large")).await;
+                return;
+            }
+            Ok(None) => break,
+            Err(_) => return,
+        }
+    }
+    let (status, answer) = match (method.as_str(), target.as_str()) {
+        ("POST", "/v1/register") => register(&worker, &body, peer, now),
+        ("GET", "/v1/config") => match authenticated(&worker, identity) {
+            Ok(id) => {
+                let doc = config_document(&worker.snapshot(), &id.group, &id.id);
+                (200, serde_json::to_vec(&doc).unwrap_or_default())
+            }
+            Err(refusal) => refusal,
+        },
+        ("POST", "/v1/renew") => match authenticated(&worker, identity) {
+            Ok(id) => renew(&worker, &id, &body, now),
+            Err(refusal) => refusal,
+        },
+        _ => (404, error("no such control call")),
+    };
+    let _ = respond(&mut conn, status, &answer).await;
+}
+
+fn register(worker: &Worker, body: &[u8], peer: SocketAddr, now: u64) -> (u16, Vec<u8>) {
+    let Ok(request) = serde_json::from_slice::<RegisterRequest>(body) else {
+        return (400, error("the body is not a registration request"));
+    };
+    let state = &worker.shared.state;
+    if let Err(refusal) = state.check_token(&request.token, now) {
+        eprintln!(
+            "gatehouse service: registration from {peer} refused: {}",
+            refusal.reason()
+        );
+        let status = match refusal {
+            TokenRefusal::NotAdmin => 403,
+            TokenRefusal::Invalid | TokenRefusal::Expired => 401,
+        };
+        return (status, error(refusal.reason()));
+    }
+    let ca = &worker.shared.ca;
+    // The CSR is checked before an id is recorded, so a bad CSR leaves no trace.
+    if let Err(e) = ca.sign_csr(&request.csr, "c-check", &request.group, now) {
+        return (400, error(&format!("certificate request refused: {e}")));
+    }
+    let id = match state.add_connector(&request.group, &request.hostname, now) {
+        Ok(id) => id,
+        Err(e) => return (500, error(&format!("cannot record the connector: {e}"))),
+    };
+    match ca.sign_csr(&request.csr, &id, &request.group, now) {
+        Ok(issued) => {
+            // Every worker must accept the new connector's tunnels right away.
+            worker.shared.registry_changed();
+            eprintln!(
+                "gatehouse service: connector {id} registered in group {} from {peer}",
+                request.group
+            );
+            json(
+                200,
+                &CertificateResponse {
+                    connector_id: id,
+                    group: request.group,
+                    certificate: issued.cert_pem,
+                    ca: ca.cert_pem(),
+                },
+            )
+        }
+        Err(e) => (400, error(&format!("certificate request refused: {e}"))),
+    }
+}
+
+fn renew(worker: &Worker, id: &ConnectorIdentity, body: &[u8], now: u64) -> (u16, Vec<u8>) {
+    let Ok(request) = serde_json::from_slice::<RenewRequest>(body) else {
+        return (400, error("the body is not a renewal request"));
+    };
+    let ca = &worker.shared.ca;
+    match ca.sign_csr(&request.csr, &id.id, &id.group, now) {
+        Ok(issued) => {
+            eprintln!(
+                "gatehouse service: connector {} renewed its certificate",
+                id.id
+            );
+            json(
+                200,
+                &CertificateResponse {
+                    connector_id: id.id.clone(),
+                    group: id.group.clone(),
+                    certificate: issued.cert_pem,
+                    ca: ca.cert_pem(),
+                },
+            )
+        }
+        Err(e) => (400, error(&format!("certificate request refused: {e}"))),
+    }
+}
+
+/// The connector identity of a control call, which must come with a current certificate of
+/// a connector that is registered and not revoked.
+fn authenticated(
+    worker: &Worker,
+    identity: Option<Result<ConnectorIdentity, gatehouse_core::ClientCertError>>,
+) -> Result<ConnectorIdentity, (u16, Vec<u8>)> {
+    match identity {
+        None => Err((401, error("a connector certificate is required"))),
+        Some(Err(e)) => Err((401, error(&format!("connector certificate refused: {e}")))),
+        Some(Ok(id)) if !worker.snapshot().allowed.contains(&id.id) => {
+            Err((403, error("this connector is revoked or unknown")))
+        }
+        Some(Ok(id)) => Ok(id),
+    }
+}
+
+/// The connector's view of an app.
+pub(crate) fn app_route(app: &App) -> AppRoute {
+    AppRoute {
+        name: app.name.clone(),
+        external_host: app.external.host.to_string(),
+        external_port: app.external.port,
+        external_prefix: app.external.path_prefix.clone(),
+        internal_https: app.internal.https,
+        internal_host: match &app.internal.host {
+            HostPattern::Exact(h) => h.clone(),
+            HostPattern::Wildcard { suffix } => format!("*{suffix}"),
+        },
+        internal_port: app.internal.port,
+        internal_prefix: app.internal.path_prefix.clone(),
+        rewrite_host: matches!(app.host_header, HostHeader::Internal),
+        translate_urls: app.translate_urls,
+        response_timeout_ms: app.response_timeout.as_millis() as u64,
+        idle_timeout_ms: app.idle_timeout.as_millis() as u64,
+        backend_ca_pem: app
+            .backend_ca
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok()),
+        backend_pin: app
+            .backend_pin
+            .map(|pin| pin.iter().map(|b| format!("{b:02x}")).collect()),
+    }
+}
+
+fn error(message: &str) -> Vec<u8> {
+    serde_json::to_vec(&ErrorResponse {
+        error: message.to_owned(),
+    })
+    .unwrap_or_default()
+}
+
+fn json<T: Serialize>(status: u16, value: &T) -> (u16, Vec<u8>) {
+    (status, serde_json::to_vec(value).unwrap_or_default())
+}
+
+async fn respond(
+    conn: &mut Conn<TlsStream<TcpStream>>,
+    status: u16,
+    body: &[u8],
+) -> Result<(), ConnError> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        crate::pages::reason(status),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    conn.write_vec(out).await.0?;
+    conn.shutdown().await
+}

@@ -1,0 +1,360 @@
+//! The service's state directory: the connector CA, bootstrap tokens, registered connectors.
+//!
+//! Files are append-only logs of single lines, written with one `write` each (`O_APPEND`), so
+//! the running service and the `gatehouse service ...` commands can both add to them without
+//! a lock: the service appends registrations, the CLI appends tokens and revocations.
+
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use gatehouse_core::secret_file;
+use gatehouse_core::ConnectorCa;
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::ServiceError;
+
+const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca.key";
+const TOKENS: &str = "tokens";
+const CONNECTORS: &str = "connectors";
+const REVOKED: &str = "revoked";
+const PID: &str = "service.pid";
+
+/// Prefix of bootstrap tokens (so they are easy to spot in logs and secret scanners).
+const TOKEN_PREFIX: &str = "ghr1";
+
+/// The role a bootstrap token was created for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// May register connectors.
+    Admin,
+    /// May look, not change (cannot register connectors).
+    Viewer,
+}
+
+impl Role {
+    /// Parses `admin` or `viewer`.
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "admin" => Some(Role::Admin),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// Why a bootstrap token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// Not a token of this service (bad format, unknown id, wrong secret).
+    Invalid,
+    /// Past its expiry.
+    Expired,
+    /// Valid, but not an administrator's.
+    NotAdmin,
+}
+
+impl TokenRefusal {
+    /// The sentence for the error answer.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenRefusal::Invalid => "the registration token is not valid for this service",
+            TokenRefusal::Expired => "the registration token has expired",
+            TokenRefusal::NotAdmin => "the registration token is not an administrator's",
+        }
+    }
+}
+
+/// A registered connector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectorRecord {
+    /// Its id (also in its certificate).
+    pub id: String,
+    /// Its group.
+    pub group: String,
+    /// When it registered, Unix seconds.
+    pub registered: u64,
+    /// The host name it reported.
+    pub hostname: String,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+/// The service's state directory.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    /// Opens `path`, creating it (mode 0700) if missing.
+    pub fn open(path: &Path) -> Result<Self, ServiceError> {
+        if !path.exists() {
+            let mut builder = fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                builder.mode(0o700);
+            }
+            builder
+                .create(path)
+                .map_err(|e| ServiceError::io(path, e))?;
+        }
+        Ok(StateDir {
+            path: path.to_owned(),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connector CA, created on first use (key mode 0600).
+    pub fn load_or_create_ca(&self, now: u64) -> Result<ConnectorCa, ServiceError> {
+        let cert_path = self.path.join(CA_CERT);
+        let key_path = self.path.join(CA_KEY);
+        if !key_path.exists() {
+            let ca = ConnectorCa::generate("Gatehouse connector CA", now)
+                .map_err(|e| ServiceError::Ca(e.to_string()))?;
+            secret_file::create_new(&key_path, ca.key_pem().as_bytes())
+                .map_err(|e| ServiceError::io(&key_path, e))?;
+            secret_file::replace(&cert_path, ca.cert_pem().as_bytes())
+                .map_err(|e| ServiceError::io(&cert_path, e))?;
+        }
+        let key = secret_file::read(&key_path).map_err(|e| ServiceError::io(&key_path, e))?;
+        let cert = fs::read(&cert_path).map_err(|e| ServiceError::io(&cert_path, e))?;
+        ConnectorCa::from_pem(
+            &String::from_utf8_lossy(&cert),
+            &String::from_utf8_lossy(&key),
+        )
+        .map_err(|e| ServiceError::Ca(e.to_string()))
+    }
+
+    /// Creates a bootstrap token for `role`, valid for `ttl_secs`. Only its hash is stored;
+    /// the token itself (which also pins the CA, so the connector can trust the service on
+    /// first contact) is returned once.
+    pub fn create_token(
+        &self,
+        role: Role,
+        ttl_secs: u64,
+        ca: &ConnectorCa,
+        now: u64,
+    ) -> Result<String, ServiceError> {
+        let rng = SystemRandom::new();
+        let mut id = [0u8; 6];
+        let mut secret = [0u8; 24];
+        rng.fill(&mut id)
+            .and_then(|_| rng.fill(&mut secret))
+            .map_err(|_| ServiceError::Ca("no randomness".into()))?;
+        let id = hex(&id);
+        let secret = hex(&secret);
+        let line = format!(
+            "{id} {} {} {}\n",
+            role.as_str(),
+            now.saturating_add(ttl_secs),
+            hex(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref())
+        );
+        self.append(TOKENS, &line)?;
+        Ok(format!("{TOKEN_PREFIX}.{id}.{secret}.{}", ca_pin(ca)))
+    }
+
+    /// Checks a bootstrap token for registration.
+    pub fn check_token(&self, token: &str, now: u64) -> Result<(), TokenRefusal> {
+        let mut parts = token.trim().split('.');
+        let (Some(TOKEN_PREFIX), Some(id), Some(secret)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenRefusal::Invalid);
+        };
+        let hash = hex(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref());
+        let text = fs::read_to_string(self.path.join(TOKENS)).unwrap_or_default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() != 4 || f[0] != id {
+                continue;
+            }
+            if !gatehouse_core::constant_time_eq(f[3].as_bytes(), hash.as_bytes()) {
+                return Err(TokenRefusal::Invalid);
+            }
+            let expires: u64 = f[2].parse().unwrap_or(0);
+            if now > expires {
+                return Err(TokenRefusal::Expired);
+            }
+            return match Role::parse(f[1]) {
+                Some(Role::Admin) => Ok(()),
+                _ => Err(TokenRefusal::NotAdmin),
+            };
+        }
+        Err(TokenRefusal::Invalid)
+    }
+
+    /// Records a new connector and returns its id (a fresh random id per registration, so a
+    /// replayed token makes a second, separately revocable connector, never a shared identity).
+    pub fn add_connector(
+        &self,
+        group: &str,
+        hostname: &str,
+        now: u64,
+    ) -> Result<String, ServiceError> {
+        let mut raw = [0u8; 8];
+        SystemRandom::new()
+            .fill(&mut raw)
+            .map_err(|_| ServiceError::Ca("no randomness".into()))?;
+        let id = format!("c-{}", hex(&raw));
+        let hostname: String = hostname
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            .take(64)
+            .collect();
+        let hostname = if hostname.is_empty() {
+            "-".into()
+        } else {
+            hostname
+        };
+        self.append(CONNECTORS, &format!("{id} {group} {now} {hostname}\n"))?;
+        Ok(id)
+    }
+
+    /// Every registered connector, with its revocation state.
+    pub fn connectors(&self) -> Vec<ConnectorRecord> {
+        let revoked = self.revoked();
+        let text = fs::read_to_string(self.path.join(CONNECTORS)).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split(' ').collect();
+                (f.len() == 4).then(|| ConnectorRecord {
+                    id: f[0].to_owned(),
+                    group: f[1].to_owned(),
+                    registered: f[2].parse().unwrap_or(0),
+                    hostname: f[3].to_owned(),
+                    revoked: revoked.contains(f[0]),
+                })
+            })
+            .collect()
+    }
+
+    /// Ids of revoked connectors.
+    pub fn revoked(&self) -> HashSet<String> {
+        fs::read_to_string(self.path.join(REVOKED))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// Revokes a connector; false if no connector has that id.
+    pub fn revoke(&self, id: &str) -> Result<bool, ServiceError> {
+        if !self.connectors().iter().any(|c| c.id == id) {
+            return Ok(false);
+        }
+        self.append(REVOKED, &format!("{id}\n"))?;
+        Ok(true)
+    }
+
+    /// Records the running service's process id, so CLI commands can tell it to reload.
+    pub fn write_pid(&self) -> Result<(), ServiceError> {
+        let path = self.path.join(PID);
+        secret_file::replace(&path, format!("{}\n", std::process::id()).as_bytes())
+            .map_err(|e| ServiceError::io(&path, e))
+    }
+
+    /// The running service's process id, if it recorded one.
+    pub fn pid(&self) -> Option<u32> {
+        fs::read_to_string(self.path.join(PID))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Appends one line with a single write.
+    fn append(&self, file: &str, line: &str) -> Result<(), ServiceError> {
+        let path = self.path.join(file);
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e: io::Error| ServiceError::io(&path, e))
+    }
+}
+
+/// The CA pin carried in bootstrap tokens: SHA-256 of the CA certificate (DER), hex.
+pub fn ca_pin(ca: &ConnectorCa) -> String {
+    hex(digest::digest(&digest::SHA256, ca.cert_der()).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> StateDir {
+        let path = std::env::temp_dir().join(format!("gh-state-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        StateDir::open(&path).unwrap()
+    }
+
+    #[test]
+    fn tokens_are_checked_for_secret_expiry_and_role() {
+        let state = dir("tokens");
+        let ca = state.load_or_create_ca(1_000).unwrap();
+        let admin = state.create_token(Role::Admin, 60, &ca, 1_000).unwrap();
+        let viewer = state.create_token(Role::Viewer, 60, &ca, 1_000).unwrap();
+        assert_eq!(state.check_token(&admin, 1_030), Ok(()));
+        assert_eq!(state.check_token(&admin, 1_061), Err(TokenRefusal::Expired));
+        assert_eq!(
+            state.check_token(&viewer, 1_030),
+            Err(TokenRefusal::NotAdmin)
+        );
+        let mut forged = admin.clone();
+        forged.replace_range(20..21, if &admin[20..21] == "a" { "b" } else { "a" });
+        assert_eq!(
+            state.check_token(&forged, 1_030),
+            Err(TokenRefusal::Invalid)
+        );
+        assert_eq!(
+            state.check_token("garbage", 1_030),
+            Err(TokenRefusal::Invalid)
+        );
+        // Only the hash is stored.
+        let stored = fs::read_to_string(state.path().join(TOKENS)).unwrap();
+        assert!(!stored.contains(admin.split('.').nth(2).unwrap()));
+        assert!(admin.ends_with(&ca_pin(&ca)));
+    }
+
+    #[test]
+    fn connectors_register_and_revoke() {
+        let state = dir("connectors");
+        let a = state.add_connector("default", "host-a", 5).unwrap();
+        let b = state.add_connector("default", "host b\n", 6).unwrap();
+        assert_ne!(a, b);
+        assert!(state.revoke(&a).unwrap());
+        assert!(!state.revoke("c-unknown").unwrap());
+        let list = state.connectors();
+        assert_eq!(list.len(), 2);
+        assert!(list[0].revoked && !list[1].revoked);
+        assert_eq!(list[1].hostname, "hostb");
+    }
+}

@@ -1,0 +1,332 @@
+//! One worker thread: its runtime, its listeners, its tunnels.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse_core::api::ConnectorConfig;
+use gatehouse_http1::rt::TlsStream;
+use gatehouse_tunnel::frame::{Config as ConfigFrame, Hello};
+use gatehouse_tunnel::rt::Mux;
+use gatehouse_tunnel::{Connection, Event, Role, TunnelConfig, PROTOCOL_VERSION};
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+
+use crate::{control, front, unix_now, ServiceError, Shared, Snapshot};
+
+/// Time a client or connector gets to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time a connector gets to send its HELLO after the handshake.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a worker looks for a new configuration, revocations and expired certificates.
+const HOUSEKEEPING: Duration = Duration::from_millis(200);
+
+/// A tunnel this worker holds.
+#[derive(Debug)]
+pub(crate) struct Tunnel {
+    pub(crate) mux: Mux,
+    pub(crate) connector_id: String,
+    /// The connector certificate's notAfter (Unix seconds): the tunnel closes then.
+    not_after: u64,
+}
+
+/// Everything one worker owns.
+pub(crate) struct Worker {
+    pub(crate) id: u16,
+    pub(crate) shared: Arc<Shared>,
+    snapshot: RefCell<Arc<Snapshot>>,
+    generation: Cell<u64>,
+    /// Tunnels by connector group.
+    tunnels: RefCell<HashMap<String, Vec<Rc<Tunnel>>>>,
+    /// Request ids: a random per-worker prefix and a counter (no syscall per request).
+    id_prefix: [u8; 8],
+    id_counter: Cell<u64>,
+}
+
+impl Worker {
+    /// The configuration in force.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// The least-loaded usable tunnel of `group`, skipping `except`.
+    pub(crate) fn pick(&self, group: &str, except: Option<&Rc<Tunnel>>) -> Option<Rc<Tunnel>> {
+        let tunnels = self.tunnels.borrow();
+        tunnels
+            .get(group)?
+            .iter()
+            .filter(|t| t.mux.is_usable())
+            .filter(|t| except.is_none_or(|e| !Rc::ptr_eq(e, t)))
+            .min_by_key(|t| t.mux.open_streams())
+            .cloned()
+    }
+
+    /// A new request id, hex.
+    pub(crate) fn request_id(&self) -> [u8; 16] {
+        let n = self.id_counter.get().wrapping_add(1);
+        self.id_counter.set(n);
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.id_prefix);
+        id[8..].copy_from_slice(&n.to_be_bytes());
+        id
+    }
+
+    fn refresh(&self) {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation == self.generation.get() {
+            return;
+        }
+        self.generation.set(generation);
+        let snapshot = self.shared.snapshot();
+        let config_changed = snapshot.version != self.snapshot.borrow().version;
+        *self.snapshot.borrow_mut() = snapshot.clone();
+        let now = unix_now();
+        let mut tunnels = self.tunnels.borrow_mut();
+        for (group, list) in tunnels.iter_mut() {
+            list.retain(|t| {
+                if !snapshot.allowed.contains(&t.connector_id) {
+                    // Revoked: drop at once, streams fail.
+                    t.mux.handle().close();
+                    return false;
+                }
+                true
+            });
+            if config_changed {
+                let document = config_document(&snapshot, group, "");
+                for t in list.iter() {
+                    let mut doc = document.clone();
+                    doc.connector_id = t.connector_id.clone();
+                    let _ = t.mux.handle().with(|c| {
+                        c.send_config(ConfigFrame {
+                            version: snapshot.version,
+                            document: serde_json::to_vec(&doc).unwrap_or_default().into(),
+                        })
+                    });
+                }
+            }
+        }
+        drop(tunnels);
+        self.expire(now);
+    }
+
+    /// Closes tunnels whose connector certificate expired or that ended.
+    fn expire(&self, now: u64) {
+        let mut tunnels = self.tunnels.borrow_mut();
+        for list in tunnels.values_mut() {
+            list.retain(|t| {
+                if t.not_after < now {
+                    t.mux.handle().close();
+                }
+                !t.mux.is_closed()
+            });
+        }
+    }
+}
+
+/// The document a connector of `group` gets (from `GET /v1/config` and in CONFIG frames).
+pub(crate) fn config_document(
+    snapshot: &Snapshot,
+    group: &str,
+    connector_id: &str,
+) -> ConnectorConfig {
+    let config = &snapshot.config;
+    ConnectorConfig {
+        version: snapshot.version,
+        connector_id: connector_id.to_owned(),
+        group: group.to_owned(),
+        renew_after_secs: config.renewal_age.as_secs(),
+        tunnels_per_worker: config.tunnels_per_worker,
+        apps: config
+            .apps
+            .iter()
+            .filter(|app| app.group == group)
+            .map(control::app_route)
+            .collect(),
+    }
+}
+
+/// The worker thread's body: builds the runtime and serves until the service stops.
+pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), ServiceError>>) {
+    let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build();
+    let mut runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(ServiceError::io(std::path::Path::new("runtime"), e)));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let snapshot = shared.snapshot();
+        let https = snapshot.config.listen_https;
+        let tunnel = snapshot.config.listen_tunnel;
+        let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
+        let front_listener = match TcpListener::bind_with_config(https, &opts) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(ServiceError::Bind(https, e)));
+                return;
+            }
+        };
+        let tunnel_listener = match TcpListener::bind_with_config(tunnel, &opts) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(ServiceError::Bind(tunnel, e)));
+                return;
+            }
+        };
+        let mut id_prefix = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id_prefix);
+        let worker = Rc::new(Worker {
+            id,
+            generation: Cell::new(shared.generation.load(Ordering::Acquire)),
+            snapshot: RefCell::new(snapshot),
+            shared,
+            tunnels: RefCell::new(HashMap::new()),
+            id_prefix,
+            id_counter: Cell::new(0),
+        });
+        let _ = ready.send(Ok(()));
+        monoio::spawn(accept_loop(
+            front_listener,
+            worker.clone(),
+            front_connection,
+        ));
+        monoio::spawn(accept_loop(
+            tunnel_listener,
+            worker.clone(),
+            tunnel_connection,
+        ));
+        while !worker.shared.stop.load(Ordering::Acquire) {
+            monoio::time::sleep(HOUSEKEEPING).await;
+            worker.refresh();
+            worker.expire(unix_now());
+        }
+        // Stopping: tell connectors to go elsewhere, give streams a moment.
+        for list in worker.tunnels.borrow().values() {
+            for t in list {
+                t.mux.go_away();
+            }
+        }
+        monoio::time::sleep(Duration::from_millis(200)).await;
+    });
+}
+
+/// Accepts connections forever, serving each with `serve` in its own task.
+async fn accept_loop<F, Fut>(listener: TcpListener, worker: Rc<Worker>, serve: F)
+where
+    F: Fn(TcpStream, std::net::SocketAddr, Rc<Worker>) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        monoio::spawn(serve(tcp, peer, worker.clone()));
+    }
+}
+
+/// A client of the HTTPS front.
+async fn front_connection(tcp: TcpStream, peer: std::net::SocketAddr, worker: Rc<Worker>) {
+    let config = worker.shared.front_tls.clone();
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let Ok(tls) = TlsStream::accept(tcp, |_| Some(config), Some(deadline)).await else {
+        return;
+    };
+    front::serve(tls, peer, worker).await;
+}
+
+/// A connection to the tunnel listener: a tunnel (by ALPN) or a control call.
+async fn tunnel_connection(tcp: TcpStream, peer: std::net::SocketAddr, worker: Rc<Worker>) {
+    let tls_configs = worker.shared.tunnel_tls.clone();
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let tls = match TlsStream::accept(tcp, |hello| tls_configs.choose(hello), Some(deadline)).await
+    {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("gatehouse service: tunnel listener: handshake with {peer} failed: {e}");
+            return;
+        }
+    };
+    if tls.alpn_protocol() == Some(gatehouse_core::api::TUNNEL_ALPN) {
+        serve_tunnel(tls, peer, worker).await;
+    } else {
+        control::serve(tls, peer, worker).await;
+    }
+}
+
+/// Checks the connector's certificate and HELLO, then adds the tunnel to this worker.
+async fn serve_tunnel(tls: TlsStream<TcpStream>, peer: std::net::SocketAddr, worker: Rc<Worker>) {
+    let now = unix_now();
+    let identity = match tls
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|der| worker.shared.ca.verify_client_cert(der, now))
+    {
+        Some(Ok(identity)) => identity,
+        _ => return,
+    };
+    if !worker.snapshot().allowed.contains(&identity.id) {
+        eprintln!(
+            "gatehouse service: tunnel from {peer} refused: connector {} is revoked or unknown",
+            identity.id
+        );
+        return;
+    }
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        worker: worker.id,
+        workers: worker.shared.workers,
+        connector_id: String::new(),
+        group: String::new(),
+    };
+    let conn = Connection::new(
+        Role::Service,
+        TunnelConfig::default(),
+        &hello,
+        Instant::now(),
+    );
+    let (reader, writer) = tls.into_split();
+    let mux = Mux::new(gatehouse_tunnel::rt::spawn(reader, writer, conn));
+    let hello = monoio::time::timeout(HELLO_TIMEOUT, mux.next_control()).await;
+    match hello {
+        Ok(Some(Event::Hello(h))) if h.connector_id == identity.id && h.group == identity.group => {
+        }
+        _ => {
+            eprintln!(
+                "gatehouse service: tunnel from {peer} closed: HELLO missing or not matching its certificate"
+            );
+            mux.handle().close();
+            return;
+        }
+    }
+    let tunnel = Rc::new(Tunnel {
+        mux: mux.clone(),
+        connector_id: identity.id.clone(),
+        not_after: identity.not_after,
+    });
+    worker
+        .tunnels
+        .borrow_mut()
+        .entry(identity.group.clone())
+        .or_default()
+        .push(tunnel);
+    // The connector learns the configuration on this tunnel too.
+    let snapshot = worker.snapshot();
+    let doc = config_document(&snapshot, &identity.group, &identity.id);
+    let _ = mux.handle().with(|c| {
+        c.send_config(ConfigFrame {
+            version: snapshot.version,
+            document: serde_json::to_vec(&doc).unwrap_or_default().into(),
+        })
+    });
+    // Connection-level events after HELLO: nothing to do but notice the end.
+    while mux.next_control().await.is_some() {}
+}

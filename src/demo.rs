@@ -1,0 +1,230 @@
+//! `gatehouse demo`: the whole product on one machine with nothing else installed. Starts a
+//! sample internal app, the service (with a development CA and certificates), registers a
+//! connector with a fresh bootstrap token and runs it, and prints where to go.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::BytesMut;
+use gatehouse_http1::rt::{Conn, ConnError};
+use gatehouse_http1::{BodyDecoder, Limits};
+
+/// Host name the demo app is published at (`*.localhost` resolves to loopback everywhere).
+const DEMO_HOST: &str = "app.localhost";
+
+/// Options of the demo.
+#[derive(Debug)]
+pub(crate) struct DemoOptions {
+    /// HTTPS port of the front.
+    pub(crate) https_port: u16,
+    /// Port of the tunnel listener.
+    pub(crate) tunnel_port: u16,
+    /// Port of the sample internal app.
+    pub(crate) app_port: u16,
+    /// Where the demo keeps its files (a fresh temporary directory by default).
+    pub(crate) dir: Option<PathBuf>,
+}
+
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub(crate) fn run(options: DemoOptions) -> anyhow::Result<()> {
+    let dir = options.dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("gatehouse-demo-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let exe = std::env::current_exe()?;
+    let mut children = Children(Vec::new());
+
+    // The sample internal app, on loopback only: reachable through the connector.
+    children.0.push(
+        Command::new(&exe)
+            .args(["demo-app", "--port", &options.app_port.to_string()])
+            .spawn()?,
+    );
+    let config = dir.join("service.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# Written by `gatehouse demo`.\nstate_dir = \"state\"\npublic_name = \"localhost\"\n\n\
+             [listen]\nhttps = \"127.0.0.1:{https}\"\ntunnel = \"127.0.0.1:{tunnel}\"\n\n\
+             [[apps]]\nname = \"demo\"\nexternal_url = \"https://{DEMO_HOST}/\"\n\
+             internal_url = \"http://127.0.0.1:{app}/\"\nmode = \"passthrough\"\n",
+            https = options.https_port,
+            tunnel = options.tunnel_port,
+            app = options.app_port
+        ),
+    )?;
+    let service_log = std::fs::File::create(dir.join("service.log"))?;
+    children.0.push(
+        Command::new(&exe)
+            .args(["service", "run", "--config"])
+            .arg(&config)
+            .stderr(service_log)
+            .spawn()?,
+    );
+    wait_for_port(options.tunnel_port)?;
+
+    let token = Command::new(&exe)
+        .args([
+            "service", "token", "create", "--role", "admin", "--ttl", "10m", "--config",
+        ])
+        .arg(&config)
+        .output()?;
+    if !token.status.success() {
+        bail!("token: {}", String::from_utf8_lossy(&token.stderr));
+    }
+    let state = dir.join("connector");
+    let _ = std::fs::remove_dir_all(&state);
+    let mut register = Command::new(&exe)
+        .args([
+            "connector",
+            "register",
+            "--token",
+            "-",
+            "--group",
+            "default",
+            "--service",
+        ])
+        .arg(format!("https://localhost:{}", options.tunnel_port))
+        .arg("--state-dir")
+        .arg(&state)
+        .stdin(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        register
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(&token.stdout)?;
+    }
+    if !register.wait()?.success() {
+        bail!("the connector could not register (see above)");
+    }
+    let connector_log = std::fs::File::create(dir.join("connector.log"))?;
+    children.0.push(
+        Command::new(&exe)
+            .args(["connector", "run", "--state-dir"])
+            .arg(&state)
+            .stderr(connector_log)
+            .spawn()?,
+    );
+
+    let url = format!("https://{DEMO_HOST}:{}/", options.https_port);
+    println!();
+    println!("Gatehouse demo is running (files in {}).", dir.display());
+    println!("  Open {url}");
+    println!(
+        "  The certificate comes from the demo's own CA: {}",
+        dir.join("state/ca.pem").display()
+    );
+    println!(
+        "  e.g. curl --cacert {} {url}",
+        dir.join("state/ca.pem").display()
+    );
+    println!("Ctrl-C stops everything.");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    while !stop.load(Ordering::Acquire) {
+        for child in &mut children.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "a demo process ended ({status}); logs are in {}",
+                    dir.display()
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("stopping");
+    Ok(())
+}
+
+fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("port {port} never opened");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The sample internal app: a page that shows the request it received (method, target and
+/// every header), so a user sees what the back end gets through Gatehouse.
+pub(crate) fn app(port: u16) -> anyhow::Result<()> {
+    let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = monoio::net::TcpListener::bind(("127.0.0.1", port))?;
+        loop {
+            let (tcp, _) = listener.accept().await?;
+            monoio::spawn(async move {
+                let mut conn = Conn::new(tcp, BytesMut::with_capacity(8192), Limits::default());
+                loop {
+                    let page = conn
+                        .read_request_head(None, |head| {
+                            let mut rows = String::new();
+                            for f in head.fields.as_slice() {
+                                rows.push_str(&format!(
+                                    "<tr><td>{}</td><td>{}</td></tr>",
+                                    escape(&String::from_utf8_lossy(f.name)),
+                                    escape(&String::from_utf8_lossy(f.value))
+                                ));
+                            }
+                            let page = format!(
+                                "<!doctype html><html><head><meta charset=\"utf-8\"><title>Gatehouse demo app</title></head>\
+                                 <body><h1>Hello from the internal app</h1><p>This page is served by an app on 127.0.0.1 \
+                                 that accepts no connection from outside; you reached it through Gatehouse.</p>\
+                                 <p><code>{} {}</code></p><table border=\"1\">{rows}</table></body></html>\n",
+                                escape(head.method_str()),
+                                escape(head.target_str())
+                            );
+                            (page, head.body)
+                        })
+                        .await;
+                    let (page, body) = match page {
+                        Ok(p) => p,
+                        Err(ConnError::Closed) | Err(_) => return,
+                    };
+                    // The body is not shown; read past it to the next request.
+                    let mut decoder = BodyDecoder::new(body, &Limits::default());
+                    while let Ok(Some(_)) = conn.next_body_chunk(&mut decoder, None).await {}
+                    let mut out = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+                        page.len()
+                    )
+                    .into_bytes();
+                    out.extend_from_slice(page.as_bytes());
+                    if conn.write_vec(out).await.0.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    })
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

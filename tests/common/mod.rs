@@ -1,0 +1,358 @@
+//! Starts real processes for end-to-end tests: the test back end, the `gatehouse` service,
+//! registered connectors. Everything talks over loopback sockets; every process is killed
+//! when the [`Stack`] is dropped.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The external host names the tests publish (resolved to 127.0.0.1 by curl `--resolve`).
+pub const APP_HOST: &str = "app.test";
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gatehouse-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The `gatehouse` binary under test.
+pub fn gatehouse() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Starts the Python test back end (tests/support/backend.py); returns it and its port.
+pub fn backend(log: Option<&Path>) -> (Proc, u16) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/backend.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).args(["--host", "127.0.0.1", "--port", "0"]);
+    if let Some(log) = log {
+        cmd.arg("--log").arg(log);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("READY ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("backend did not start: {line:?}"));
+    (
+        Proc {
+            child,
+            name: "backend".into(),
+        },
+        port,
+    )
+}
+
+/// One app of the service configuration.
+pub struct AppSpec {
+    pub name: &'static str,
+    pub external: String,
+    pub internal: String,
+    pub group: &'static str,
+    pub extra: &'static str,
+}
+
+/// Service, state and connectors of one test.
+pub struct Stack {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub https_port: u16,
+    pub tunnel_port: u16,
+    pub service: Option<Proc>,
+    pub connectors: Vec<Proc>,
+}
+
+impl Stack {
+    /// Writes the service configuration and starts the service.
+    pub fn start(name: &str, apps: &[AppSpec], extra: &str) -> Stack {
+        let dir = temp_dir(name);
+        let https_port = free_port();
+        let tunnel_port = free_port();
+        let mut text = format!(
+            "state_dir = \"state\"\nworkers = 2\npublic_name = \"localhost\"\n{extra}\n[listen]\nhttps = \"127.0.0.1:{https_port}\"\ntunnel = \"127.0.0.1:{tunnel_port}\"\n"
+        );
+        for app in apps {
+            text.push_str(&format!(
+                "\n[[apps]]\nname = \"{}\"\nexternal_url = \"{}\"\ninternal_url = \"{}\"\nconnector_group = \"{}\"\n{}\n",
+                app.name, app.external, app.internal, app.group, app.extra
+            ));
+        }
+        let config = dir.join("service.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut stack = Stack {
+            dir,
+            config,
+            https_port,
+            tunnel_port,
+            service: None,
+            connectors: Vec::new(),
+        };
+        stack.start_service();
+        stack
+    }
+
+    pub fn start_service(&mut self) {
+        let log = std::fs::File::create(self.dir.join("service.log")).unwrap();
+        let child = gatehouse()
+            .args(["service", "run", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.service = Some(Proc {
+            child,
+            name: "service".into(),
+        });
+        wait_for_port(self.tunnel_port);
+        wait_for_port(self.https_port);
+    }
+
+    /// `gatehouse service token create`; returns the token.
+    pub fn token(&self, role: &str, ttl: &str) -> String {
+        let out = gatehouse()
+            .args(["service", "token", "create", "--config"])
+            .arg(&self.config)
+            .args(["--role", role, "--ttl", ttl])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Registers a connector with `token` (read from a file, never from argv).
+    pub fn register(&self, name: &str, token: &str, group: &str) -> Output {
+        let token_file = self.dir.join(format!("{name}.token"));
+        std::fs::write(&token_file, token).unwrap();
+        gatehouse()
+            .args(["connector", "register", "--service"])
+            .arg(format!("https://localhost:{}", self.tunnel_port))
+            .arg("--token")
+            .arg(format!("@{}", token_file.display()))
+            .args(["--group", group, "--state-dir"])
+            .arg(self.dir.join(name))
+            .output()
+            .unwrap()
+    }
+
+    /// Registers and starts a connector; returns its index in `connectors`.
+    pub fn add_connector(&mut self, name: &str, group: &str) -> usize {
+        let token = self.token("admin", "10m");
+        let out = self.register(name, &token, group);
+        assert!(
+            out.status.success(),
+            "register: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.run_connector(name)
+    }
+
+    pub fn run_connector(&mut self, name: &str) -> usize {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = gatehouse()
+            .args(["connector", "run", "--state-dir"])
+            .arg(self.dir.join(name))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.connectors.push(Proc {
+            child,
+            name: name.into(),
+        });
+        self.connectors.len() - 1
+    }
+
+    /// The CA file clients trust for the front (the service's own CA in development).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("state/ca.pem")
+    }
+
+    /// curl against the front with `host` resolved to loopback.
+    pub fn curl(&self, host: &str, args: &[&str]) -> Output {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "60", "--cacert"])
+            .arg(self.ca_file())
+            .arg("--resolve")
+            .arg(format!("{host}:{}:127.0.0.1", self.https_port))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// The status code of `GET path` on `host` (a new connection each time).
+    pub fn status(&self, host: &str, path: &str) -> String {
+        let out = self.curl(
+            host,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &self.url(host, path),
+            ],
+        );
+        text(&out)
+    }
+
+    /// Runs a Python client script with the CA file, the HTTPS port and the app host as its
+    /// arguments; asserts it succeeded and returns its stdout, trimmed.
+    pub fn python_client(&self, script: &str) -> String {
+        let out = python(
+            script,
+            &[
+                self.ca_file().to_str().unwrap(),
+                &self.https_port.to_string(),
+                APP_HOST,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text(&out).trim().to_owned()
+    }
+
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.https_port)
+    }
+
+    /// Waits until `GET url` through the front answers 200 eight times in a row, each on a
+    /// new connection (so every worker has its tunnels).
+    pub fn wait_ready(&self, host: &str, path: &str) {
+        let start = Instant::now();
+        let mut in_a_row = 0;
+        loop {
+            let out = self.curl(
+                host,
+                &[
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &self.url(host, path),
+                ],
+            );
+            if String::from_utf8_lossy(&out.stdout) == "200" {
+                in_a_row += 1;
+                if in_a_row == 8 {
+                    return;
+                }
+                continue;
+            }
+            in_a_row = 0;
+            if start.elapsed() > Duration::from_secs(20) {
+                panic!(
+                    "not ready: {} / service log:\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    self.log("service")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    pub fn service_pid(&self) -> u32 {
+        self.service.as_ref().unwrap().pid()
+    }
+}
+
+pub fn wait_for_port(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "port {port} never opened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a Python snippet (with `ssl`) and returns its stdout; used for raw-socket clients.
+pub fn python(script: &str, args: &[&str]) -> Output {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+pub fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,687 @@
+//! End to end, passthrough mode: the real `gatehouse` service and connector processes, the
+//! Python test back end (and nginx), curl and raw TLS clients, all over loopback.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn echo_app(backend_port: u16) -> AppSpec {
+    AppSpec {
+        name: "echo",
+        external: format!("https://{APP_HOST}/"),
+        internal: format!("http://127.0.0.1:{backend_port}/"),
+        group: "default",
+        extra: "",
+    }
+}
+
+/// A stack with the echo back end and one connector, ready to serve.
+fn ready_stack(name: &str) -> (Stack, Proc, std::path::PathBuf) {
+    let dir = temp_dir(&format!("{name}-backend"));
+    let log = dir.join("requests.jsonl");
+    let (backend, port) = backend(Some(&log));
+    let mut stack = Stack::start(name, &[echo_app(port)], "");
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+    (stack, backend, log)
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|h| h[1].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn requests_pass_through_with_forwarding_headers_and_nothing_spoofed() {
+    let (stack, _backend, _log) = ready_stack("basic");
+    let url = stack.url(APP_HOST, "/echo/a?b=1");
+
+    // GET: the back end sees the internal Host, our forwarding fields, and none of the
+    // client's spoofed identity or forwarding fields (in any spelling).
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-H",
+            "X-Forwarded-For: 6.6.6.6",
+            "-H",
+            "X-Forwarded-User: mallory",
+            "-H",
+            "x-forwarded-host: evil.test",
+            "-H",
+            "X_Forwarded_User: mallory",
+            "-H",
+            "Forwarded: for=6.6.6.6",
+            "-H",
+            "X-Original-URL: /admin",
+            "-H",
+            "Connection: X-Keep-Me",
+            "-H",
+            "X-Keep-Me: hop",
+            "-H",
+            "X-App: kept",
+            &url,
+        ],
+    );
+    let echo = json(&out);
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/echo/a?b=1");
+    assert_eq!(header(&echo, "x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(header(&echo, "x-forwarded-proto"), vec!["https"]);
+    assert_eq!(
+        header(&echo, "x-forwarded-host"),
+        vec![format!("{APP_HOST}:{}", stack.https_port).as_str()]
+    );
+    assert_eq!(header(&echo, "forwarded").len(), 1);
+    assert!(header(&echo, "forwarded")[0].starts_with("for=127.0.0.1"));
+    assert!(header(&echo, "x-forwarded-user").is_empty());
+    assert!(header(&echo, "x_forwarded_user").is_empty());
+    assert!(header(&echo, "x-original-url").is_empty());
+    assert!(
+        header(&echo, "x-keep-me").is_empty(),
+        "a field named in Connection is hop-by-hop"
+    );
+    assert_eq!(header(&echo, "x-app"), vec!["kept"]);
+    assert!(header(&echo, "host")[0].starts_with("127.0.0.1:"));
+    assert_eq!(header(&echo, "x-request-id").len(), 1);
+
+    // HEAD: the length the back end announced, no body.
+    let out = stack.curl(APP_HOST, &["-I", &stack.url(APP_HOST, "/bytes/1234")]);
+    let head = text(&out);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 1234"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age="),
+        "{head}"
+    );
+
+    // POST with a Content-Length body and with a chunked body.
+    let body = "x".repeat(100_000);
+    let out = stack.curl(
+        APP_HOST,
+        &["--data-binary", &body, &stack.url(APP_HOST, "/echo/post")],
+    );
+    let echo = json(&out);
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body_len"], 100_000);
+    assert_eq!(header(&echo, "content-length"), vec!["100000"]);
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &body,
+            &stack.url(APP_HOST, "/echo/chunked"),
+        ],
+    );
+    let echo = json(&out);
+    assert_eq!(echo["body_len"], 100_000);
+    assert_eq!(header(&echo, "transfer-encoding"), vec!["chunked"]);
+
+    // Expect: 100-continue is honoured.
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            &body,
+            &stack.url(APP_HOST, "/upload"),
+        ],
+    );
+    assert_eq!(json(&out)["body_len"], 100_000);
+
+    // Chunked responses stream through.
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &stack.url(APP_HOST, "/bytes/300000?chunked=1"),
+        ],
+    );
+    assert_eq!(text(&out), "300000");
+
+    // Internal URLs in Location, Content-Location, Refresh and Set-Cookie come back external.
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            &stack.url(APP_HOST, "/redirect"),
+        ],
+    );
+    let head = text(&out).to_ascii_lowercase();
+    let external = format!("https://{APP_HOST}/echo/landed");
+    assert!(head.contains(&format!("location: {external}")), "{head}");
+    assert!(head.contains(&format!("domain={APP_HOST}")), "{head}");
+    assert!(
+        head.contains(&format!("refresh: 0; url=https://{APP_HOST}/echo/r")),
+        "{head}"
+    );
+
+    // robots.txt from the edge, for every host, without reaching the back end.
+    let out = stack.curl(APP_HOST, &["-D", "-", &stack.url(APP_HOST, "/robots.txt")]);
+    let robots = text(&out);
+    assert!(
+        robots.ends_with("\r\n\r\nUser-agent: *\nDisallow: /"),
+        "{robots}"
+    );
+    assert!(robots.contains("text/plain"));
+
+    // Unknown host: 404 page from the edge.
+    let out = stack.curl(
+        "localhost",
+        &[
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            &stack.url("localhost", "/"),
+        ],
+    );
+    assert_eq!(text(&out), "404");
+}
+
+#[test]
+fn keep_alive_and_pipelining() {
+    let (stack, _backend, log) = ready_stack("keepalive");
+    // Three requests, one connection.
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-w",
+            "%{num_connects}\n",
+            "-o",
+            "/dev/null",
+            &stack.url(APP_HOST, "/echo/1"),
+            "-o",
+            "/dev/null",
+            &stack.url(APP_HOST, "/echo/2"),
+            "-o",
+            "/dev/null",
+            &stack.url(APP_HOST, "/echo/3"),
+        ],
+    );
+    assert_eq!(text(&out), "1\n0\n0\n");
+
+    // Pipelining: three requests in one write, answers in order.
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[2]))), server_hostname=sys.argv[3])
+req = "".join(f"GET /echo/p{i} HTTP/1.1\r\nHost: {sys.argv[3]}\r\n\r\n" for i in range(3))
+s.sendall(req.encode())
+data = b""
+s.settimeout(10)
+while data.count(b"HTTP/1.1 200") < 3 or not data.endswith(b"}"):
+    chunk = s.recv(65536)
+    if not chunk: break
+    data += chunk
+print(data.count(b"HTTP/1.1 200"), data.index(b"/echo/p0") < data.index(b"/echo/p1") < data.index(b"/echo/p2"))
+"#;
+    assert_eq!(stack.python_client(script), "3 True");
+
+    // A smuggling attempt is refused at the edge and reaches nothing.
+    let before = std::fs::read_to_string(&log).unwrap().lines().count();
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[2]))), server_hostname=sys.argv[3])
+s.sendall(f"POST /echo/s HTTP/1.1\r\nHost: {sys.argv[3]}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+s.settimeout(10)
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk: break
+    data += chunk
+print(data.split(b"\r\n")[0].decode())
+"#;
+    assert_eq!(stack.python_client(script), "HTTP/1.1 400 Bad Request");
+    std::thread::sleep(Duration::from_millis(200));
+    let after = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        after.lines().count(),
+        before,
+        "nothing reached the back end"
+    );
+    assert!(!after.contains("smuggled"));
+}
+
+#[test]
+fn websocket_echo_through_the_tunnel() {
+    let (stack, _backend, _log) = ready_stack("websocket");
+    let script = r#"
+import base64, os, socket, ssl, struct, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[2]))), server_hostname=sys.argv[3])
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(f"GET /ws HTTP/1.1\r\nHost: {sys.argv[3]}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+s.settimeout(10)
+buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += s.recv(4096)
+head, rest = buf.split(b"\r\n\r\n", 1)
+print(head.split(b"\r\n")[0].decode())
+def send(payload):
+    mask = os.urandom(4)
+    n = len(payload)
+    hdr = bytes([0x82]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n) if n < 65536 else bytes([0x80 | 127]) + struct.pack(">Q", n))
+    s.sendall(hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+def recv_exact(n):
+    global rest
+    while len(rest) < n:
+        rest += s.recv(65536)
+    out, rest = rest[:n], rest[n:]
+    return out
+def recv():
+    b0, b1 = recv_exact(2)
+    n = b1 & 0x7f
+    if n == 126: n = struct.unpack(">H", recv_exact(2))[0]
+    elif n == 127: n = struct.unpack(">Q", recv_exact(8))[0]
+    return recv_exact(n)
+for size in (5, 300, 70000):
+    msg = os.urandom(size)
+    send(msg)
+    print(recv() == msg)
+"#;
+    assert_eq!(
+        stack.python_client(script),
+        "HTTP/1.1 101 Switching Protocols\nTrue\nTrue\nTrue"
+    );
+}
+
+#[test]
+fn hundred_mib_each_way_with_bounded_memory() {
+    let (stack, _backend, _log) = ready_stack("bigbody");
+    let connector_pid = stack.connectors[0].pid();
+    let service_pid = stack.service_pid();
+    let peak = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut p = peak.lock().unwrap();
+                p.0 = p.0.max(rss_kib(service_pid));
+                p.1 = p.1.max(rss_kib(connector_pid));
+                drop(p);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let size = 100 * 1024 * 1024;
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            &stack.url(APP_HOST, &format!("/bytes/{size}")),
+        ],
+    );
+    assert_eq!(text(&out), format!("200 {size}"));
+    let upload = stack.dir.join("upload.bin");
+    std::fs::write(&upload, vec![7u8; size]).unwrap();
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "--data-binary",
+            &format!("@{}", upload.display()),
+            &stack.url(APP_HOST, "/upload"),
+        ],
+    );
+    assert_eq!(json(&out)["body_len"], size as u64);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    let (service_kib, connector_kib) = *peak.lock().unwrap();
+    eprintln!("peak RSS: service {service_kib} KiB, connector {connector_kib} KiB");
+    assert!(
+        service_kib > 0 && service_kib < 64 * 1024,
+        "service RSS {service_kib} KiB"
+    );
+    assert!(
+        connector_kib > 0 && connector_kib < 64 * 1024,
+        "connector RSS {connector_kib} KiB"
+    );
+}
+
+#[test]
+fn no_connector_online_names_the_group_and_back_end_errors_are_pages() {
+    let (backend, port) = backend(None);
+    let dead_port = free_port();
+    let apps = [
+        echo_app(port),
+        AppSpec {
+            name: "lonely",
+            external: "https://lonely.test/".into(),
+            internal: format!("http://127.0.0.1:{port}/"),
+            group: "nobody-home",
+            extra: "",
+        },
+        AppSpec {
+            name: "dead",
+            external: "https://dead.test/".into(),
+            internal: format!("http://127.0.0.1:{dead_port}/"),
+            group: "default",
+            extra: "",
+        },
+        AppSpec {
+            name: "slow",
+            external: "https://slow.test/".into(),
+            internal: format!("http://127.0.0.1:{port}/"),
+            group: "default",
+            extra: "response_timeout = \"1s\"",
+        },
+    ];
+    let mut stack = Stack::start("errors", &apps, "");
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+
+    let out = stack.curl(
+        "lonely.test",
+        &["-w", "\n%{http_code}", &stack.url("lonely.test", "/")],
+    );
+    let page = text(&out);
+    assert!(page.ends_with("\n502"), "{page}");
+    assert!(
+        page.contains("No connector online") && page.contains("nobody-home"),
+        "{page}"
+    );
+
+    let out = stack.curl(
+        "dead.test",
+        &["-w", "\n%{http_code}", &stack.url("dead.test", "/")],
+    );
+    let page = text(&out);
+    assert!(page.ends_with("\n502"), "{page}");
+    assert!(page.contains("Application unreachable"), "{page}");
+    assert!(
+        !page.contains(&dead_port.to_string()),
+        "no internal address in pages"
+    );
+
+    let out = stack.curl(
+        "slow.test",
+        &[
+            "-w",
+            "\n%{http_code}",
+            &stack.url("slow.test", "/slow-head?ms=3000"),
+        ],
+    );
+    let page = text(&out);
+    assert!(page.ends_with("\n504"), "{page}");
+    drop(backend);
+}
+
+#[test]
+fn two_connectors_one_killed_mid_run() {
+    let dir = temp_dir("failover-backend");
+    let (_backend, port) = backend(Some(&dir.join("log")));
+    let mut stack = Stack::start("failover", &[echo_app(port)], "");
+    stack.add_connector("c1", "default");
+    stack.add_connector("c2", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+    // Let both connectors get their tunnels.
+    std::thread::sleep(Duration::from_secs(1));
+
+    // A slow download in flight while connector 1 dies: either it completes (it went
+    // through connector 2) or curl sees an error; never a short "success".
+    let url = stack.url(APP_HOST, "/drip?n=30&ms=100");
+    let inflight: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "30", "--cacert"])
+                .arg(stack.ca_file())
+                .arg("--resolve")
+                .arg(format!("{APP_HOST}:{}:127.0.0.1", stack.https_port))
+                .args([
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{size_download}",
+                    &url,
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    stack.connectors[0].kill();
+    for child in inflight {
+        let out = child.wait_with_output().unwrap();
+        let result = text(&out);
+        assert!(
+            result == "200 30" || !out.status.success(),
+            "in-flight request looked complete but was short: {result}"
+        );
+    }
+    // New requests keep succeeding through the other connector.
+    let start = Instant::now();
+    for i in 0..40 {
+        assert_eq!(
+            stack.status(APP_HOST, &format!("/echo/after{i}")),
+            "200",
+            "request {i} after the kill"
+        );
+    }
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn connectors_come_back_after_a_service_restart() {
+    let (mut stack, _backend, _log) = ready_stack("restart");
+    stack.service.take().unwrap().kill();
+    let killed = Instant::now();
+    stack.start_service();
+    stack.wait_ready(APP_HOST, "/echo/back");
+    let back = killed.elapsed();
+    eprintln!("connector back after {back:?}");
+    assert!(back < Duration::from_secs(5), "took {back:?}");
+}
+
+#[test]
+fn registration_refuses_bad_tokens_and_revocation_drops_tunnels() {
+    let (mut stack, _backend, _log) = ready_stack("registration");
+    for (name, token, reason) in [
+        (
+            "viewer",
+            stack.token("viewer", "10m"),
+            "not an administrator",
+        ),
+        (
+            "garbage",
+            format!(
+                "ghr1.0000.1111.{}",
+                stack.token("admin", "1m").rsplit('.').next().unwrap()
+            ),
+            "not valid",
+        ),
+    ] {
+        let out = stack.register(name, &token, "default");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(reason), "{name}: {err}");
+        assert!(!stack.dir.join(name).join("cert.pem").exists());
+    }
+    let expired = stack.token("admin", "1s");
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = stack.register("expired", &expired, "default");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired"));
+    // A token that is not ours at all is refused before anything is sent (no CA pin).
+    let out = stack.register("nonsense", "hello", "default");
+    assert!(!out.status.success());
+
+    // Key and certificate are private to the connector's user.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["key.pem", "cert.pem", "connector.json"] {
+        let mode = std::fs::metadata(stack.dir.join("c1").join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} has mode {mode:o}");
+    }
+
+    // Revocation: the connector's tunnels drop at once and it cannot come back.
+    let list = gatehouse()
+        .args(["service", "connector", "list", "--config"])
+        .arg(&stack.config)
+        .output()
+        .unwrap();
+    let list = text(&list);
+    let id = list
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = gatehouse()
+        .args(["service", "connector", "revoke", "--config"])
+        .arg(&stack.config)
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let start = Instant::now();
+    loop {
+        if stack.status(APP_HOST, "/echo/x") == "502" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "tunnels still up after revocation"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(stack.status(APP_HOST, "/echo/x"), "502");
+    let _ = &mut stack;
+}
+
+#[test]
+fn certificate_renewal_keeps_traffic_flowing() {
+    let (backend, port) = backend(None);
+    let mut stack = Stack::start(
+        "renewal",
+        &[echo_app(port)],
+        "[connectors]\nrenewal_age = \"3s\"\n",
+    );
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+    let cert = stack.dir.join("c1/cert.pem");
+    let first = std::fs::read_to_string(&cert).unwrap();
+    let start = Instant::now();
+    let mut requests = 0;
+    while std::fs::read_to_string(&cert).unwrap() == first {
+        assert_eq!(stack.status(APP_HOST, "/echo/r"), "200");
+        requests += 1;
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no renewal: {}",
+            stack.log("c1")
+        );
+    }
+    // Traffic goes on through tunnels made with the new certificate.
+    for _ in 0..20 {
+        assert_eq!(stack.status(APP_HOST, "/echo/r"), "200");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(requests > 0);
+    assert!(stack.log("c1").contains("certificate renewed"));
+    drop(backend);
+}
+
+#[test]
+fn nginx_as_the_internal_app() {
+    let Some(nginx) = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        panic!("nginx is not installed (scripts/test.sh installs it)");
+    };
+    let dir = temp_dir("nginx");
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/hello.txt"), "hello from nginx\n").unwrap();
+    std::fs::write(dir.join("www/big.bin"), vec![1u8; 5 << 20]).unwrap();
+    let conf = format!(
+        "daemon off; worker_processes 1; error_log {d}/error.log; pid {d}/nginx.pid;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
+         fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+         server {{ listen 127.0.0.1:{port}; root {d}/www; location /redir {{ return 302 http://127.0.0.1:{port}/hello.txt; }} }} }}\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = std::process::Command::new(nginx)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(&dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _nginx = Proc {
+        child,
+        name: "nginx".into(),
+    };
+    wait_for_port(port);
+    let app = AppSpec {
+        name: "nginx",
+        external: format!("https://{APP_HOST}/"),
+        internal: format!("http://127.0.0.1:{port}/"),
+        group: "default",
+        extra: "",
+    };
+    let mut stack = Stack::start("nginx-app", &[app], "");
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/hello.txt");
+    let out = stack.curl(APP_HOST, &[&stack.url(APP_HOST, "/hello.txt")]);
+    assert_eq!(text(&out), "hello from nginx\n");
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            &stack.url(APP_HOST, "/big.bin"),
+        ],
+    );
+    assert_eq!(text(&out), format!("200 {}", 5 << 20));
+    assert_eq!(stack.status(APP_HOST, "/missing"), "404");
+    let out = stack.curl(
+        APP_HOST,
+        &["-D", "-", "-o", "/dev/null", &stack.url(APP_HOST, "/redir")],
+    );
+    assert!(
+        text(&out).contains(&format!("Location: https://{APP_HOST}/hello.txt")),
+        "{}",
+        text(&out)
+    );
+}
