@@ -740,3 +740,57 @@ fn demo_command_serves_the_sample_app() {
         "service still running"
     );
 }
+
+#[test]
+fn sighup_reload_adds_an_app_without_dropping_streams() {
+    let (stack, _backend, _log) = ready_stack("reload");
+    let port = {
+        let text = std::fs::read_to_string(&stack.config).unwrap();
+        let at = text.find("internal_url = \"http://127.0.0.1:").unwrap() + 33;
+        text[at..].split('/').next().unwrap().to_owned()
+    };
+    // A slow response in flight across the reload.
+    let inflight = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--cacert"])
+        .arg(stack.ca_file())
+        .arg("--resolve")
+        .arg(format!("{APP_HOST}:{}:127.0.0.1", stack.https_port))
+        .args(["-o", "/dev/null", "-w", "%{http_code} %{size_download}"])
+        .arg(stack.url(APP_HOST, "/drip?n=20&ms=100"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // A second app on the same host under /wiki/, mapped to the back end's /echo/.
+    let mut config = std::fs::read_to_string(&stack.config).unwrap();
+    config.push_str(&format!(
+        "\n[[apps]]\nname = \"wiki\"\nexternal_url = \"https://{APP_HOST}/wiki/\"\ninternal_url = \"http://127.0.0.1:{port}/echo/\"\n"
+    ));
+    std::fs::write(&stack.config, config).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &stack.service_pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let start = Instant::now();
+    loop {
+        let out = stack.curl(APP_HOST, &[&stack.url(APP_HOST, "/wiki/page?q=1")]);
+        if let Ok(echo) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            assert_eq!(echo["path"], "/echo/page?q=1");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "new app never served: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = inflight.wait_with_output().unwrap();
+    assert_eq!(
+        text(&out),
+        "200 20",
+        "the stream in flight survived the reload"
+    );
+    assert!(stack.log("service").contains("configuration reloaded"));
+}
