@@ -110,7 +110,7 @@ pub struct AppSpec {
     pub external: String,
     pub internal: String,
     pub group: &'static str,
-    pub extra: &'static str,
+    pub extra: String,
 }
 
 /// Service, state and connectors of one test.
