@@ -861,3 +861,39 @@ fn sighup_reload_adds_an_app_without_dropping_streams() {
     );
     assert!(stack.log("service").contains("configuration reloaded"));
 }
+
+#[test]
+fn wildcard_hosts_route_and_translate_per_request_host() {
+    let (backend, port) = backend(None);
+    let app = AppSpec {
+        name: "many",
+        external: "https://*.apps.test/".into(),
+        internal: format!("http://127.0.0.1:{port}/"),
+        group: "default",
+        extra: String::new(),
+    };
+    let mut stack = Stack::start("wildcard", &[app], "");
+    stack.add_connector("c1", "default");
+    stack.wait_ready("one.apps.test", "/echo/ready");
+    for host in ["one.apps.test", "two.apps.test"] {
+        let out = stack.curl(host, &[&stack.url(host, "/echo/w")]);
+        let echo = json(&out);
+        assert_eq!(echo["path"], "/echo/w");
+        assert_eq!(
+            header(&echo, "x-forwarded-host"),
+            vec![format!("{host}:{}", stack.https_port).as_str()]
+        );
+        let out = stack.curl(
+            host,
+            &["-D", "-", "-o", "/dev/null", &stack.url(host, "/redirect")],
+        );
+        let head = text(&out).to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("location: https://{host}/echo/landed")),
+            "{head}"
+        );
+    }
+    // A host outside the pattern is not this app's.
+    assert_eq!(stack.status("localhost", "/echo/w"), "404");
+    drop(backend);
+}
