@@ -227,16 +227,14 @@ fn parse_service_url(url: &str) -> Result<(String, String), ConnectorError> {
 
 /// The CA pin inside a bootstrap token (`ghr1.<id>.<secret>.<sha256 hex>`).
 fn token_pin(token: &str) -> Result<[u8; 32], ConnectorError> {
-    let bad = || ConnectorError::Usage("the token is not a Gatehouse registration token".into());
-    let pin = token.trim().split('.').nth(3).ok_or_else(bad)?;
-    if pin.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&pin[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    token
+        .trim()
+        .split('.')
+        .nth(3)
+        .and_then(gatehouse_core::hex::decode_array)
+        .ok_or_else(|| {
+            ConnectorError::Usage("the token is not a Gatehouse registration token".into())
+        })
 }
 
 #[cfg(test)]

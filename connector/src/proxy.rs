@@ -78,13 +78,14 @@ pub(crate) async fn handle(open: Open, stream: StreamHandle, ctx: Rc<ThreadCtx>)
         .find(|(n, _)| n.eq_ignore_ascii_case(b"host"))
         .map(|(_, v)| v.to_vec())
         .unwrap_or_default();
-    let Some(internal_host) = internal_host(app, &client_host) else {
+    // The hosts of this request, worked out once: the target comes only from configuration.
+    let Some(parts) = mapping_parts(app, &client_host) else {
         stream.reset(Code::UPSTREAM_UNREACHABLE);
         return;
     };
-    let key = format!("{}|{internal_host}", app.name);
+    let key = format!("{}|{}", app.name, parts.internal_host);
     let mut head = Vec::with_capacity(1024);
-    if !write_request_head(&mut head, &open, app, &internal_host, &client_host) {
+    if !write_request_head(&mut head, &open, app, &parts, &client_host) {
         stream.reset(Code::PROTOCOL_ERROR);
         return;
     }
@@ -92,7 +93,7 @@ pub(crate) async fn handle(open: Open, stream: StreamHandle, ctx: Rc<ThreadCtx>)
     let fresh = pooled.is_none();
     let backend = match pooled {
         Some(b) => b,
-        None => match dial(app, &internal_host, &ctx).await {
+        None => match dial(app, &parts.internal_host, &ctx).await {
             Ok(b) => b,
             Err(code) => {
                 stream.reset(code);
@@ -100,29 +101,36 @@ pub(crate) async fn handle(open: Open, stream: StreamHandle, ctx: Rc<ThreadCtx>)
             }
         },
     };
-    let reusable = match backend {
+    match backend {
         Backend::Plain(conn) => {
             exchange(
                 conn,
                 &open,
                 &stream,
-                app,
+                (app, &parts),
                 head,
                 fresh,
                 &ctx,
                 &key,
                 Backend::Plain,
             )
-            .await
+            .await;
         }
         Backend::Tls(conn) => {
-            exchange(*conn, &open, &stream, app, head, fresh, &ctx, &key, |c| {
-                Backend::Tls(Box::new(c))
-            })
-            .await
+            exchange(
+                *conn,
+                &open,
+                &stream,
+                (app, &parts),
+                head,
+                fresh,
+                &ctx,
+                &key,
+                |c| Backend::Tls(Box::new(c)),
+            )
+            .await;
         }
-    };
-    let _ = reusable;
+    }
 }
 
 /// The request/response exchange over one back-end connection (plain or TLS). A pooled
@@ -132,7 +140,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
     mut conn: Conn<T>,
     open: &Open,
     stream: &StreamHandle,
-    app: &AppRoute,
+    (app, mapping_parts): (&AppRoute, &MappingParts),
     head: Vec<u8>,
     fresh: bool,
     ctx: &ThreadCtx,
@@ -201,7 +209,6 @@ async fn exchange<T: Transport + Splittable + 'static>(
 
     // Response head.
     let deadline = Instant::now() + Duration::from_millis(app.response_timeout_ms);
-    let mapping_parts = mapping_parts(app, open);
     let mut fields_out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let (status, body_kind, reusable) = loop {
         fields_out.clear();
@@ -211,7 +218,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
                     if is_response_hop(f.name) {
                         continue;
                     }
-                    let value = translate_field(f.name, f.value, app, &mapping_parts);
+                    let value = translate_field(f.name, f.value, app, mapping_parts);
                     fields_out.push((f.name.to_vec(), value));
                 }
                 let upgrade = h.status == 101;
@@ -399,16 +406,8 @@ async fn dial(app: &AppRoute, host: &str, ctx: &ThreadCtx) -> Result<Backend, Co
     ))))
 }
 
-fn parse_pin(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+fn parse_pin(text: &str) -> Option<[u8; 32]> {
+    gatehouse_core::hex::decode_array(text.strip_prefix("sha256:").unwrap_or(text))
 }
 
 /// The internal host for this request: the configured one, with `*` replaced by the label
@@ -438,27 +437,22 @@ struct MappingParts {
     internal_host: String,
 }
 
-fn mapping_parts(app: &AppRoute, open: &Open) -> MappingParts {
-    let client_host = open
-        .fields()
-        .find(|(n, _)| n.eq_ignore_ascii_case(b"host"))
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default();
-    let client_host = client_host
-        .rsplit_once(':')
-        .map_or(client_host.as_str(), |(h, _)| h)
-        .to_ascii_lowercase();
-    let internal_host =
-        internal_host(app, client_host.as_bytes()).unwrap_or_else(|| app.internal_host.clone());
+/// The external and internal host of a request whose Host field is `client_host`; `None`
+/// when a wildcard app's label is not a valid one.
+fn mapping_parts(app: &AppRoute, client_host: &[u8]) -> Option<MappingParts> {
+    let internal_host = internal_host(app, client_host)?;
     let external_host = if app.external_host.starts_with('*') {
-        client_host
+        let host = String::from_utf8_lossy(client_host);
+        host.rsplit_once(':')
+            .map_or(host.as_ref(), |(h, _)| h)
+            .to_ascii_lowercase()
     } else {
         app.external_host.clone()
     };
-    MappingParts {
+    Some(MappingParts {
         external_host,
         internal_host,
-    }
+    })
 }
 
 fn mapping<'a>(app: &'a AppRoute, parts: &'a MappingParts) -> Mapping<'a> {
@@ -523,11 +517,10 @@ fn write_request_head(
     out: &mut Vec<u8>,
     open: &Open,
     app: &AppRoute,
-    internal_host: &str,
+    parts: &MappingParts,
     client_host: &[u8],
 ) -> bool {
-    let parts = mapping_parts(app, open);
-    let map = mapping(app, &parts);
+    let map = mapping(app, parts);
     out.extend_from_slice(open.method());
     out.push(b' ');
     let target = open.target();
@@ -537,7 +530,6 @@ fn write_request_head(
         return false;
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut upgrade = false;
     for (name, value) in open.fields() {
         let bad = name.is_empty()
             || !name.iter().all(|&b| b.is_ascii_graphic() && b != b':')
@@ -552,9 +544,6 @@ fn write_request_head(
         {
             continue;
         }
-        if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = true;
-        }
         if name.eq_ignore_ascii_case(b"connection") && !value.eq_ignore_ascii_case(b"upgrade") {
             continue;
         }
@@ -563,11 +552,9 @@ fn write_request_head(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    let _ = upgrade;
     out.extend_from_slice(b"Host: ");
     if app.rewrite_host {
         translate::host_value(&map.internal, out);
-        let _ = internal_host;
     } else {
         out.extend_from_slice(client_host);
     }
@@ -579,7 +566,8 @@ fn write_request_head(
     translate::forwarded(open.client, client_host, open.https, out);
     out.extend_from_slice(b"\r\nX-Request-Id: ");
     for b in open.request_id {
-        out.extend_from_slice(format!("{b:02x}").as_bytes());
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]);
     }
     out.extend_from_slice(b"\r\n");
     match open.body {

@@ -1,7 +1,6 @@
 //! The running connector: configuration pull, renewal, and tunnel threads that keep every
 //! service worker supplied with tunnels.
 
-use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -378,17 +377,17 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
     let watcher = {
         let mux = mux.clone();
         let shared = shared.clone();
-        let draining = Rc::new(RefCell::new(false));
         monoio::spawn(async move {
+            let mut draining = false;
             while !mux.is_closed() {
                 monoio::time::sleep(Duration::from_millis(200)).await;
                 let renewed = shared.cert_generation.load(Ordering::Acquire) != generation;
                 let stopping = shared.stop.load(Ordering::Acquire);
-                if (renewed || stopping) && !*draining.borrow() {
-                    *draining.borrow_mut() = true;
+                if (renewed || stopping) && !draining {
+                    draining = true;
                     mux.go_away();
                 }
-                if *draining.borrow() && mux.open_streams() == 0 {
+                if draining && mux.open_streams() == 0 {
                     mux.handle().close();
                 }
             }

@@ -5,10 +5,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use gatehouse_tunnel::rt::{pem_certs, pem_key, pem_roots};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -95,26 +95,17 @@ fn tls_err(e: rustls::Error) -> ConnectorError {
 }
 
 fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, ConnectorError> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|_| ConnectorError::Tls("unreadable PEM certificate".into()))?;
-    if certs.is_empty() {
-        return Err(ConnectorError::Tls("no certificate in PEM input".into()));
-    }
-    Ok(certs)
+    pem_certs(pem).map_err(|e| ConnectorError::Tls(e.to_string()))
 }
 
 fn key(pem: &str) -> Result<PrivateKeyDer<'static>, ConnectorError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|_| ConnectorError::Tls("no private key in PEM input".into()))
+    pem_key(pem).map_err(|e| ConnectorError::Tls(e.to_string()))
 }
 
 fn roots(pem: &str) -> Result<RootCertStore, ConnectorError> {
-    let mut store = RootCertStore::empty();
-    for cert in certs(pem)? {
-        store.add(cert).map_err(tls_err)?;
-    }
-    Ok(store)
+    pem_roots(pem)
+        .map(|r| (*r).clone())
+        .map_err(|e| ConnectorError::Tls(e.to_string()))
 }
 
 /// What a pin names.

@@ -1,9 +1,9 @@
-//! Lower-case hexadecimal, for key files and certificate serial numbers.
+//! Lower-case hexadecimal, for key files, certificate serial numbers, pins and request ids.
 
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Lower-case hex of `bytes`.
-pub(crate) fn encode(bytes: &[u8]) -> String {
+pub fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
@@ -13,7 +13,7 @@ pub(crate) fn encode(bytes: &[u8]) -> String {
 }
 
 /// Decodes exactly `N` bytes of hex (either case); `None` on a wrong length or a non-hex digit.
-pub(crate) fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
     let text = text.as_bytes();
     if text.len() != N * 2 {
         return None;

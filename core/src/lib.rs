@@ -28,7 +28,7 @@ pub mod api;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod hex;
+pub mod hex;
 pub mod secret_file;
 pub mod translate;
 

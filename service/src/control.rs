@@ -98,34 +98,33 @@ fn register(worker: &Worker, body: &[u8], peer: SocketAddr, now: u64) -> (u16, V
         return (status, error(refusal.reason()));
     }
     let ca = &worker.shared.ca;
-    // The CSR is checked before an id is recorded, so a bad CSR leaves no trace.
-    if let Err(e) = ca.sign_csr(&request.csr, "c-check", &request.group, now) {
-        return (400, error(&format!("certificate request refused: {e}")));
-    }
-    let id = match state.add_connector(&request.group, &request.hostname, now) {
+    let id = match state.new_connector_id() {
         Ok(id) => id,
-        Err(e) => return (500, error(&format!("cannot record the connector: {e}"))),
+        Err(e) => return (500, error(&format!("cannot make a connector id: {e}"))),
     };
-    match ca.sign_csr(&request.csr, &id, &request.group, now) {
-        Ok(issued) => {
-            // Every worker must accept the new connector's tunnels right away.
-            worker.shared.registry_changed();
-            eprintln!(
-                "gatehouse service: connector {id} registered in group {} from {peer}",
-                request.group
-            );
-            json(
-                200,
-                &CertificateResponse {
-                    connector_id: id,
-                    group: request.group,
-                    certificate: issued.cert_pem,
-                    ca: ca.cert_pem(),
-                },
-            )
-        }
-        Err(e) => (400, error(&format!("certificate request refused: {e}"))),
+    // The connector is recorded only once its certificate was issued: a bad CSR leaves no trace.
+    let issued = match ca.sign_csr(&request.csr, &id, &request.group, now) {
+        Ok(issued) => issued,
+        Err(e) => return (400, error(&format!("certificate request refused: {e}"))),
+    };
+    if let Err(e) = state.record_connector(&id, &request.group, &request.hostname, now) {
+        return (500, error(&format!("cannot record the connector: {e}")));
     }
+    // Every worker must accept the new connector's tunnels right away.
+    worker.shared.registry_changed();
+    eprintln!(
+        "gatehouse service: connector {id} registered in group {} from {peer}",
+        request.group
+    );
+    json(
+        200,
+        &CertificateResponse {
+            connector_id: id,
+            group: request.group,
+            certificate: issued.cert_pem,
+            ca: ca.cert_pem(),
+        },
+    )
 }
 
 fn renew(worker: &Worker, id: &ConnectorIdentity, body: &[u8], now: u64) -> (u16, Vec<u8>) {
@@ -191,9 +190,7 @@ pub(crate) fn app_route(app: &App) -> AppRoute {
             .backend_ca
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok()),
-        backend_pin: app
-            .backend_pin
-            .map(|pin| pin.iter().map(|b| format!("{b:02x}")).collect()),
+        backend_pin: app.backend_pin.map(|pin| gatehouse_core::hex::encode(&pin)),
     }
 }
 

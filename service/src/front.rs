@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use gatehouse_core::hex::encode as hex;
 use gatehouse_core::translate::is_proxy_controlled;
 use gatehouse_http1::rt::{Conn, ConnError, TlsStream};
 use gatehouse_http1::{
@@ -352,7 +353,6 @@ async fn proxy(
                     };
                     page(
                         conn,
-                        worker,
                         status,
                         title,
                         "The request body could not be read.",
@@ -375,7 +375,6 @@ async fn proxy(
                 p.stream.reset(Code::CANCEL);
                 page(
                     conn,
-                    worker,
                     504,
                     "The application did not answer in time",
                     "The internal application did not send a response in time.",
@@ -399,7 +398,7 @@ async fn proxy(
             StreamEvent::Response(r) => break r,
             StreamEvent::Reset(code) => {
                 let (status, title, detail) = reset_page(code);
-                page(conn, worker, status, title, detail, &p.request_id).await;
+                page(conn, status, title, detail, &p.request_id).await;
                 return (keep_alive && p.body == BodyKind::Empty).into();
             }
             StreamEvent::Refused | StreamEvent::Closed => {
@@ -414,13 +413,12 @@ async fn proxy(
                         continue;
                     }
                 }
-                page(conn, worker, 502, "Connector connection lost", &format!("The connection to the connector of group \"{}\" was lost before the application answered.", p.group), &p.request_id).await;
+                page(conn, 502, "Connector connection lost", &format!("The connection to the connector of group \"{}\" was lost before the application answered.", p.group), &p.request_id).await;
                 return After::Close;
             }
             StreamEvent::Data(_) | StreamEvent::End => {
                 page(
                     conn,
-                    worker,
                     502,
                     "Bad answer from the connector",
                     "The connector sent a body without a response head.",
@@ -456,7 +454,6 @@ async fn proxy(
     if response.status == 101 && !p.upgrade {
         page(
             conn,
-            worker,
             502,
             "Bad answer from the application",
             "The application switched protocols without being asked.",
@@ -654,20 +651,8 @@ fn reset_page(code: Code) -> (u16, &'static str, &'static str) {
     }
 }
 
-async fn page(
-    conn: &mut Client,
-    worker: &Worker,
-    status: u16,
-    title: &str,
-    detail: &str,
-    id: &[u8; 16],
-) {
-    let _ = worker;
+async fn page(conn: &mut Client, status: u16, title: &str, detail: &str, id: &[u8; 16]) {
     let mut out = Vec::with_capacity(1024);
     pages::error_page(&mut out, status, title, detail, &hex(id), true);
     let _ = conn.write_vec(out).await;
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -9,6 +9,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use gatehouse_core::hex::encode as hex;
 use gatehouse_core::secret_file;
 use gatehouse_core::ConnectorCa;
 use ring::digest;
@@ -200,19 +201,24 @@ impl StateDir {
         Err(TokenRefusal::Invalid)
     }
 
-    /// Records a new connector and returns its id (a fresh random id per registration, so a
-    /// replayed token makes a second, separately revocable connector, never a shared identity).
-    pub fn add_connector(
-        &self,
-        group: &str,
-        hostname: &str,
-        now: u64,
-    ) -> Result<String, ServiceError> {
+    /// A fresh connector id (random per registration, so a replayed token makes a second,
+    /// separately revocable connector, never a shared identity).
+    pub fn new_connector_id(&self) -> Result<String, ServiceError> {
         let mut raw = [0u8; 8];
         SystemRandom::new()
             .fill(&mut raw)
             .map_err(|_| ServiceError::Ca("no randomness".into()))?;
-        let id = format!("c-{}", hex(&raw));
+        Ok(format!("c-{}", hex(&raw)))
+    }
+
+    /// Records a registered connector (after its certificate was issued).
+    pub fn record_connector(
+        &self,
+        id: &str,
+        group: &str,
+        hostname: &str,
+        now: u64,
+    ) -> Result<(), ServiceError> {
         let hostname: String = hostname
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
@@ -223,8 +229,7 @@ impl StateDir {
         } else {
             hostname
         };
-        self.append(CONNECTORS, &format!("{id} {group} {now} {hostname}\n"))?;
-        Ok(id)
+        self.append(CONNECTORS, &format!("{id} {group} {now} {hostname}\n"))
     }
 
     /// Every registered connector, with its revocation state.
@@ -302,10 +307,6 @@ pub fn ca_pin(ca: &ConnectorCa) -> String {
     hex(digest::digest(&digest::SHA256, ca.cert_der()).as_ref())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,8 +348,14 @@ mod tests {
     #[test]
     fn connectors_register_and_revoke() {
         let state = dir("connectors");
-        let a = state.add_connector("default", "host-a", 5).unwrap();
-        let b = state.add_connector("default", "host b\n", 6).unwrap();
+        let (a, b) = (
+            state.new_connector_id().unwrap(),
+            state.new_connector_id().unwrap(),
+        );
+        state.record_connector(&a, "default", "host-a", 5).unwrap();
+        state
+            .record_connector(&b, "default", "host b\n", 6)
+            .unwrap();
         assert_ne!(a, b);
         assert!(state.revoke(&a).unwrap());
         assert!(!state.revoke("c-unknown").unwrap());

@@ -6,8 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use gatehouse_core::api::TUNNEL_ALPN;
+use gatehouse_tunnel::rt::{pem_certs, pem_key};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -167,16 +167,9 @@ fn tls_err(e: rustls::Error) -> ServiceError {
 }
 
 fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, ServiceError> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|_| ServiceError::Tls("unreadable PEM certificate".into()))?;
-    if certs.is_empty() {
-        return Err(ServiceError::Tls("no certificate in PEM input".into()));
-    }
-    Ok(certs)
+    pem_certs(pem).map_err(|e| ServiceError::Tls(e.to_string()))
 }
 
 fn key(pem: &str) -> Result<PrivateKeyDer<'static>, ServiceError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|_| ServiceError::Tls("no private key in PEM input".into()))
+    pem_key(pem).map_err(|e| ServiceError::Tls(e.to_string()))
 }

@@ -15,4 +15,6 @@ mod tls;
 pub use driver::{spawn, TunnelHandle};
 pub use mux::{ControlEvent, Mux, StreamEvent, StreamHandle};
 pub use relay::{relay, RelayRead, RelayWrite};
-pub use tls::{connector_tls_config, service_tls_config, TlsConfigError};
+pub use tls::{
+    connector_tls_config, pem_certs, pem_key, pem_roots, service_tls_config, TlsConfigError,
+};

@@ -43,7 +43,8 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+/// The certificates in a PEM text (at least one).
+pub fn pem_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|_| TlsConfigError::Pem("certificate"))?;
@@ -53,13 +54,15 @@ fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     }
 }
 
-fn key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
+/// The private key in a PEM text.
+pub fn pem_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| TlsConfigError::Pem("private key"))
 }
 
-fn roots(pem: &str) -> Result<Arc<RootCertStore>, TlsConfigError> {
+/// A trust store of the certificates in a PEM text.
+pub fn pem_roots(pem: &str) -> Result<Arc<RootCertStore>, TlsConfigError> {
     let mut store = RootCertStore::empty();
-    for cert in certs(pem)? {
+    for cert in pem_certs(pem)? {
         store.add(cert)?;
     }
     Ok(Arc::new(store))
@@ -76,13 +79,13 @@ pub fn service_tls_config(
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let provider = provider();
     let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(connector_ca_pem)?, provider.clone())
+        WebPkiClientVerifier::builder_with_provider(pem_roots(connector_ca_pem)?, provider.clone())
             .build()
             .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs(cert_pem)?, key(key_pem)?)?;
+        .with_single_cert(pem_certs(cert_pem)?, pem_key(key_pem)?)?;
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
@@ -96,8 +99,8 @@ pub fn connector_tls_config(
 ) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(service_ca_pem)?)
-        .with_client_auth_cert(certs(cert_pem)?, key(key_pem)?)?;
+        .with_root_certificates(pem_roots(service_ca_pem)?)
+        .with_client_auth_cert(pem_certs(cert_pem)?, pem_key(key_pem)?)?;
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
