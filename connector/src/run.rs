@@ -109,6 +109,15 @@ impl Coverage {
         }
     }
 
+    /// Whether `worker` of `workers` holds its share of current tunnels.
+    fn covered(&self, worker: u16, workers: u16) -> bool {
+        self.workers == Some(workers)
+            && self
+                .counts
+                .get(usize::from(worker))
+                .is_some_and(|&count| count >= self.share)
+    }
+
     fn release(&mut self, worker: u16, workers: u16) {
         if self.workers == Some(workers) {
             if let Some(count) = self.counts.get_mut(usize::from(worker)) {
@@ -383,7 +392,15 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
                 monoio::time::sleep(Duration::from_millis(200)).await;
                 let renewed = shared.cert_generation.load(Ordering::Acquire) != generation;
                 let stopping = shared.stop.load(Ordering::Acquire);
-                if (renewed || stopping) && !draining {
+                // A tunnel made with a renewed certificate drains only once its service
+                // worker holds new tunnels, so the worker is never left without one.
+                let replaced = renewed
+                    && shared
+                        .coverage
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .covered(hello.worker, hello.workers);
+                if (replaced || stopping) && !draining {
                     draining = true;
                     mux.go_away();
                 }
