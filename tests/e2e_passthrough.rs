@@ -452,8 +452,18 @@ fn two_connectors_one_killed_mid_run() {
     stack.add_connector("c1", "default");
     stack.add_connector("c2", "default");
     stack.wait_ready(APP_HOST, "/echo/ready");
-    // Let both connectors get their tunnels.
-    std::thread::sleep(Duration::from_secs(1));
+    // Both connectors hold their share on every worker: 2 workers x 2 tunnels each, so
+    // 8 tunnels in all, and no more (the dialing stops once every worker is covered).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connections_to(stack.tunnel_port) != 8 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        connections_to(stack.tunnel_port),
+        8,
+        "tunnels to the service"
+    );
 
     // A slow download in flight while connector 1 dies: either it completes (it went
     // through connector 2) or curl sees an error; never a short "success".
@@ -638,29 +648,83 @@ fn nginx_as_the_internal_app() {
     std::fs::create_dir_all(dir.join("www")).unwrap();
     std::fs::write(dir.join("www/hello.txt"), "hello from nginx\n").unwrap();
     std::fs::write(dir.join("www/big.bin"), vec![1u8; 5 << 20]).unwrap();
-    // An https listener too, with a self-signed certificate the connector pins.
+    // An https listener too, with a certificate from a test CA: one app verifies it by that
+    // CA, one pins the leaf, and a wrong CA and a wrong pin are refused.
     let tls_port = free_port();
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-days", "2", "-subj", "/CN=backend.internal", "-keyout"])
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=Backend Test CA"],
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
     );
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=Other CA"],
+            &["-keyout", "other-ca.key", "-out", "other-ca.pem"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=backend.internal",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:backend.internal\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
+    ]);
     let der = std::process::Command::new("openssl")
         .args(["x509", "-outform", "DER", "-in"])
         .arg(dir.join("cert.pem"))
@@ -720,6 +784,20 @@ fn nginx_as_the_internal_app() {
             group: "default",
             extra: wrong,
         },
+        AppSpec {
+            name: "verified",
+            external: "https://verified.test/".into(),
+            internal: format!("https://127.0.0.1:{tls_port}/"),
+            group: "default",
+            extra: format!("backend_ca = \"{}\"", dir.join("ca.pem").display()),
+        },
+        AppSpec {
+            name: "wrongca",
+            external: "https://wrongca.test/".into(),
+            internal: format!("https://127.0.0.1:{tls_port}/"),
+            group: "default",
+            extra: format!("backend_ca = \"{}\"", dir.join("other-ca.pem").display()),
+        },
     ];
     let mut stack = Stack::start("nginx-app", &apps, "");
     stack.add_connector("c1", "default");
@@ -751,6 +829,13 @@ fn nginx_as_the_internal_app() {
     let out = stack.curl("pinned.test", &[&stack.url("pinned.test", "/hello.txt")]);
     assert_eq!(text(&out), "hello from nginx\n");
     assert_eq!(stack.status("wrongpin.test", "/hello.txt"), "502");
+    // Verified by the configured CA; a CA that did not issue it is refused.
+    let out = stack.curl(
+        "verified.test",
+        &[&stack.url("verified.test", "/hello.txt")],
+    );
+    assert_eq!(text(&out), "hello from nginx\n");
+    assert_eq!(stack.status("wrongca.test", "/hello.txt"), "502");
 }
 
 #[test]
@@ -895,5 +980,76 @@ fn wildcard_hosts_route_and_translate_per_request_host() {
     }
     // A host outside the pattern is not this app's.
     assert_eq!(stack.status("localhost", "/echo/w"), "404");
+    drop(backend);
+}
+
+#[test]
+fn long_streams_are_governed_by_idle_timers_not_a_total_limit() {
+    let (backend, port) = backend(None);
+    let apps = [AppSpec {
+        extra: "response_timeout = \"1s\"\nidle_timeout = \"1s\"".into(),
+        ..echo_app(port)
+    }];
+    let mut stack = Stack::start("idle", &apps, "");
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+
+    // A response that trickles for well over both timeouts, never silent for a whole idle
+    // period, gets through whole.
+    let started = Instant::now();
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-w",
+            " %{http_code}",
+            &stack.url(APP_HOST, "/drip?n=8&ms=400"),
+        ],
+    );
+    assert_eq!(text(&out), "xxxxxxxx 200");
+    assert!(started.elapsed() >= Duration::from_millis(2800));
+
+    // The same for an upload: a chunked body sent in pieces 400 ms apart.
+    let script = r#"
+import socket, ssl, sys, time, json
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[2]))), server_hostname=sys.argv[3])
+s.sendall(f"POST /upload HTTP/1.1\r\nHost: {sys.argv[3]}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode())
+for _ in range(7):
+    s.sendall(b"5\r\nhello\r\n")
+    time.sleep(0.4)
+s.sendall(b"0\r\n\r\n")
+s.settimeout(10)
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+head, _, body = data.partition(b"\r\n\r\n")
+print(head.split(b"\r\n")[0].decode(), json.loads(body)["body_len"])
+"#;
+    assert_eq!(stack.python_client(script), "HTTP/1.1 200 OK 35");
+
+    // A stream silent for longer than the idle timeout is cut (the head and the first byte
+    // already went out, so the client sees a truncated body), and soon, not when the back end
+    // would have finished.
+    let started = Instant::now();
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-w",
+            " %{http_code}",
+            &stack.url(APP_HOST, "/drip?n=3&ms=4000"),
+        ],
+    );
+    let elapsed = started.elapsed();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).starts_with('x'), "{}", text(&out));
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_millis(3900),
+        "cut after {elapsed:?}"
+    );
+    // The edge and the tunnel are still fine.
+    assert_eq!(stack.status(APP_HOST, "/echo/after"), "200");
     drop(backend);
 }

@@ -368,3 +368,18 @@ pub fn python(script: &str, args: &[&str]) -> Output {
 pub fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Established IPv4 TCP connections whose remote end is `127.0.0.1:port`, as counted from
+/// `/proc/net/tcp` (client sides only: the server's accepted sockets have it as local port).
+pub fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[2] == remote && fields[3] == "01"
+        })
+        .count()
+}
