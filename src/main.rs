@@ -49,6 +49,11 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The built-in development identity provider's tools.
+    DevIdp {
+        #[command(subcommand)]
+        command: DevIdpCommand,
+    },
     /// The demo's sample internal app (started by `demo`).
     #[command(hide = true)]
     DemoApp {
@@ -56,6 +61,19 @@ enum Command {
         #[arg(long)]
         port: u16,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum DevIdpCommand {
+    /// Prints a password hash for `[[dev_idp.users]] password_hash`; reads the password
+    /// from standard input (one line).
+    Hash {
+        /// PBKDF2 iterations.
+        #[arg(long, default_value_t = 600_000)]
+        iterations: u32,
+    },
+    /// Prints a new base32 TOTP secret for `[[dev_idp.users]] totp_secret`.
+    TotpSecret,
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +189,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
         }),
         Command::DemoApp { port } => demo::app(port),
+        Command::DevIdp { command } => match command {
+            DevIdpCommand::Hash { iterations } => {
+                let mut password = String::new();
+                std::io::stdin().read_line(&mut password)?;
+                let password = password.trim_end_matches(['\r', '\n']);
+                if password.is_empty() {
+                    bail!("no password on standard input");
+                }
+                println!(
+                    "{}",
+                    gatehouse_service::devidp::hash_password(password, iterations)
+                );
+                Ok(())
+            }
+            DevIdpCommand::TotpSecret => {
+                println!(
+                    "{}",
+                    gatehouse_service::devidp::new_totp_secret().map_err(anyhow::Error::msg)?
+                );
+                Ok(())
+            }
+        },
     }
 }
 

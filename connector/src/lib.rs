@@ -12,7 +12,6 @@ pub mod tls;
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -183,21 +182,9 @@ pub(crate) fn parse_answer<T: serde::de::DeserializeOwned>(
 
 /// Connects to the first address of `address` (`host:port`) that answers.
 pub(crate) async fn connect(address: &str, deadline: Instant) -> Result<TcpStream, ConnectorError> {
-    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(address)
-        .map_err(|e| ConnectorError::Unreachable(format!("{address}: {e}")))?
-        .collect();
-    let mut last = format!("{address}: no address");
-    for addr in addrs {
-        match monoio::time::timeout_at(deadline.into(), TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => {
-                let _ = tcp.set_nodelay(true);
-                return Ok(tcp);
-            }
-            Ok(Err(e)) => last = format!("{addr}: {e}"),
-            Err(_) => last = format!("{addr}: timed out"),
-        }
-    }
-    Err(ConnectorError::Unreachable(last))
+    gatehouse_http1::rt::connect(address, deadline)
+        .await
+        .map_err(ConnectorError::Unreachable)
 }
 
 /// `https://host:port` (or `host:port`) → (`host:port`, host).

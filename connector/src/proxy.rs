@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use gatehouse_core::api::{AppRoute, ConnectorConfig};
+use gatehouse_core::api::{AppRoute, ConnectorConfig, IdentityHeaderNames};
 use gatehouse_core::translate::{self, Mapping, Origin};
 use gatehouse_http1::rt::{Conn, ConnError, TlsStream, Transport};
 use gatehouse_http1::{BodyDecoder, BodyKind, Limits, RequestMethod};
-use gatehouse_tunnel::frame::{BodyLength, Open, ResponseParts};
+use gatehouse_tunnel::frame::{BodyLength, Identity, Open, ResponseParts};
 use gatehouse_tunnel::rt::{relay, StreamEvent, StreamHandle};
 use gatehouse_tunnel::Code;
 use monoio::net::TcpStream;
@@ -497,6 +497,58 @@ fn translate_field(name: &[u8], value: &[u8], app: &AppRoute, parts: &MappingPar
     }
 }
 
+/// Whether `name` is one of the app's identity fields, in any case and with '_' for '-'
+/// (the service drops them too; a connector does not rely on that).
+fn is_identity_field(app: &AppRoute, name: &[u8]) -> bool {
+    let Some(names) = &app.identity_headers else {
+        return false;
+    };
+    names.names().any(|configured| {
+        name.len() == configured.len()
+            && name.iter().zip(configured.bytes()).all(|(&a, b)| {
+                let a = if a == b'_' { b'-' } else { a };
+                a.eq_ignore_ascii_case(&b)
+            })
+    })
+}
+
+/// Writes the identity fields of a signed-in user. Values come from the identity provider
+/// via the service: one with a control character is left out rather than sent broken.
+fn write_identity(out: &mut Vec<u8>, names: &IdentityHeaderNames, identity: &Identity<'_>) {
+    let clean = |v: &str| !v.bytes().any(|b| b < 0x20 || b == 0x7f);
+    let mut field = |name: &Option<String>, value: &str| {
+        if let Some(name) = name {
+            if !value.is_empty() && clean(value) {
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    };
+    field(&names.user, identity.user);
+    field(&names.email, identity.email);
+    field(&names.name, identity.name);
+    field(&names.assertion, identity.assertion);
+    if let Some(name) = &names.groups {
+        let start = out.len();
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        let values = out.len();
+        for group in identity.groups().filter(|g| clean(g)) {
+            if out.len() > values {
+                out.push(b',');
+            }
+            out.extend_from_slice(group.as_bytes());
+        }
+        if out.len() == values {
+            out.truncate(start);
+        } else {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
 fn is_response_hop(name: &[u8]) -> bool {
     [
         &b"connection"[..],
@@ -541,6 +593,7 @@ fn write_request_head(
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"transfer-encoding")
             || translate::is_proxy_controlled(name)
+            || is_identity_field(app, name)
         {
             continue;
         }
@@ -551,6 +604,9 @@ fn write_request_head(
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
+    }
+    if let (Some(names), Some(identity)) = (&app.identity_headers, open.identity()) {
+        write_identity(out, names, &identity);
     }
     out.extend_from_slice(b"Host: ");
     if app.rewrite_host {

@@ -97,4 +97,51 @@ pub struct AppRoute {
     pub backend_ca_pem: Option<String>,
     /// SHA-256 of the back end's certificate (DER), lower-case hex.
     pub backend_pin: Option<String>,
+    /// For pre-authenticated apps: the fields that carry the user's identity to the back
+    /// end. Fields of these names from the client are always dropped.
+    #[serde(default)]
+    pub identity_headers: Option<IdentityHeaderNames>,
+}
+
+/// Field names for the identity of a signed-in user; `None` leaves one out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityHeaderNames {
+    /// The user name.
+    pub user: Option<String>,
+    /// The e-mail address.
+    pub email: Option<String>,
+    /// The display name.
+    pub name: Option<String>,
+    /// The groups, comma-separated.
+    pub groups: Option<String>,
+    /// The service's signed assertion (ES256 JWT).
+    pub assertion: Option<String>,
+}
+
+impl IdentityHeaderNames {
+    /// Gatehouse's default names: `X-Gatehouse-User`, `-Email`, `-Name`, `-Groups`,
+    /// `-Assertion`.
+    pub fn gatehouse_defaults() -> Self {
+        let name = |n: &str| Some(format!("X-Gatehouse-{n}"));
+        IdentityHeaderNames {
+            user: name("User"),
+            email: name("Email"),
+            name: name("Name"),
+            groups: name("Groups"),
+            assertion: name("Assertion"),
+        }
+    }
+
+    /// The names that are set.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        [
+            &self.user,
+            &self.email,
+            &self.name,
+            &self.groups,
+            &self.assertion,
+        ]
+        .into_iter()
+        .filter_map(|n| n.as_deref())
+    }
 }

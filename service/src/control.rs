@@ -191,6 +191,7 @@ pub(crate) fn app_route(app: &App) -> AppRoute {
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok()),
         backend_pin: app.backend_pin.map(|pin| gatehouse_core::hex::encode(&pin)),
+        identity_headers: app.preauth.as_ref().map(|p| p.identity_headers.clone()),
     }
 }
 

@@ -13,15 +13,15 @@ use gatehouse_http1::{
     is_hop_by_hop, parse_request, BodyDecoder, BodyKind, Field, Limits, RequestHead, Status,
     TargetForm, Version, CONTINUE_100,
 };
-use gatehouse_tunnel::frame::{BodyLength, OpenParts, Response};
+use gatehouse_tunnel::frame::{BodyLength, IdentityParts, OpenParts, Response};
 use gatehouse_tunnel::rt::{StreamEvent, StreamHandle};
 use gatehouse_tunnel::{Code, StreamId};
 use monoio::net::TcpStream;
 
-use crate::config::{App, Mode};
-use crate::pages;
-use crate::routes;
+use crate::auth::{self, flow, policy, Gate, Scratch};
+use crate::config::{App, Preauth, Provider, ServiceConfig};
 use crate::worker::{Tunnel, Worker};
+use crate::{pages, routes, unix_now, Snapshot};
 
 /// Time a client gets to send a complete request head (also the keep-alive idle time).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,7 +37,35 @@ enum Start {
     Local { response: Vec<u8>, keep_alive: bool },
     /// Forward on a tunnel stream.
     Proxy(Box<Proxied>),
+    /// A sign-in step needs the provider's metadata or fresh keys first; then the head is
+    /// looked at again.
+    NeedProvider(Box<Provider>),
+    /// The identity provider sent the browser back to an app.
+    Callback(Box<CallbackWork>),
+    /// A request for the development identity provider (its body is read first).
+    DevIdp(Box<DevIdpWork>),
 }
+
+/// A callback to finish asynchronously (it calls the provider's token endpoint).
+struct CallbackWork {
+    app: String,
+    callback: flow::Callback,
+    keep_alive: bool,
+}
+
+/// A development-provider request, owned so that its body can be read after the head.
+struct DevIdpWork {
+    method: Vec<u8>,
+    path: String,
+    query: String,
+    authorization: Option<Vec<u8>>,
+    content_type: Option<Vec<u8>>,
+    body: BodyKind,
+    keep_alive: bool,
+}
+
+/// Longest body the development provider reads (sign-in forms, token requests).
+const DEV_IDP_MAX_BODY: usize = 16 * 1024;
 
 /// A request on its way through a tunnel.
 struct Proxied {
@@ -64,22 +92,44 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
     let mut conn = Conn::new(tls, BytesMut::with_capacity(16 * 1024), Limits::default());
     let mut out: Vec<u8> = Vec::with_capacity(2048);
     let mut saved: Vec<u8> = Vec::with_capacity(1024);
+    let mut scratch = Scratch::new();
     loop {
         let snapshot = worker.snapshot();
         let deadline = Instant::now() + HEAD_TIMEOUT;
-        let start = conn
+        let request_id = worker.request_id();
+        let mut start = conn
             .read_request_head_raw(Some(deadline), |head, raw| {
                 saved.clear();
                 saved.extend_from_slice(raw);
                 start(
                     &worker,
-                    &snapshot.config.apps,
-                    &snapshot.config.hsts,
+                    &snapshot,
                     head,
                     peer,
+                    &mut scratch,
+                    request_id,
+                    None,
                 )
             })
             .await;
+        // Sign-in steps that need a provider's metadata or keys: fetch them, decide again.
+        for _ in 0..2 {
+            let Ok(Start::NeedProvider(provider)) = &start else {
+                break;
+            };
+            start = Ok(match worker.providers.load(provider).await {
+                Ok(_) => restart(&worker, &snapshot, &saved, peer, &mut scratch, request_id),
+                Err(e) => {
+                    let answer = flow::provider_unreachable(provider, &e);
+                    let mut response = Vec::with_capacity(1024);
+                    answer.write(&mut response, &hex(&request_id), true);
+                    Start::Local {
+                        response,
+                        keep_alive: false,
+                    }
+                }
+            });
+        }
         let keep_alive = match start {
             Ok(Start::Local {
                 response,
@@ -89,7 +139,17 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                 res.is_ok() && keep_alive
             }
             Ok(Start::Proxy(proxied)) => {
-                match proxy(&mut conn, *proxied, &worker, peer, &saved, &mut out).await {
+                let after = proxy(
+                    &mut conn,
+                    *proxied,
+                    &worker,
+                    peer,
+                    &saved,
+                    &mut out,
+                    &mut scratch,
+                )
+                .await;
+                match after {
                     After::KeepAlive => true,
                     After::Close => false,
                     After::Upgraded(stream) => {
@@ -98,10 +158,19 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                     }
                 }
             }
+            Ok(Start::NeedProvider(_)) => false,
+            Ok(Start::Callback(work)) => {
+                let answer = finish_login(&worker, &snapshot, &work).await;
+                let mut response = Vec::with_capacity(2048);
+                answer.write(&mut response, &hex(&request_id), !work.keep_alive);
+                let (res, _) = conn.write_vec(response).await;
+                res.is_ok() && work.keep_alive
+            }
+            Ok(Start::DevIdp(work)) => dev_idp(&mut conn, &worker, *work, &request_id).await,
             Err(ConnError::Http(e)) => {
                 // RFC 9112 6.1: after a framing error the connection must close.
                 let mut page = Vec::new();
-                let id = hex(&worker.request_id());
+                let id = hex(&request_id);
                 pages::error_page(
                     &mut page,
                     e.status(),
@@ -122,28 +191,155 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
     let _ = conn.shutdown().await;
 }
 
+/// Looks at the saved head of the current request again (after a provider fetch, or to retry
+/// it on another tunnel).
+fn restart(
+    worker: &Worker,
+    snapshot: &Snapshot,
+    saved: &[u8],
+    peer: SocketAddr,
+    scratch: &mut Scratch,
+    request_id: [u8; 16],
+) -> Start {
+    restart_except(worker, snapshot, saved, peer, scratch, request_id, None)
+}
+
+fn restart_except(
+    worker: &Worker,
+    snapshot: &Snapshot,
+    saved: &[u8],
+    peer: SocketAddr,
+    scratch: &mut Scratch,
+    request_id: [u8; 16],
+    except: Option<&Rc<Tunnel>>,
+) -> Start {
+    let mut fields = [Field::EMPTY; 128];
+    match parse_request(saved, &mut fields, &Limits::default()) {
+        Ok(Status::Complete(head)) => {
+            start(worker, snapshot, &head, peer, scratch, request_id, except)
+        }
+        _ => Start::Local {
+            response: Vec::new(),
+            keep_alive: false,
+        },
+    }
+}
+
+/// Finishes a sign-in at the callback.
+async fn finish_login(worker: &Worker, snapshot: &Snapshot, work: &CallbackWork) -> flow::Answer {
+    let config = &snapshot.config;
+    let app = config.apps.iter().find(|a| a.name == work.app);
+    let Some((app, preauth)) = app.and_then(|a| Some((a, a.preauth.as_ref()?))) else {
+        return flow::Answer::page(404, "No application here", "The application is gone.");
+    };
+    let Some(provider) = worker.shared.provider(config, &preauth.provider) else {
+        return flow::Answer::page(
+            503,
+            "Sign-in unavailable",
+            "The provider is not configured.",
+        );
+    };
+    flow::finish_login(
+        &worker.shared.keyring,
+        &worker.providers,
+        &provider,
+        app,
+        preauth,
+        &work.callback,
+        unix_now(),
+    )
+    .await
+}
+
+/// Reads the body of a development-provider request and answers it.
+async fn dev_idp(
+    conn: &mut Client,
+    worker: &Worker,
+    work: DevIdpWork,
+    request_id: &[u8; 16],
+) -> bool {
+    let Some(idp) = worker.shared.dev_idp.as_ref() else {
+        return false;
+    };
+    let mut body = Vec::new();
+    if work.body != BodyKind::Empty {
+        let mut decoder = BodyDecoder::new(work.body, &Limits::default());
+        let idle = Instant::now() + HEAD_TIMEOUT;
+        loop {
+            match conn.next_body_chunk(&mut decoder, Some(idle)).await {
+                Ok(Some(chunk)) if body.len() + chunk.len() <= DEV_IDP_MAX_BODY => {
+                    body.extend_from_slice(&chunk)
+                }
+                Ok(Some(_)) => {
+                    page(
+                        conn,
+                        413,
+                        "Content too large",
+                        "The form is too large.",
+                        request_id,
+                    )
+                    .await;
+                    return false;
+                }
+                Ok(None) => break,
+                Err(_) => return false,
+            }
+        }
+    }
+    let request = crate::devidp::IdpRequest {
+        method: &work.method,
+        path: &work.path,
+        query: &work.query,
+        authorization: work.authorization.as_deref(),
+        content_type: work.content_type.as_deref(),
+        body: &body,
+    };
+    let answer = idp.handle(&request, unix_now());
+    let mut out = Vec::with_capacity(answer.body.len() + 512);
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nX-Request-Id: {}\r\n",
+            answer.status,
+            pages::reason(answer.status),
+            answer.body.len(),
+            hex(request_id)
+        )
+        .as_bytes(),
+    );
+    for (name, value) in &answer.headers {
+        if !value.bytes().any(|b| b == b'\r' || b == b'\n') {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+    }
+    if !work.keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if work.method != b"HEAD" {
+        out.extend_from_slice(&answer.body);
+    }
+    conn.write_vec(out).await.0.is_ok() && work.keep_alive
+}
+
 /// Decides what to do with a request head, and opens its stream (synchronously, with the
 /// head still borrowed from the read buffer: nothing is copied on the way into the tunnel).
 fn start(
     worker: &Worker,
-    apps: &[App],
-    hsts: &Option<String>,
+    snapshot: &Snapshot,
     head: &RequestHead<'_, '_>,
     peer: SocketAddr,
+    scratch: &mut Scratch,
+    request_id: [u8; 16],
+    except: Option<&Rc<Tunnel>>,
 ) -> Start {
-    let request_id = worker.request_id();
-    let has_body = head.body != BodyKind::Empty;
+    let config = &snapshot.config;
+    let keep_alive = head.keep_alive && head.body == BodyKind::Empty;
     let local = |status: u16, title: &str, detail: &str| {
+        local_page(status, title, detail, &request_id, keep_alive)
+    };
+    let answer = |answer: flow::Answer| {
         let mut response = Vec::with_capacity(1024);
-        let keep_alive = head.keep_alive && !has_body;
-        pages::error_page(
-            &mut response,
-            status,
-            title,
-            detail,
-            &hex(&request_id),
-            !keep_alive,
-        );
+        answer.write(&mut response, &hex(&request_id), !keep_alive);
         Start::Local {
             response,
             keep_alive,
@@ -155,30 +351,302 @@ fn start(
     if head.is_connect() {
         return local(405, "Method not allowed", "CONNECT is not offered here.");
     }
-    if path == b"/robots.txt" || path.starts_with(b"/robots.txt?") {
+    let (path_only, query) = match path.iter().position(|&b| b == b'?') {
+        Some(q) => (&path[..q], &path[q + 1..]),
+        None => (path, &b""[..]),
+    };
+    if path_only == b"/robots.txt" {
         let mut response = Vec::with_capacity(256);
         pages::robots(&mut response, !head.is_head());
         return Start::Local {
             response,
-            keep_alive: head.keep_alive && !has_body,
+            keep_alive,
         };
     }
-    let Some(app) = routes::find(apps, host, path) else {
+    if path_only == auth::JWKS_PATH {
+        let mut response = Vec::with_capacity(512);
+        let jwks = worker.shared.signer.jwks_json();
+        pages::document(
+            &mut response,
+            "application/json",
+            jwks.as_bytes(),
+            !head.is_head(),
+            !keep_alive,
+        );
+        return Start::Local {
+            response,
+            keep_alive,
+        };
+    }
+    let bare_host = routes::host_without_port(host);
+    if let (Some(_), Some(rest)) = (
+        worker.shared.dev_idp.as_ref(),
+        path_only.strip_prefix(b"/.gatehouse/idp"),
+    ) {
+        if bare_host.eq_ignore_ascii_case(config.public_name.as_bytes()) {
+            return Start::DevIdp(Box::new(DevIdpWork {
+                method: head.method.to_vec(),
+                path: String::from_utf8_lossy(rest).into_owned(),
+                query: String::from_utf8_lossy(query).into_owned(),
+                authorization: head.fields.get("authorization").map(<[u8]>::to_vec),
+                content_type: head.fields.get("content-type").map(<[u8]>::to_vec),
+                body: head.body,
+                keep_alive: head.keep_alive,
+            }));
+        }
+    }
+    let Some(app) = routes::find(&config.apps, host, path) else {
         return local(
             404,
             "No application here",
             "No application is published at this address.",
         );
     };
-    if app.mode == Mode::Preauth {
-        // Fail closed until pre-authentication is configured for this service.
+    let outgoing = Outgoing {
+        head,
+        app,
+        peer,
+        request_id,
+        path,
+        identity: None,
+        drop_authorization: false,
+    };
+    let Some(preauth) = &app.preauth else {
+        return forward(worker, config, outgoing, &mut scratch.cookie, except);
+    };
+
+    // Pre-authentication. Paths of the sign-in flow live under the app's prefix.
+    let prefix = app.external.path_prefix.as_bytes();
+    let relative = path_only.strip_prefix(prefix).unwrap_or(b"");
+    let host_text = std::str::from_utf8(host).unwrap_or("");
+    let client = policy::client_ip(
+        peer,
+        &config.trusted_proxies,
+        head.fields.get_all("x-forwarded-for"),
+    );
+    let cookies = || head.fields.get_all("cookie");
+    let now = unix_now();
+    if relative == auth::CALLBACK.as_bytes() {
+        if !matches!(head.method, b"GET" | b"HEAD") {
+            return local(405, "Method not allowed", "The sign-in callback takes GET.");
+        }
+        return Start::Callback(Box::new(CallbackWork {
+            app: app.name.clone(),
+            callback: flow::Callback {
+                host: host_text.to_owned(),
+                query: String::from_utf8_lossy(query).into_owned(),
+                login_cookie: flow::login_cookie(app, cookies()),
+                client,
+            },
+            keep_alive,
+        }));
+    }
+    let Some(provider) = worker.shared.provider(config, &preauth.provider) else {
         return local(
             503,
             "Sign-in unavailable",
-            "This application requires sign-in, which is not available on this service.",
+            "The identity provider is not configured.",
         );
+    };
+    if relative == auth::LOGOUT.as_bytes() {
+        let state = worker.providers.get(&provider);
+        return answer(flow::logout(&provider, state.as_deref(), app, host_text));
     }
-    let Some(tunnel) = worker.pick(&app.group, None) else {
+    match auth::check_session(
+        &worker.shared.keyring,
+        app,
+        preauth,
+        cookies(),
+        client,
+        now,
+        &mut scratch.open[..],
+    ) {
+        Gate::Allow(session) => {
+            let mut group_refs: [&str; 255] = [""; 255];
+            let mut count = 0;
+            for group in session.groups.iter().take(group_refs.len()) {
+                group_refs[count] = group;
+                count += 1;
+            }
+            let who = auth::Subject {
+                session_id: Some(session.session_id),
+                subject: session.subject,
+                user_name: session.user_name,
+                display_name: session.display_name,
+                email: session.email,
+                mfa: session.auth_methods.mfa(),
+                auth_time: session.auth_time,
+                expires_at: session.expires_at,
+            };
+            let groups = &group_refs[..count];
+            let identity = identity(worker, app, preauth, &who, groups, now);
+            let outgoing = Outgoing {
+                identity: Some(identity.parts(&who, groups)),
+                ..outgoing
+            };
+            forward(worker, config, outgoing, &mut scratch.cookie, except)
+        }
+        Gate::Deny(denial) => {
+            let (status, title, detail) = denial.page();
+            local(status, title, detail)
+        }
+        Gate::SignIn { fresh } => {
+            if let Some(token) = bearer_token(head) {
+                let Some(state) = worker.providers.get(&provider) else {
+                    return Start::NeedProvider(Box::new(provider));
+                };
+                let claims = match flow::verify_bearer(&provider, &state, preauth, token, now) {
+                    Ok(claims) => claims,
+                    Err(None) => return Start::NeedProvider(Box::new(provider)),
+                    Err(Some(e)) => return answer(flow::token_rejected(e)),
+                };
+                let mfa = flow::is_mfa(&provider, &claims);
+                let user_name = claims.preferred_username.as_deref().unwrap_or(&claims.sub);
+                let facts = policy::Facts {
+                    subject: &claims.sub,
+                    user_name,
+                    email: claims.email.as_deref().unwrap_or(""),
+                    in_group: |g: &str| claims.groups.iter().any(|c| c == g),
+                    groups_overage: claims.groups_overage,
+                    mfa,
+                    auth_time: claims.auth_time.unwrap_or(claims.iat),
+                };
+                if let Err(denial) = policy::check(&preauth.access, &facts, client, now) {
+                    let (status, title, detail) = denial.page();
+                    return local(status, title, detail);
+                }
+                let group_refs: Vec<&str> =
+                    claims.groups.iter().map(String::as_str).take(255).collect();
+                let who = auth::Subject {
+                    session_id: None,
+                    subject: &claims.sub,
+                    user_name,
+                    display_name: claims.name.as_deref().unwrap_or(user_name),
+                    email: claims.email.as_deref().unwrap_or(""),
+                    mfa,
+                    auth_time: claims.auth_time.unwrap_or(claims.iat),
+                    expires_at: claims.exp,
+                };
+                let identity = identity(worker, app, preauth, &who, &group_refs, now);
+                let outgoing = Outgoing {
+                    identity: Some(identity.parts(&who, &group_refs)),
+                    drop_authorization: true,
+                    ..outgoing
+                };
+                return forward(worker, config, outgoing, &mut scratch.cookie, except);
+            }
+            if !matches!(head.method, b"GET" | b"HEAD") {
+                return local(
+                    401,
+                    "Sign-in required",
+                    "This application requires sign-in. Open it in a browser, or send an \
+                     Authorization: Bearer token.",
+                );
+            }
+            let Some(state) = worker.providers.get(&provider) else {
+                return Start::NeedProvider(Box::new(provider));
+            };
+            answer(flow::start_login(
+                &worker.shared.keyring,
+                &provider,
+                &state,
+                app,
+                preauth,
+                host_text,
+                path,
+                fresh,
+                now,
+            ))
+        }
+    }
+}
+
+/// An error page answered at the edge; the connection goes on if `keep_alive`.
+fn local_page(
+    status: u16,
+    title: &str,
+    detail: &str,
+    request_id: &[u8; 16],
+    keep_alive: bool,
+) -> Start {
+    let mut response = Vec::with_capacity(1024);
+    pages::error_page(
+        &mut response,
+        status,
+        title,
+        detail,
+        &hex(request_id),
+        !keep_alive,
+    );
+    Start::Local {
+        response,
+        keep_alive,
+    }
+}
+
+/// The token of an `Authorization: Bearer` field.
+fn bearer_token<'b>(head: &RequestHead<'b, '_>) -> Option<&'b str> {
+    let value = head.fields.get("authorization")?;
+    let (scheme, token) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    std::str::from_utf8(token).ok().map(str::trim)
+}
+
+/// The signed assertion of a signed-in user, when the app sends one.
+struct Assertion(Option<Rc<str>>);
+
+impl Assertion {
+    /// The identity to put into the OPEN frame.
+    fn parts<'a>(&'a self, who: &auth::Subject<'a>, groups: &'a [&'a str]) -> IdentityParts<'a> {
+        IdentityParts {
+            user: who.user_name,
+            email: who.email,
+            name: who.display_name,
+            mfa: who.mfa,
+            groups,
+            assertion: self.0.as_deref().unwrap_or(""),
+        }
+    }
+}
+
+/// Signs (or reuses) the identity assertion for `who`.
+fn identity(
+    worker: &Worker,
+    app: &App,
+    preauth: &Preauth,
+    who: &auth::Subject<'_>,
+    groups: &[&str],
+    now: u64,
+) -> Assertion {
+    Assertion(preauth.identity_headers.assertion.as_ref().and_then(|_| {
+        worker.assertions.get(
+            &worker.shared.signer,
+            &worker.shared.assertion_issuer,
+            app,
+            who,
+            groups.iter().copied(),
+            now,
+        )
+    }))
+}
+
+/// Picks a tunnel of the app's group on this worker and opens the request's stream on it.
+fn forward(
+    worker: &Worker,
+    config: &ServiceConfig,
+    request: Outgoing<'_, '_, '_>,
+    cookie_buf: &mut Vec<u8>,
+    except: Option<&Rc<Tunnel>>,
+) -> Start {
+    let (head, app, request_id) = (request.head, request.app, request.request_id);
+    let has_body = head.body != BodyKind::Empty;
+    let keep_alive = head.keep_alive && !has_body;
+    let local = |status: u16, title: &str, detail: &str| {
+        local_page(status, title, detail, &request_id, keep_alive)
+    };
+    let Some(tunnel) = worker.pick(&app.group, except) else {
         return local(
             502,
             "No connector online",
@@ -188,7 +656,7 @@ fn start(
             ),
         );
     };
-    let stream = match open(&tunnel, head, app, peer, request_id, path) {
+    let stream = match open(&tunnel, &request, cookie_buf) {
         Ok(stream) => stream,
         Err(_) => {
             return local(
@@ -208,7 +676,7 @@ fn start(
         group: app.group.clone(),
         response_timeout: app.response_timeout,
         idle_timeout: app.idle_timeout,
-        hsts: hsts.clone(),
+        hsts: config.hsts.clone(),
         head_request: head.is_head(),
         http11: head.version == Version::Http11,
         keep_alive: head.keep_alive,
@@ -219,43 +687,80 @@ fn start(
     }))
 }
 
-/// Opens the request's stream on `tunnel`. Fields that only concern this hop, that the proxy
-/// sets itself, or that back ends might trust (identity, forwarding) are not forwarded.
-fn open(
-    tunnel: &Tunnel,
-    head: &RequestHead<'_, '_>,
-    app: &App,
+/// What goes into one OPEN frame.
+#[derive(Clone, Copy)]
+struct Outgoing<'r, 'b, 'f> {
+    head: &'r RequestHead<'b, 'f>,
+    app: &'r App,
     peer: SocketAddr,
     request_id: [u8; 16],
-    path: &[u8],
+    path: &'r [u8],
+    identity: Option<IdentityParts<'r>>,
+    drop_authorization: bool,
+}
+
+/// Opens the request's stream on `tunnel`. Fields that only concern this hop, that the proxy
+/// sets itself, or that back ends might trust (identity, forwarding) are not forwarded; nor
+/// are Gatehouse's own cookies.
+fn open(
+    tunnel: &Tunnel,
+    request: &Outgoing<'_, '_, '_>,
+    cookie_buf: &mut Vec<u8>,
 ) -> Result<StreamHandle, gatehouse_tunnel::StreamError> {
+    let head = request.head;
+    let app = request.app;
     let all = head.fields.as_slice();
+    let own_cookies = head
+        .fields
+        .get_all("cookie")
+        .any(|v| contains(v, auth::COOKIE_PREFIX));
+    let keep_cookie =
+        own_cookies && auth::strip_own_cookies(head.fields.get_all("cookie"), cookie_buf);
+    let identity_names = app.preauth.as_ref().map(|p| &p.identity_headers);
     let upgrade_value = head.upgrade.then(|| head.fields.get("upgrade")).flatten();
     let forwarded = all
         .iter()
         .filter(|f| forwardable(f, all))
+        .filter(|f| !(own_cookies && f.is("cookie")))
+        .filter(|f| !(request.drop_authorization && f.is("authorization")))
+        .filter(|f| identity_names.is_none_or(|names| !names.names().any(|n| folded_eq(f.name, n))))
         .map(|f| (f.name, f.value))
+        .chain(keep_cookie.then_some((&b"Cookie"[..], &cookie_buf[..])))
         .chain(upgrade_value.map(|_| (&b"Connection"[..], &b"Upgrade"[..])))
         .chain(upgrade_value.map(|v| (&b"Upgrade"[..], v)));
     tunnel.mux.open(OpenParts {
         stream: StreamId(0),
         // An upgrade keeps the stream open upwards: the new protocol's bytes follow a 101.
         end: head.body == BodyKind::Empty && !head.upgrade,
-        request_id,
-        client: peer,
+        request_id: request.request_id,
+        client: request.peer,
         https: true,
         app: &app.name,
         method: head.method,
-        target: path,
+        target: request.path,
         http11: head.version == Version::Http11,
         body: match head.body {
             BodyKind::Empty => BodyLength::Empty,
             BodyKind::Length(n) => BodyLength::Known(n),
             BodyKind::Chunked | BodyKind::CloseDelimited => BodyLength::Streamed,
         },
-        identity: None,
+        identity: request.identity,
         fields: forwarded,
     })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `name` equals `configured` ignoring ASCII case and with '_' read as '-': back ends that
+/// fold '_' into '-' must not receive a client's spelling of an identity header.
+fn folded_eq(name: &[u8], configured: &str) -> bool {
+    name.len() == configured.len()
+        && name.iter().zip(configured.bytes()).all(|(&a, b)| {
+            let a = if a == b'_' { b'-' } else { a };
+            a.eq_ignore_ascii_case(&b)
+        })
 }
 
 fn forwardable(field: &Field<'_>, all: &[Field<'_>]) -> bool {
@@ -315,6 +820,7 @@ async fn proxy(
     peer: SocketAddr,
     saved: &[u8],
     out: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> After {
     let mut keep_alive = p.keep_alive;
     // Request body, with backpressure from the tunnel's credit.
@@ -407,7 +913,7 @@ async fn proxy(
                     attempts < RETRIES && p.body == BodyKind::Empty && (refused || p.idempotent);
                 if retry {
                     attempts += 1;
-                    if let Some((stream, tunnel)) = reopen(worker, saved, peer, &p) {
+                    if let Some((stream, tunnel)) = reopen(worker, saved, peer, &p, scratch) {
                         p.stream = stream;
                         p.tunnel = tunnel;
                         continue;
@@ -537,23 +1043,28 @@ async fn tunnel_upgrade(conn: Client, stream: StreamHandle) {
     gatehouse_tunnel::rt::relay(reader, writer, leftover, &stream).await;
 }
 
-/// Opens the saved request again on another tunnel of its group.
+/// Opens the saved request again on another tunnel of its group (the head is looked at
+/// anew, so a signed-in request carries its identity again).
 fn reopen(
     worker: &Worker,
     saved: &[u8],
     peer: SocketAddr,
     p: &Proxied,
+    scratch: &mut Scratch,
 ) -> Option<(StreamHandle, Rc<Tunnel>)> {
     let snapshot = worker.snapshot();
-    let mut fields = [Field::EMPTY; 128];
-    let Ok(Status::Complete(head)) = parse_request(saved, &mut fields, &Limits::default()) else {
-        return None;
-    };
-    let (host, path) = host_and_path(&head)?;
-    let app = routes::find(&snapshot.config.apps, host, path)?;
-    let tunnel = worker.pick(&p.group, Some(&p.tunnel))?;
-    let stream = open(&tunnel, &head, app, peer, p.request_id, path).ok()?;
-    Some((stream, tunnel))
+    match restart_except(
+        worker,
+        &snapshot,
+        saved,
+        peer,
+        scratch,
+        p.request_id,
+        Some(&p.tunnel),
+    ) {
+        Start::Proxy(proxied) => Some((proxied.stream, proxied.tunnel)),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,10 @@
 //! (replaced on reload, picked up through a generation counter) and the TLS configurations.
 #![forbid(unsafe_code)]
 
+mod auth;
 pub mod config;
 mod control;
+pub mod devidp;
 mod front;
 pub mod pages;
 mod routes;
@@ -98,6 +100,14 @@ pub(crate) struct Shared {
     snapshot: Mutex<Arc<Snapshot>>,
     pub(crate) generation: AtomicU64,
     pub(crate) stop: AtomicBool,
+    /// Seals session and pending-login cookies; its key file is in the state directory.
+    pub(crate) keyring: gatehouse_core::Keyring,
+    /// Signs identity assertions for back ends; its public key is at `/.gatehouse/jwks.json`.
+    pub(crate) signer: gatehouse_core::Es256Signer,
+    /// `iss` of identity assertions.
+    pub(crate) assertion_issuer: String,
+    /// The development provider, when `[dev_idp]` is configured.
+    pub(crate) dev_idp: Option<devidp::DevIdp>,
 }
 
 impl fmt::Debug for Shared {
@@ -115,6 +125,29 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The settings of provider `name` (`dev` is the development provider).
+    pub(crate) fn provider(&self, config: &ServiceConfig, name: &str) -> Option<config::Provider> {
+        if name == config::DEV_PROVIDER {
+            let idp = self.dev_idp.as_ref()?;
+            return Some(config::Provider {
+                name: name.to_owned(),
+                issuer: idp.issuer().to_owned(),
+                client_id: idp.client_id().to_owned(),
+                client_secret: idp.client_secret().to_owned(),
+                client_auth: config::ClientAuth::Basic,
+                ca_file: Some(self.state.path().join("ca.pem")),
+                scopes: ["openid", "profile", "email", "groups"]
+                    .map(String::from)
+                    .to_vec(),
+                groups_claim: "groups".into(),
+                mfa_amr: vec!["mfa".into(), "otp".into()],
+                mfa_acr: Vec::new(),
+                insecure_http_for_tests: false,
+            });
+        }
+        config.providers.iter().find(|p| p.name == name).cloned()
     }
 
     /// Re-reads the configuration file and the connector registry. A bad file keeps the old
@@ -195,22 +228,73 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         std::net::TcpListener::bind(addr).map_err(|e| ServiceError::Bind(addr, e))?;
     }
 
+    let keyring = gatehouse_core::Keyring::load_or_create(&state.path().join("cookie.keys"))
+        .map_err(|e| ServiceError::Ca(format!("cookie keys: {e}")))?;
+    let signer = gatehouse_core::Es256Signer::load_or_create(
+        &state.path().join("assertion.key"),
+        "gatehouse-assertion-1",
+    )
+    .map_err(|e| ServiceError::Ca(format!("assertion key: {e}")))?;
+    let origin = match config.listen_https.port() {
+        443 => format!("https://{}", config.public_name),
+        port => format!("https://{}:{port}", config.public_name),
+    };
+    let dev_settings = config.dev_idp.clone();
     let snapshot = Snapshot {
         allowed: allowed_connectors(&state),
         config,
         version: 1,
     };
-    let shared = Arc::new(Shared {
-        config_path: config_path.to_owned(),
-        state,
-        ca,
-        front_tls,
-        tunnel_tls,
-        workers,
-        snapshot: Mutex::new(Arc::new(snapshot)),
-        generation: AtomicU64::new(1),
-        stop: AtomicBool::new(false),
+    let mut dev_error = None;
+    let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
+        let dev_idp = dev_settings.and_then(|settings| {
+            let weak = weak.clone();
+            let allowed = move |uri: &str| {
+                weak.upgrade()
+                    .is_some_and(|shared| devidp_redirect_allowed(&shared.snapshot(), uri))
+            };
+            match devidp::DevIdp::new(
+                devidp::DevIdpConfig {
+                    issuer: format!("{origin}/.gatehouse/idp"),
+                    client_id: "gatehouse".into(),
+                    client_secret: gatehouse_core::pkce::generate_state().unwrap_or_default(),
+                    users: settings.users,
+                },
+                Box::new(allowed),
+            ) {
+                Ok(idp) => Some(idp),
+                Err(e) => {
+                    dev_error = Some(e);
+                    None
+                }
+            }
+        });
+        Shared {
+            config_path: config_path.to_owned(),
+            state,
+            ca,
+            front_tls,
+            tunnel_tls,
+            workers,
+            snapshot: Mutex::new(Arc::new(snapshot)),
+            generation: AtomicU64::new(1),
+            stop: AtomicBool::new(false),
+            keyring,
+            signer,
+            assertion_issuer: origin.clone(),
+            dev_idp,
+        }
     });
+    if let Some(e) = dev_error {
+        return Err(ServiceError::Ca(format!("development provider: {e}")));
+    }
+    if let Some(idp) = &shared.dev_idp {
+        eprintln!(
+            "gatehouse service: WARNING: the built-in development identity provider is on at {} \
+             -- for development only, never for real users",
+            idp.issuer()
+        );
+    }
     shared.state.write_pid()?;
 
     let hup = Arc::new(AtomicBool::new(false));
@@ -285,6 +369,23 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         let _ = thread.join();
     }
     Ok(())
+}
+
+/// Whether `uri` is the callback of a published app that signs in with the development
+/// provider (the only places it may send a code to).
+fn devidp_redirect_allowed(snapshot: &Snapshot, uri: &str) -> bool {
+    let Some(rest) = uri.strip_prefix("https://") else {
+        return false;
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = routes::host_without_port(authority.as_bytes());
+    snapshot.config.apps.iter().any(|app| {
+        app.preauth
+            .as_ref()
+            .is_some_and(|p| p.provider == config::DEV_PROVIDER)
+            && std::str::from_utf8(host).is_ok_and(|h| app.external.host.matches(h).is_some())
+            && path == format!("{}{}", app.external.path_prefix, auth::CALLBACK)
+    })
 }
 
 /// Length and modification time of the registry files: changes mean a revocation or a

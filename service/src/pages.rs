@@ -49,6 +49,19 @@ pub fn error_page(
     request_id: &str,
     close: bool,
 ) {
+    error_page_with(out, status, title, detail, request_id, close, &[]);
+}
+
+/// [`error_page`] that also sets cookies (`Set-Cookie` values).
+pub fn error_page_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    title: &str,
+    detail: &str,
+    request_id: &str,
+    close: bool,
+    cookies: &[String],
+) {
     let mut body = String::with_capacity(512);
     body.push_str("<!doctype html><html><head><meta charset=\"utf-8\"><title>");
     escape_into(&mut body, title);
@@ -63,14 +76,70 @@ pub fn error_page(
     body.push_str("</code> &middot; Gatehouse</small></p></body></html>\n");
     out.extend_from_slice(
         format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {request_id}\r\n{}\r\n",
+            "HTTP/1.1 {status} {}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {request_id}\r\n",
             reason(status),
             body.len(),
-            if close { "Connection: close\r\n" } else { "" }
         )
         .as_bytes(),
     );
+    end_head(out, cookies, close);
     out.extend_from_slice(body.as_bytes());
+}
+
+/// Appends a redirect to `location` (already a valid URL or path), setting `cookies`.
+pub fn redirect(
+    out: &mut Vec<u8>,
+    status: u16,
+    location: &str,
+    cookies: &[String],
+    request_id: &str,
+    close: bool,
+) {
+    // Locations embed provider metadata and request paths: never let a control byte start
+    // a header line of its own.
+    let location = if location.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        "/"
+    } else {
+        location
+    };
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {status} {}\r\nLocation: {location}\r\nContent-Length: 0\r\nCache-Control: no-store\r\nX-Request-Id: {request_id}\r\n",
+            reason(status),
+        )
+        .as_bytes(),
+    );
+    end_head(out, cookies, close);
+}
+
+/// Appends a 200 response with `body` of `content_type`.
+pub fn document(out: &mut Vec<u8>, content_type: &str, body: &[u8], with_body: bool, close: bool) {
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: max-age=300\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    end_head(out, &[], close);
+    if with_body {
+        out.extend_from_slice(body);
+    }
+}
+
+fn end_head(out: &mut Vec<u8>, cookies: &[String], close: bool) {
+    for cookie in cookies {
+        // Cookie values are ours (base64url and fixed attributes): no CR or LF can appear.
+        if !cookie.bytes().any(|b| b == b'\r' || b == b'\n') {
+            out.extend_from_slice(b"Set-Cookie: ");
+            out.extend_from_slice(cookie.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The robots.txt every published host answers with: no crawler indexes a published app.

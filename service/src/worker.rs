@@ -46,6 +46,10 @@ pub(crate) struct Worker {
     /// Request ids: a random per-worker prefix and a counter (no syscall per request).
     id_prefix: [u8; 8],
     id_counter: Cell<u64>,
+    /// Identity providers as this worker knows them (metadata, keys).
+    pub(crate) providers: crate::auth::provider::Providers,
+    /// Identity assertions signed by this worker, per session.
+    pub(crate) assertions: crate::auth::AssertionCache,
 }
 
 impl Worker {
@@ -191,6 +195,8 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
             tunnels: RefCell::new(HashMap::new()),
             id_prefix,
             id_counter: Cell::new(0),
+            providers: Default::default(),
+            assertions: Default::default(),
         });
         let _ = ready.send(Ok(()));
         monoio::spawn(accept_loop(

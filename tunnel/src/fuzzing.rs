@@ -139,6 +139,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             name: "Jane",
             mfa: true,
             groups: &groups,
+            assertion: "eyJhbGciOiJFUzI1NiJ9.e30.c2ln",
         }),
         fields: [(&b"Content-Type"[..], &b"application/pdf"[..])],
     }

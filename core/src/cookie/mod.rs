@@ -355,6 +355,73 @@ impl Keyring {
         Ok(())
     }
 
+    /// Seals arbitrary `plain` bytes (a pending login, a form token) for the cookie or field
+    /// named `name` and the app `app_id`: the same AEAD and binding as sessions, but a
+    /// different domain, so neither kind of value opens as the other. Expiry, if any, is the
+    /// caller's to put inside `plain`. For cold paths: it allocates.
+    pub fn seal_bytes(
+        &self,
+        name: &str,
+        app_id: &str,
+        plain: &[u8],
+    ) -> Result<String, CookieError> {
+        let current = &self.keys[0];
+        let nonce = random_nonce(&self.rng)?;
+        let mut sealed = Vec::with_capacity(OVERHEAD + plain.len());
+        sealed.push(current.id);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(plain);
+        let aad = bytes_binding(current.id, name, app_id);
+        let tag = current
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut sealed[HEADER_LEN..],
+            )
+            .map_err(|_| CookieError::TooLarge { len: usize::MAX })?;
+        sealed.extend_from_slice(tag.as_ref());
+        let text = URL_SAFE_NO_PAD.encode(&sealed);
+        if text.len() > MAX_COOKIE_VALUE_LEN {
+            return Err(CookieError::TooLarge { len: text.len() });
+        }
+        Ok(text)
+    }
+
+    /// Opens a value from [`seal_bytes`](Self::seal_bytes) for the same `name` and `app_id`.
+    pub fn open_bytes(
+        &self,
+        name: &str,
+        app_id: &str,
+        value: &[u8],
+    ) -> Result<Vec<u8>, CookieError> {
+        if value.len() > MAX_COOKIE_VALUE_LEN {
+            return Err(CookieError::TooLarge { len: value.len() });
+        }
+        let mut sealed = URL_SAFE_NO_PAD
+            .decode(value)
+            .map_err(|_| CookieError::Base64)?;
+        if sealed.len() < OVERHEAD {
+            return Err(CookieError::TooShort);
+        }
+        let key_id = sealed[0];
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&sealed[1..HEADER_LEN]);
+        let key = self.key(key_id).ok_or(CookieError::UnknownKey)?;
+        let aad = bytes_binding(key_id, name, app_id);
+        let plain_len = key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut sealed[HEADER_LEN..],
+            )
+            .map_err(|_| CookieError::Tampered)?
+            .len();
+        sealed.copy_within(HEADER_LEN..HEADER_LEN + plain_len, 0);
+        sealed.truncate(plain_len);
+        Ok(sealed)
+    }
+
     fn key(&self, id: u8) -> Option<&LessSafeKey> {
         self.keys.iter().find(|k| k.id == id).map(|k| &k.key)
     }
@@ -378,8 +445,22 @@ fn base64_len(n: usize) -> usize {
 /// length-prefixed cookie name and app id (length prefixes keep `("ab", "c")` and `("a", "bc")`
 /// apart). Hashing keeps the AAD a fixed-size stack array whatever the name lengths.
 fn binding(key_id: u8, cookie_name: &str, app_id: &str) -> [u8; 33] {
+    domain_binding(
+        b"gatehouse session cookie v1\0",
+        key_id,
+        cookie_name,
+        app_id,
+    )
+}
+
+/// The binding of [`Keyring::seal_bytes`] values: another domain than sessions.
+fn bytes_binding(key_id: u8, name: &str, app_id: &str) -> [u8; 33] {
+    domain_binding(b"gatehouse sealed bytes v1\0", key_id, name, app_id)
+}
+
+fn domain_binding(domain: &[u8], key_id: u8, cookie_name: &str, app_id: &str) -> [u8; 33] {
     let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(b"gatehouse session cookie v1\0");
+    ctx.update(domain);
     for part in [cookie_name, app_id] {
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part.as_bytes());

@@ -438,3 +438,46 @@ fn a_key_file_others_can_read_is_refused() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn sealed_bytes_round_trip_and_bind_name_and_app() {
+    let keyring = keyring_of(&[(1, 7)]);
+    let value = keyring
+        .seal_bytes("login", "wiki", b"pending state")
+        .unwrap();
+    assert_eq!(
+        keyring
+            .open_bytes("login", "wiki", value.as_bytes())
+            .unwrap(),
+        b"pending state"
+    );
+    assert_eq!(
+        keyring.open_bytes("login", "mail", value.as_bytes()),
+        Err(CookieError::Tampered)
+    );
+    assert_eq!(
+        keyring.open_bytes("other", "wiki", value.as_bytes()),
+        Err(CookieError::Tampered)
+    );
+    let mut flipped = value.clone().into_bytes();
+    let last = flipped.len() - 2;
+    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+    assert_eq!(
+        keyring.open_bytes("login", "wiki", &flipped),
+        Err(CookieError::Tampered)
+    );
+    assert_eq!(
+        keyring.open_bytes("login", "wiki", b"AAAA"),
+        Err(CookieError::TooShort)
+    );
+}
+
+#[test]
+fn a_session_cookie_does_not_open_as_sealed_bytes() {
+    let keyring = keyring_of(&[(1, 7)]);
+    let value = sealed(&keyring, "app1");
+    assert_eq!(
+        keyring.open_bytes(NAME, "app1", value.as_bytes()),
+        Err(CookieError::Tampered)
+    );
+}

@@ -44,6 +44,31 @@ impl ClientResponse {
     }
 }
 
+/// Connects to the first address of `address` that answers before `deadline`. Name
+/// resolution blocks the thread briefly: callers use this off the request path.
+pub async fn connect<A: std::net::ToSocketAddrs + std::fmt::Display>(
+    address: A,
+    deadline: Instant,
+) -> Result<monoio::net::TcpStream, String> {
+    let addrs: Vec<std::net::SocketAddr> = address
+        .to_socket_addrs()
+        .map_err(|e| format!("{address}: {e}"))?
+        .collect();
+    let mut last = format!("{address}: no address");
+    for addr in addrs {
+        match monoio::time::timeout_at(deadline.into(), monoio::net::TcpStream::connect(addr)).await
+        {
+            Ok(Ok(tcp)) => {
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Ok(Err(e)) => last = format!("{addr}: {e}"),
+            Err(_) => last = format!("{addr}: timed out"),
+        }
+    }
+    Err(last)
+}
+
 /// Sends `request` on `io` and reads the whole response, whose body may be at most
 /// `max_body` bytes. The connection is not reused (`Connection: close`), which keeps this
 /// client simple; it is not on any per-request path.

@@ -12,7 +12,7 @@ mod pool;
 mod tls;
 mod transport;
 
-pub use client::{fetch, ClientRequest, ClientResponse};
+pub use client::{connect, fetch, ClientRequest, ClientResponse};
 pub use conn::{Conn, ConnError};
 pub use pool::{BufferPool, PoolConfig};
 pub use tls::{TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS};

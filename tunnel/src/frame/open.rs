@@ -6,7 +6,7 @@
 //! app (str8) | method (bytes8) | target (bytes16) | version (8): 0 = HTTP/1.0, 1 = HTTP/1.1
 //! body length (see `fields`)
 //! identity: present (8); if 1: user (str8), email (str8), name (str8), mfa (8),
-//!           groups: count (8), then each (str8)
+//!           groups: count (8), then each (str8), assertion (str16)
 //! fields (see `fields`)
 //! ```
 //!
@@ -61,6 +61,8 @@ pub struct Identity<'a> {
     pub name: &'a str,
     /// Whether the sign-in used more than one factor.
     pub mfa: bool,
+    /// The service's signed assertion of this identity (a compact JWS), or empty.
+    pub assertion: &'a str,
     groups: Reader<'a>,
     group_count: u8,
 }
@@ -87,6 +89,8 @@ pub struct IdentityParts<'a> {
     pub mfa: bool,
     /// Groups (at most 255).
     pub groups: &'a [&'a str],
+    /// The service's signed assertion of this identity (a compact JWS), or empty.
+    pub assertion: &'a str,
 }
 
 /// What goes into an OPEN frame.
@@ -153,6 +157,7 @@ impl Open {
                 for _ in 0..r.u8()? {
                     r.str8()?;
                 }
+                r.str16()?;
                 Some(at)
             }
             _ => return Err(FrameError::InvalidValue),
@@ -202,12 +207,18 @@ impl Open {
         let name = r.str8().ok()?;
         let mfa = r.u8().ok()? == 1;
         let group_count = r.u8().ok()?;
+        let groups = r.clone();
+        for _ in 0..group_count {
+            r.str8().ok()?;
+        }
+        let assertion = r.str16().ok()?;
         Some(Identity {
             user,
             email,
             name,
             mfa,
-            groups: r,
+            assertion,
+            groups,
             group_count,
         })
     }
@@ -238,6 +249,7 @@ impl Open {
                 name: i.name,
                 mfa: i.mfa,
                 groups: &groups,
+                assertion: i.assertion,
             }),
             fields: self.fields(),
         }
@@ -273,6 +285,7 @@ impl<'a, F: IntoIterator<Item = (&'a [u8], &'a [u8])>> OpenParts<'a, F> {
                 for group in id.groups {
                     wire::put8(dst, group.as_bytes())?;
                 }
+                wire::put16(dst, id.assertion.as_bytes())?;
             }
         }
         fields::encode(dst, self.fields)?;

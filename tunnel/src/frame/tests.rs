@@ -33,6 +33,7 @@ fn open_frame(end: bool, identity: bool) -> Frame {
             name: "Jane Doe",
             mfa: true,
             groups: &groups,
+            assertion: "eyJhbGciOiJFUzI1NiJ9.e30.c2ln",
         }),
         fields,
     }
@@ -164,6 +165,7 @@ fn open_exposes_its_parts() {
         ("jane", "jane@example.test", "Jane Doe", true)
     );
     assert_eq!(id.groups().collect::<Vec<_>>(), vec!["staff", "vpn"]);
+    assert_eq!(id.assertion, "eyJhbGciOiJFUzI1NiJ9.e30.c2ln");
     let Frame::Open(anonymous) = open_frame(true, false) else {
         panic!()
     };
@@ -308,7 +310,7 @@ proptest! {
         OpenParts {
             stream: StreamId(stream), end: false, request_id: [1; 16], client, https: v4, app: "a",
             method: method.as_bytes(), target: target.as_bytes(), http11: true, body,
-            identity: Some(IdentityParts { user: "u", email: "", name: "n", mfa: false, groups: &group_refs }),
+            identity: Some(IdentityParts { user: "u", email: "", name: "n", mfa: false, groups: &group_refs, assertion: "" }),
             fields: field_refs.iter().copied(),
         }.encode(&mut wire).unwrap();
         let Frame::Open(open) = decode_one(&wire) else { panic!() };

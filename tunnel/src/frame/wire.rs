@@ -55,6 +55,11 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.bytes(n.into())?).map_err(|_| FrameError::NotUtf8)
     }
 
+    /// A string with a two-byte length prefix.
+    pub(crate) fn str16(&mut self) -> Result<&'a str, FrameError> {
+        std::str::from_utf8(self.bytes16()?).map_err(|_| FrameError::NotUtf8)
+    }
+
     /// Bytes with a one-byte length prefix.
     pub(crate) fn bytes8(&mut self) -> Result<&'a [u8], FrameError> {
         let n = self.u8()?;

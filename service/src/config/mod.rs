@@ -15,6 +15,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod auth;
+pub use auth::{
+    Access, ClientAuth, DevIdpSettings, IdentityHeaders, IpNet, Preauth, Provider, DEV_PROVIDER,
+};
+
 /// Reads and parses the configuration file at `path`.
 pub fn load(path: &Path) -> Result<ServiceConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -91,6 +96,12 @@ pub struct ServiceConfig {
     pub certificates: Vec<Certificate>,
     /// `[[apps]]`: the published applications, names and routes unique.
     pub apps: Vec<App>,
+    /// `[[providers]]`: OpenID Connect providers of preauth apps.
+    pub providers: Vec<Provider>,
+    /// `[dev_idp]`: the built-in development provider, when present.
+    pub dev_idp: Option<DevIdpSettings>,
+    /// `trusted_proxies`: peers whose X-Forwarded-For names the client (for network rules).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// A certificate of the HTTPS front and the host names it serves.
@@ -133,6 +144,8 @@ pub struct App {
     pub backend_pin: Option<[u8; 32]>,
     /// `max_concurrent`: requests in flight at once; default 0 = unlimited.
     pub max_concurrent: usize,
+    /// Sign-in settings; `Some` exactly when `mode` is preauth.
+    pub preauth: Option<Preauth>,
 }
 
 /// Who signs the users of an app in.
@@ -254,6 +267,13 @@ struct RawConfig {
     certificates: Vec<RawCertificate>,
     #[serde(default)]
     apps: Vec<RawApp>,
+    #[serde(default)]
+    providers: Vec<auth::RawProvider>,
+    dev_idp: Option<auth::RawDevIdp>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    #[serde(default)]
+    locations: std::collections::BTreeMap<String, Vec<Spanned<String>>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -298,6 +318,11 @@ struct RawApp {
     backend_pin: Option<Spanned<String>>,
     #[serde(default)]
     max_concurrent: usize,
+    provider: Option<Spanned<String>>,
+    session_lifetime: Option<Spanned<RawDuration>>,
+    bearer_audiences: Option<Spanned<Vec<String>>>,
+    access: Option<Spanned<auth::RawAccess>>,
+    identity_headers: Option<Spanned<auth::RawIdentityHeaders>>,
 }
 
 /// A duration as written: integer seconds, or a string with a unit.
@@ -373,10 +398,24 @@ impl RawConfig {
             .into_iter()
             .map(|c| c.into_certificate(src, dir))
             .collect::<Result<Vec<_>, _>>()?;
+        let locations = auth::locations(src, &self.locations)?;
+        let trusted_proxies = auth::networks(src, &self.trusted_proxies, &locations)?;
+        let mut providers: Vec<Provider> = Vec::with_capacity(self.providers.len());
+        for raw in self.providers {
+            let provider = raw.into_provider(src, dir)?;
+            if providers.iter().any(|p| p.name == provider.name) {
+                return Err(src.error(
+                    0..0,
+                    format!("two [[providers]] are named `{}`", provider.name),
+                ));
+            }
+            providers.push(provider);
+        }
+        let dev_idp = self.dev_idp.map(|raw| raw.into_settings(src)).transpose()?;
         let mut apps: Vec<App> = Vec::with_capacity(self.apps.len());
         for raw in self.apps {
             let (name_span, external_span) = (raw.name.span(), raw.external_url.span());
-            let app = raw.into_app(src, dir)?;
+            let app = raw.into_app(src, dir, &providers, dev_idp.is_some(), &locations)?;
             if apps.iter().any(|other| other.name == app.name) {
                 let message = format!("another app is already named `{}`", app.name);
                 return Err(src.error(name_span, message));
@@ -404,6 +443,9 @@ impl RawConfig {
             hsts,
             certificates,
             apps,
+            providers,
+            dev_idp,
+            trusted_proxies,
         })
     }
 }
@@ -428,8 +470,33 @@ impl RawCertificate {
 }
 
 impl RawApp {
-    fn into_app(self, src: &Source<'_>, dir: &Path) -> Result<App, ConfigError> {
+    fn into_app(
+        self,
+        src: &Source<'_>,
+        dir: &Path,
+        providers: &[Provider],
+        dev_idp: bool,
+        locations: &auth::Locations,
+    ) -> Result<App, ConfigError> {
         let name = src.read(&self.name, |name| parse_name(name))?;
+        let sign_in = auth::RawAppAuth {
+            provider: self.provider,
+            session_lifetime: self.session_lifetime,
+            bearer_audiences: self.bearer_audiences,
+            access: self.access,
+            identity_headers: self.identity_headers,
+        };
+        let preauth = match self.mode {
+            Mode::Preauth => {
+                Some(sign_in.into_preauth(src, self.name.span(), providers, dev_idp, locations)?)
+            }
+            Mode::Passthrough => match sign_in.first_span() {
+                Some(span) => {
+                    return Err(src.error(span, "sign-in settings need mode = \"preauth\""))
+                }
+                None => None,
+            },
+        };
         let external = src.read(&self.external_url, |url| parse_external_url(url))?;
         let internal = src.read(&self.internal_url, |url| parse_internal_url(url, &external))?;
         let group = src.read_or(&self.connector_group, "default".to_owned(), |g| {
@@ -478,6 +545,7 @@ impl RawApp {
             backend_ca: self.backend_ca.map(|path| dir.join(path.into_inner())),
             backend_pin,
             max_concurrent: self.max_concurrent,
+            preauth,
         })
     }
 }
@@ -592,7 +660,18 @@ impl Place {
                 place.table = format!("{name}[{index}]");
                 place.key = None;
             } else if let Some(rest) = row.strip_prefix('[') {
-                place.table = rest.split(']').next().unwrap_or(rest).trim().to_owned();
+                let name = rest.split(']').next().unwrap_or(rest).trim();
+                // `[apps.access]` belongs to the latest `[[apps]]` element.
+                let parent = arrays
+                    .iter()
+                    .filter(|(array, _)| {
+                        name.strip_prefix(array).is_some_and(|r| r.starts_with('.'))
+                    })
+                    .max_by_key(|(array, _)| array.len());
+                place.table = match parent {
+                    Some((array, index)) => format!("{array}[{index}]{}", &name[array.len()..]),
+                    None => name.to_owned(),
+                };
                 place.key = None;
             } else if let Some((key, _)) = row.split_once('=') {
                 let key = key.trim();
@@ -877,7 +956,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let c = parsed(include_str!("../../examples/service.toml"));
+        let c = parsed(include_str!("../../../examples/service.toml"));
         assert_eq!(c.state_dir, Path::new("/etc/gatehouse/state"));
         assert_eq!(c.public_name, "gatehouse.example.com");
         assert_eq!(
@@ -962,7 +1041,8 @@ mod tests {
              internal_url = \"https://[fd00::1]/internal/\"\n\
              backend_pin = \"sha256:000102030405060708090a0b0c0d0e0f\
              101112131415161718191A1B1C1D1E1F\"\n\
-             mode = \"preauth\"\nidle_timeout = 30\n[listen]\nhttps = \"127.0.0.1:4443\"",
+             mode = \"preauth\"\nprovider = \"dev\"\nidle_timeout = 30\n[listen]\nhttps = \"127.0.0.1:4443\"\n\
+             [dev_idp]",
         ));
         let app = &c.apps[0];
         assert_eq!(app.external.host, HostPattern::Exact("example.com".into()));
@@ -983,6 +1063,65 @@ mod tests {
         assert_eq!(c.listen_https, SocketAddr::from(([127, 0, 0, 1], 4443)));
         assert_eq!(c.state_dir, Path::new("/etc/gatehouse/s"));
         assert_eq!(parsed("state_dir = \"s\"\nhsts = \"off\"").hsts, None);
+    }
+
+    #[test]
+    fn sign_in_settings() {
+        let c = parsed(
+            "state_dir = \"s\"\ntrusted_proxies = [\"lb\"]\n\
+             [locations]\nlb = [\"10.0.0.0/8\"]\noffice = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n\
+             [[providers]]\nname = \"corp\"\nissuer = \"https://login.example.com/t/\"\n\
+             client_id = \"gh\"\nclient_secret = \"s3\"\nclient_auth = \"post\"\n\
+             [[apps]]\nname = \"wiki\"\nexternal_url = \"https://wiki.example.com/\"\n\
+             internal_url = \"http://wiki.corp/\"\nmode = \"preauth\"\nprovider = \"corp\"\n\
+             session_lifetime = \"1h\"\n\
+             [apps.access]\ngroups = [\"staff\"]\nnetworks = [\"office\", \"198.51.100.7\"]\n\
+             require_mfa = true\nmax_signin_age = \"10m\"\n\
+             [apps.identity_headers]\nuser = \"Remote-User\"\nassertion = \"\"\n",
+        );
+        let p = &c.providers[0];
+        assert_eq!(p.issuer, "https://login.example.com/t");
+        assert_eq!(p.client_auth, ClientAuth::Post);
+        assert_eq!(c.trusted_proxies.len(), 1);
+        let pre = c.apps[0].preauth.as_ref().unwrap();
+        assert_eq!(pre.provider, "corp");
+        assert_eq!(pre.session_lifetime, Duration::from_secs(3600));
+        assert_eq!(pre.access.networks.len(), 3);
+        assert!(pre.access.require_mfa);
+        assert_eq!(pre.access.max_signin_age, Some(Duration::from_secs(600)));
+        assert_eq!(pre.identity_headers.user.as_deref(), Some("Remote-User"));
+        assert_eq!(pre.identity_headers.assertion, None);
+        assert_eq!(
+            pre.identity_headers.email.as_deref(),
+            Some("X-Gatehouse-Email")
+        );
+    }
+
+    #[test]
+    fn sign_in_mistakes_name_the_key() {
+        let app = "[[apps]]\nname = \"a\"\nexternal_url = \"https://a.example.com/\"\n\
+                   internal_url = \"http://a.corp/\"\n";
+        let e = refused(&format!(
+            "state_dir = \"s\"\n{app}mode = \"preauth\"\nprovider = \"x\"\n"
+        ));
+        assert_eq!(at(&e), (7, "apps[0].provider"), "{e}");
+        assert!(e.message.contains("no [[providers]] entry"), "{e}");
+        let e = refused(&format!(
+            "state_dir = \"s\"\n{app}mode = \"preauth\"\nprovider = \"dev\"\n"
+        ));
+        assert!(e.message.contains("[dev_idp]"), "{e}");
+        let e = refused(&format!("state_dir = \"s\"\n{app}provider = \"dev\"\n"));
+        assert!(e.message.contains("preauth"), "{e}");
+        let e = refused(&format!(
+            "state_dir = \"s\"\n{app}mode = \"preauth\"\nprovider = \"dev\"\n\
+             [apps.access]\nnetworks = [\"nowhere\"]\n[dev_idp]\n"
+        ));
+        assert_eq!(at(&e), (9, "apps[0].access.networks"), "{e}");
+        let e = refused(
+            "state_dir = \"s\"\n[[providers]]\nname = \"p\"\nissuer = \"http://idp\"\n\
+             client_id = \"c\"\nclient_secret = \"s\"\n",
+        );
+        assert_eq!(at(&e), (4, "providers[0].issuer"), "{e}");
     }
 
     #[test]

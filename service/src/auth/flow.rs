@@ -1,0 +1,613 @@
+//! The sign-in paths: start a login (302 to the provider with PKCE, state and nonce), finish
+//! it at the callback (token request, ID-token checks, policy, session cookie), bearer tokens
+//! of non-browser clients, and logout. Only sign-ins come here; signed-in requests are
+//! checked by [`super::check_session`] alone.
+
+use std::net::IpAddr;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use gatehouse_core::cookie::{AuthMethod, GroupList, SessionRef};
+use gatehouse_core::pkce::{constant_time_eq, generate_nonce, generate_state, PkceVerifier};
+use gatehouse_core::{Claims, Keyring, TokenError, Validation};
+
+use super::policy::{self, Denial, Facts};
+use super::provider::{call, ProviderState, Providers};
+use super::{
+    cookie_name, find_cookie, safe_return_path, LoginState, CALLBACK, LOGIN_COOKIE, LOGIN_TTL,
+    SESSION_COOKIE,
+};
+use crate::config::{App, Preauth, Provider};
+use crate::pages;
+
+/// What a sign-in step answers.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    /// `Location`, for redirects.
+    pub(crate) location: Option<String>,
+    /// `Set-Cookie` values.
+    pub(crate) cookies: Vec<String>,
+    /// For pages: title and explanation.
+    pub(crate) title: String,
+    pub(crate) detail: String,
+}
+
+impl Answer {
+    fn redirect(location: String, cookies: Vec<String>) -> Self {
+        Answer {
+            status: 302,
+            location: Some(location),
+            cookies,
+            title: String::new(),
+            detail: String::new(),
+        }
+    }
+
+    pub(crate) fn page(status: u16, title: impl Into<String>, detail: impl Into<String>) -> Self {
+        Answer {
+            status,
+            location: None,
+            cookies: Vec::new(),
+            title: title.into(),
+            detail: detail.into(),
+        }
+    }
+
+    fn denial(denial: Denial) -> Self {
+        let (status, title, detail) = denial.page();
+        Answer::page(status, title, detail)
+    }
+
+    fn with_cookie(mut self, cookie: String) -> Self {
+        self.cookies.push(cookie);
+        self
+    }
+
+    /// Writes the response (head and body) to `out`.
+    pub(crate) fn write(&self, out: &mut Vec<u8>, request_id: &str, close: bool) {
+        match &self.location {
+            Some(location) => {
+                pages::redirect(out, self.status, location, &self.cookies, request_id, close)
+            }
+            None => pages::error_page_with(
+                out,
+                self.status,
+                &self.title,
+                &self.detail,
+                request_id,
+                close,
+                &self.cookies,
+            ),
+        }
+    }
+}
+
+/// A `Set-Cookie` value for one of our `__Host-` cookies (RFC 6265bis 4.1.3.2: Secure,
+/// Path=/, no Domain). `max_age` 0 removes it.
+pub(crate) fn set_cookie(name: &str, value: &str, max_age: u64) -> String {
+    format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}")
+}
+
+fn clear_login(app: &App) -> String {
+    let mut buf = [0u8; 96];
+    set_cookie(cookie_name(LOGIN_COOKIE, &app.name, &mut buf), "", 0)
+}
+
+/// Where the provider sends the browser back for `app` reached at `host` (with port).
+pub(crate) fn redirect_uri(host: &str, app: &App) -> String {
+    format!("https://{host}{}{CALLBACK}", app.external.path_prefix)
+}
+
+/// Starts a sign-in: the pending-login cookie and the 302 to the provider.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_login(
+    keyring: &Keyring,
+    provider: &Provider,
+    state: &ProviderState,
+    app: &App,
+    preauth: &Preauth,
+    host: &str,
+    target: &[u8],
+    fresh: bool,
+    now: u64,
+) -> Answer {
+    let (Ok(state_value), Ok(nonce), Ok(verifier)) =
+        (generate_state(), generate_nonce(), PkceVerifier::generate())
+    else {
+        return Answer::page(
+            500,
+            "Sign-in unavailable",
+            "No random numbers could be drawn.",
+        );
+    };
+    let return_to = match std::str::from_utf8(target) {
+        Ok(t) if safe_return_path(target) => t.to_owned(),
+        _ => app.external.path_prefix.clone(),
+    };
+    let login = LoginState {
+        state: state_value,
+        nonce,
+        verifier: verifier.as_str().to_owned(),
+        redirect_uri: redirect_uri(host, app),
+        return_to,
+        provider: provider.name.clone(),
+        fresh,
+        expires: now + LOGIN_TTL,
+    };
+    let mut name_buf = [0u8; 96];
+    let name = cookie_name(LOGIN_COOKIE, &app.name, &mut name_buf);
+    let sealed = serde_json::to_vec(&login)
+        .map_err(|e| e.to_string())
+        .and_then(|plain| {
+            keyring
+                .seal_bytes(name, &app.name, &plain)
+                .map_err(|e| e.to_string())
+        });
+    let sealed = match sealed {
+        Ok(s) => s,
+        Err(e) => return Answer::page(500, "Sign-in unavailable", e),
+    };
+    let endpoint = &state.metadata.authorization_endpoint;
+    let mut url = String::with_capacity(512);
+    url.push_str(endpoint);
+    url.push(if endpoint.contains('?') { '&' } else { '?' });
+    let scope = provider.scopes.join(" ");
+    let challenge = verifier.challenge();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("response_type", "code"),
+        ("client_id", &provider.client_id),
+        ("redirect_uri", &login.redirect_uri),
+        ("scope", &scope),
+        ("state", &login.state),
+        ("nonce", &login.nonce),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    let max_age = preauth
+        .access
+        .max_signin_age
+        .map(|a| a.as_secs().to_string());
+    if fresh {
+        params.push(("prompt", "login"));
+    }
+    if let Some(max_age) = &max_age {
+        params.push(("max_age", max_age));
+    }
+    for (i, (key, value)) in params.iter().enumerate() {
+        if i > 0 {
+            url.push('&');
+        }
+        url.push_str(key);
+        url.push('=');
+        percent_encode_into(&mut url, value);
+    }
+    Answer::redirect(url, vec![set_cookie(name, &sealed, LOGIN_TTL)])
+}
+
+/// What the callback needs from the request.
+pub(crate) struct Callback {
+    pub(crate) host: String,
+    pub(crate) query: String,
+    pub(crate) login_cookie: Option<Vec<u8>>,
+    pub(crate) client: IpAddr,
+}
+
+/// Finishes a sign-in at the callback.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn finish_login(
+    keyring: &Keyring,
+    providers: &Providers,
+    provider: &Provider,
+    app: &App,
+    preauth: &Preauth,
+    callback: &Callback,
+    now: u64,
+) -> Answer {
+    let mut name_buf = [0u8; 96];
+    let login_name = cookie_name(LOGIN_COOKIE, &app.name, &mut name_buf).to_owned();
+    let Some(sealed) = &callback.login_cookie else {
+        return Answer::page(
+            400,
+            "Sign-in state missing",
+            "This sign-in was not started in this browser, or it took too long, or cookies are \
+             blocked. Open the application again to sign in.",
+        );
+    };
+    let login: LoginState = match keyring
+        .open_bytes(&login_name, &app.name, sealed)
+        .ok()
+        .and_then(|plain| serde_json::from_slice(&plain).ok())
+    {
+        Some(login) => login,
+        None => {
+            return Answer::page(
+                400,
+                "Sign-in state invalid",
+                "The sign-in state was altered or belongs to another application. Open the \
+                 application again to sign in.",
+            )
+            .with_cookie(clear_login(app))
+        }
+    };
+    if now > login.expires {
+        return Answer::page(
+            400,
+            "Sign-in took too long",
+            "Open the application again to sign in.",
+        )
+        .with_cookie(clear_login(app));
+    }
+    let state = query_param(&callback.query, "state").unwrap_or_default();
+    if !constant_time_eq(state.as_bytes(), login.state.as_bytes()) {
+        return Answer::page(
+            400,
+            "Sign-in state mismatch",
+            "The answer from the identity provider does not belong to the sign-in this browser \
+             started (state). Open the application again to sign in.",
+        )
+        .with_cookie(clear_login(app));
+    }
+    if let Some(error) = query_param(&callback.query, "error") {
+        let description = query_param(&callback.query, "error_description").unwrap_or_default();
+        return Answer::page(
+            401,
+            "Identity provider error",
+            format!("The identity provider refused the sign-in: {error}. {description}"),
+        )
+        .with_cookie(clear_login(app));
+    }
+    if login.provider != provider.name || login.redirect_uri != redirect_uri(&callback.host, app) {
+        return Answer::page(
+            400,
+            "Sign-in state mismatch",
+            "The sign-in was started for another provider or address.",
+        )
+        .with_cookie(clear_login(app));
+    }
+    let Some(code) = query_param(&callback.query, "code") else {
+        return Answer::page(
+            400,
+            "Identity provider error",
+            "The identity provider sent no authorization code.",
+        )
+        .with_cookie(clear_login(app));
+    };
+    let state = match providers.get(provider) {
+        Some(state) => state,
+        None => match providers.load(provider).await {
+            Ok(state) => state,
+            Err(e) => return provider_unreachable(provider, &e).with_cookie(clear_login(app)),
+        },
+    };
+    let token = match token_request(provider, &state, &code, &login).await {
+        Ok(token) => token,
+        Err(e) => {
+            return Answer::page(
+                502,
+                "Identity provider error",
+                format!(
+                    "The token request to provider \"{}\" failed: {e}",
+                    provider.name
+                ),
+            )
+            .with_cookie(clear_login(app))
+        }
+    };
+    let mut validation = Validation::new(provider.issuer.clone(), provider.client_id.clone())
+        .with_nonce(login.nonce.clone());
+    validation.groups_claim = provider.groups_claim.clone();
+    let claims = match verify(providers, provider, state.clone(), &validation, &token, now).await {
+        Ok(claims) => claims,
+        Err(e) => return token_rejected(e).with_cookie(clear_login(app)),
+    };
+    let mfa = is_mfa(provider, &claims);
+    let facts = Facts {
+        subject: &claims.sub,
+        user_name: claims.preferred_username.as_deref().unwrap_or(&claims.sub),
+        email: claims.email.as_deref().unwrap_or(""),
+        in_group: |g: &str| claims.groups.iter().any(|c| c == g),
+        groups_overage: claims.groups_overage,
+        mfa,
+        auth_time: claims.auth_time.unwrap_or(claims.iat),
+    };
+    match policy::check(&preauth.access, &facts, callback.client, now) {
+        Ok(()) => {}
+        Err(Denial::SignInTooOld) if !login.fresh => {
+            // The provider reused an old sign-in: ask it for a fresh one, once.
+            return start_login(
+                keyring,
+                provider,
+                &state,
+                app,
+                preauth,
+                &callback.host,
+                login.return_to.as_bytes(),
+                true,
+                now,
+            );
+        }
+        Err(denial) => return Answer::denial(denial).with_cookie(clear_login(app)),
+    }
+    let session = match seal_session(keyring, app, preauth, &claims, mfa, now) {
+        Ok(session) => session,
+        Err(e) => {
+            return Answer::page(500, "Session could not be created", e)
+                .with_cookie(clear_login(app))
+        }
+    };
+    Answer::redirect(login.return_to, vec![clear_login(app), session])
+}
+
+/// Seals the session cookie for verified `claims`.
+fn seal_session(
+    keyring: &Keyring,
+    app: &App,
+    preauth: &Preauth,
+    claims: &Claims,
+    mfa: bool,
+    now: u64,
+) -> Result<String, String> {
+    let session_id = keyring.new_session_id().map_err(|e| e.to_string())?;
+    let access = &preauth.access;
+    let named: Vec<&str> = claims
+        .groups
+        .iter()
+        .filter(|g| access.groups.contains(g) || access.deny_groups.contains(g))
+        .map(String::as_str)
+        .collect();
+    let mut session = SessionRef::from_claims(
+        claims,
+        &app.name,
+        session_id,
+        now,
+        preauth.session_lifetime.as_secs(),
+    );
+    if mfa {
+        session.auth_methods.insert(AuthMethod::Mfa);
+    }
+    let mut name_buf = [0u8; 96];
+    let name = cookie_name(SESSION_COOKIE, &app.name, &mut name_buf);
+    // All groups go to the back end when they fit; otherwise only those the policy names.
+    let value = match keyring.seal_to_string(name, &session) {
+        Ok(value) => value,
+        Err(_) => {
+            session.groups = GroupList::Strs(&named);
+            keyring
+                .seal_to_string(name, &session)
+                .map_err(|e| e.to_string())?
+        }
+    };
+    let max_age = session.expires_at.saturating_sub(now);
+    Ok(set_cookie(name, &value, max_age))
+}
+
+async fn token_request(
+    provider: &Provider,
+    state: &ProviderState,
+    code: &str,
+    login: &LoginState,
+) -> Result<String, String> {
+    let mut form = String::with_capacity(512);
+    let mut add = |key: &str, value: &str| {
+        if !form.is_empty() {
+            form.push('&');
+        }
+        form.push_str(key);
+        form.push('=');
+        percent_encode_into(&mut form, value);
+    };
+    add("grant_type", "authorization_code");
+    add("code", code);
+    add("redirect_uri", &login.redirect_uri);
+    add("code_verifier", &login.verifier);
+    let basic;
+    let authorization = match provider.client_auth {
+        crate::config::ClientAuth::Basic => {
+            // RFC 6749 2.3.1: id and secret are form-encoded before base64.
+            let mut pair = String::new();
+            percent_encode_into(&mut pair, &provider.client_id);
+            pair.push(':');
+            percent_encode_into(&mut pair, &provider.client_secret);
+            basic = format!("Basic {}", STANDARD.encode(pair));
+            Some(basic.as_str())
+        }
+        crate::config::ClientAuth::Post => {
+            add("client_id", &provider.client_id);
+            add("client_secret", &provider.client_secret);
+            None
+        }
+    };
+    let answer = call(
+        provider,
+        "POST",
+        &state.metadata.token_endpoint,
+        form.as_bytes(),
+        authorization,
+    )
+    .await?;
+    #[derive(serde::Deserialize)]
+    struct TokenAnswer {
+        id_token: Option<String>,
+        error: Option<String>,
+    }
+    let parsed: Option<TokenAnswer> = serde_json::from_slice(&answer.body).ok();
+    if answer.status != 200 {
+        let error = parsed.and_then(|p| p.error).unwrap_or_default();
+        return Err(format!("answered {} {error}", answer.status));
+    }
+    parsed
+        .and_then(|p| p.id_token)
+        .ok_or_else(|| "the answer has no id_token".to_owned())
+}
+
+/// Verifies `token`, fetching the provider's keys again once when it names an unknown key.
+async fn verify(
+    providers: &Providers,
+    provider: &Provider,
+    state: std::rc::Rc<ProviderState>,
+    validation: &Validation,
+    token: &str,
+    now: u64,
+) -> Result<Claims, TokenError> {
+    let keys = state.keys.borrow().clone();
+    match validation.verify(token, &keys, now) {
+        Err(TokenError::UnknownKey) if state.may_refresh() => {
+            let Ok(state) = providers.load(provider).await else {
+                return Err(TokenError::UnknownKey);
+            };
+            let keys = state.keys.borrow().clone();
+            validation.verify(token, &keys, now)
+        }
+        other => other,
+    }
+}
+
+/// Verifies an `Authorization: Bearer` ID token for `preauth` with the cached keys. An unknown
+/// key gives `Err(None)` when a refresh is due: the caller refreshes and asks again.
+pub(crate) fn verify_bearer(
+    provider: &Provider,
+    state: &ProviderState,
+    preauth: &Preauth,
+    token: &str,
+    now: u64,
+) -> Result<Claims, Option<TokenError>> {
+    let mut validation =
+        Validation::new(provider.issuer.clone(), provider.client_id.clone()).without_nonce();
+    validation.groups_claim = provider.groups_claim.clone();
+    validation.trusted_audiences = preauth.bearer_audiences.clone();
+    let keys = state.keys.borrow().clone();
+    match validation.verify(token, &keys, now) {
+        Err(TokenError::UnknownKey) if state.may_refresh() => Err(None),
+        Err(e) => Err(Some(e)),
+        Ok(claims) => Ok(claims),
+    }
+}
+
+/// Whether the sign-in behind `claims` used more than one factor, by the provider's rules.
+pub(crate) fn is_mfa(provider: &Provider, claims: &Claims) -> bool {
+    claims.amr.iter().any(|m| provider.mfa_amr.contains(m))
+        || claims
+            .acr
+            .as_ref()
+            .is_some_and(|acr| provider.mfa_acr.contains(acr))
+}
+
+/// The page for a rejected token: which check failed.
+pub(crate) fn token_rejected(e: TokenError) -> Answer {
+    Answer::page(401, "Sign-in token rejected", e.to_string())
+}
+
+/// The page for a provider that cannot be reached or read.
+pub(crate) fn provider_unreachable(provider: &Provider, e: &str) -> Answer {
+    Answer::page(
+        502,
+        "Identity provider unreachable",
+        format!(
+            "The identity provider \"{}\" could not be used: {e}",
+            provider.name
+        ),
+    )
+}
+
+/// Signs out of `app`: the session cookie goes, and the browser goes on to the provider's
+/// end-session endpoint when it has one.
+pub(crate) fn logout(
+    provider: &Provider,
+    state: Option<&ProviderState>,
+    app: &App,
+    host: &str,
+) -> Answer {
+    let mut buf = [0u8; 96];
+    let clear = set_cookie(cookie_name(SESSION_COOKIE, &app.name, &mut buf), "", 0);
+    match state.and_then(|s| s.metadata.end_session_endpoint.as_deref()) {
+        Some(endpoint) => {
+            let mut url = String::from(endpoint);
+            url.push(if endpoint.contains('?') { '&' } else { '?' });
+            url.push_str("client_id=");
+            percent_encode_into(&mut url, &provider.client_id);
+            url.push_str("&post_logout_redirect_uri=");
+            percent_encode_into(
+                &mut url,
+                &format!("https://{host}{}", app.external.path_prefix),
+            );
+            Answer::redirect(url, vec![clear])
+        }
+        None => Answer::page(200, "Signed out", "You are signed out of this application.")
+            .with_cookie(clear),
+    }
+}
+
+/// The value of `name` in an `application/x-www-form-urlencoded` string.
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key)? == name).then(|| percent_decode(value))?
+    })
+}
+
+/// Decodes `%XX` and `+`; `None` for bad escapes or invalid UTF-8.
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Appends `value` percent-encoded: everything but RFC 3986 unreserved characters.
+pub(crate) fn percent_encode_into(out: &mut String, value: &str) {
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
+        }
+    }
+}
+
+/// The pending-login cookie value of `app` in Cookie field values.
+pub(crate) fn login_cookie<'v>(
+    app: &App,
+    cookie_fields: impl Iterator<Item = &'v [u8]>,
+) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 96];
+    find_cookie(
+        cookie_fields,
+        cookie_name(LOGIN_COOKIE, &app.name, &mut buf),
+    )
+    .map(<[u8]>::to_vec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_encoding_round_trips() {
+        let mut s = String::new();
+        percent_encode_into(&mut s, "a b&c=d/é");
+        assert_eq!(s, "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(percent_decode(&s).as_deref(), Some("a b&c=d/é"));
+        assert_eq!(percent_decode("a+b").as_deref(), Some("a b"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(
+            query_param("code=x%2By&state=s1", "code").as_deref(),
+            Some("x+y")
+        );
+        assert_eq!(query_param("code=1", "state"), None);
+    }
+}
