@@ -3,6 +3,8 @@
 //! when the [`Stack`] is dropped.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod oidc;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,596 @@
+//! End-to-end tests of pre-authentication: the real `gatehouse` binaries, the real
+//! `oidc-provider` (npm), a scripted browser-like client, headless Chromium, and a
+//! deliberately misbehaving provider for the token attacks a real one never makes.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::oidc::{self, get, Exchange};
+use common::*;
+use serde_json::{json, Value};
+
+/// An app at `<name>.test` in preauth mode with `provider`, then `extra` lines.
+fn preauth_app(name: &'static str, backend_port: u16, provider: &str, extra: &str) -> AppSpec {
+    AppSpec {
+        name,
+        external: format!("https://{name}.test/"),
+        internal: format!("http://127.0.0.1:{backend_port}/"),
+        group: "default",
+        extra: format!("mode = \"preauth\"\nprovider = \"{provider}\"\n{extra}"),
+    }
+}
+
+/// The back end's echo of one request: its header list.
+fn echoed_headers(body: &str) -> Vec<(String, String)> {
+    let echo: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_owned(),
+                h[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// Checks an ES256 identity assertion against the service's published key set.
+fn assertion_verifies(stack: &Stack, host: &str, token: &str) -> Value {
+    let jwks = get(stack, host, &stack.url(host, "/.gatehouse/jwks.json"), &[]);
+    assert_eq!(jwks.status, 200);
+    let jwks: Value = serde_json::from_str(&jwks.body).unwrap();
+    let key = &jwks["keys"][0];
+    let mut point = vec![4u8];
+    for coordinate in ["x", "y"] {
+        point.extend(
+            URL_SAFE_NO_PAD
+                .decode(key[coordinate].as_str().unwrap())
+                .unwrap(),
+        );
+    }
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &point)
+        .verify(signed.as_bytes(), &signature)
+        .expect("the assertion verifies with the published key");
+    let claims = signed.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+}
+
+const HOSTS: [&str; 6] = [
+    "app.test",
+    "custom.test",
+    "users.test",
+    "mfa.test",
+    "net.test",
+    "fresh.test",
+];
+
+/// A stack whose apps sign in with the real oidc-provider, and that provider.
+fn oidc_stack(name: &str) -> (Stack, Proc, Proc) {
+    let (backend, port) = backend(None);
+    let provider_port = free_port();
+    let issuer = format!("http://127.0.0.1:{provider_port}");
+    let providers = format!(
+        "[[providers]]\nname = \"op\"\nissuer = \"{issuer}\"\nclient_id = \"gatehouse\"\n\
+         client_secret = \"op-secret\"\nscopes = [\"openid\", \"profile\", \"email\", \"groups\"]\n\
+         insecure_http_for_tests = true\n"
+    );
+    let apps = [
+        preauth_app("app", port, "op", "[apps.access]\ngroups = [\"staff\"]"),
+        preauth_app(
+            "custom",
+            port,
+            "op",
+            "[apps.identity_headers]\nuser = \"Remote-User\"\ngroups = \"Remote-Groups\"",
+        ),
+        preauth_app("users", port, "op", "[apps.access]\nusers = [\"bob\"]"),
+        preauth_app("mfa", port, "op", "[apps.access]\nrequire_mfa = true"),
+        preauth_app(
+            "net",
+            port,
+            "op",
+            "[apps.access]\nnetworks = [\"elsewhere\"]",
+        ),
+        preauth_app(
+            "fresh",
+            port,
+            "op",
+            "[apps.access]\nmax_signin_age = \"3s\"",
+        ),
+    ];
+    let extra = format!("{providers}[locations]\nelsewhere = [\"192.0.2.0/24\"]\n");
+    let mut stack = Stack::start(name, &apps, &extra);
+    stack.add_connector("c1", "default");
+    let redirect_uris: Vec<String> = HOSTS
+        .iter()
+        .map(|h| format!("https://{h}:{}/.gatehouse/callback", stack.https_port))
+        .collect();
+    let logout_uris: Vec<String> = HOSTS
+        .iter()
+        .map(|h| format!("https://{h}:{}/", stack.https_port))
+        .collect();
+    let account = |groups: &[&str], amr: &[&str]| json!({"password": "pw-123", "email": "x@example.test", "groups": groups, "amr": amr});
+    let config = json!({
+        "issuer": issuer,
+        "clients": [{
+            "client_id": "gatehouse",
+            "client_secret": "op-secret",
+            "redirect_uris": redirect_uris,
+            "post_logout_redirect_uris": logout_uris,
+        }],
+        "accounts": {
+            "alice": {"password": "pw-123", "email": "alice@example.test", "name": "Alice Liddell",
+                      "groups": ["staff"], "amr": ["pwd"]},
+            "carol": account(&["sales"], &["pwd"]),
+            "dave": account(&["staff"], &["pwd", "mfa"]),
+        },
+    });
+    let (provider, started) = oidc::start_oidc_provider(&stack.dir, provider_port, &config);
+    assert_eq!(started, issuer);
+    wait_for_port(provider_port);
+    // The connector's tunnels: a moment after registration.
+    std::thread::sleep(Duration::from_millis(500));
+    (stack, backend, provider)
+}
+
+#[test]
+fn oidc_provider_sign_in_and_conditional_access() {
+    let (stack, _backend, _provider) = oidc_stack("preauth-op");
+    let url = |host: &str, path: &str| stack.url(host, path);
+    let jar = stack.dir.join("alice.lwp");
+
+    // alice, in group staff, signs in and reaches the app with her identity.
+    let report = oidc::scripted_login(
+        &stack,
+        &HOSTS,
+        &url("app.test", "/echo/first?x=1"),
+        "alice",
+        "pw-123",
+        Some(&jar),
+    );
+    assert_eq!(report["status"], 200, "{report}");
+    assert_eq!(
+        report["url"],
+        url("app.test", "/echo/first?x=1"),
+        "{report}"
+    );
+    let headers = echoed_headers(report["body"].as_str().unwrap());
+    assert_eq!(values(&headers, "X-Gatehouse-User"), ["alice"]);
+    assert_eq!(
+        values(&headers, "X-Gatehouse-Email"),
+        ["alice@example.test"]
+    );
+    assert_eq!(values(&headers, "X-Gatehouse-Name"), ["Alice Liddell"]);
+    assert_eq!(values(&headers, "X-Gatehouse-Groups"), ["staff"]);
+    let claims = assertion_verifies(
+        &stack,
+        "app.test",
+        values(&headers, "X-Gatehouse-Assertion")[0],
+    );
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["aud"], "https://app.test/");
+    assert!(
+        !report["body"].as_str().unwrap().contains("__Host-gh"),
+        "Gatehouse's cookies never reach the back end"
+    );
+    let attrs = &report["cookie_attrs"]["__Host-gh-session-app"];
+    assert_eq!(attrs["secure"], true, "{attrs}");
+    assert_eq!(attrs["httponly"], true, "{attrs}");
+    assert_eq!(attrs["path"], "/", "{attrs}");
+    assert_eq!(attrs["host_only"], true, "{attrs}");
+    assert_eq!(
+        attrs["samesite"].as_str().unwrap().to_ascii_lowercase(),
+        "lax"
+    );
+    let session = format!("__Host-gh-session-app={}", attrs["value"].as_str().unwrap());
+
+    // With the session cookie: other cookies pass, spoofed identity headers never do.
+    let answer = get(
+        &stack,
+        "app.test",
+        &url("app.test", "/echo/spoof"),
+        &[
+            "-H",
+            &format!("Cookie: theme=dark; {session}; lang=en"),
+            "-H",
+            "X-Gatehouse-User: mallory",
+            "-H",
+            "x_gatehouse_user: mallory",
+            "-H",
+            "X-GATEHOUSE-GROUPS: admins",
+        ],
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let headers = echoed_headers(&answer.body);
+    assert_eq!(values(&headers, "X-Gatehouse-User"), ["alice"]);
+    assert_eq!(values(&headers, "X-Gatehouse-Groups"), ["staff"]);
+    assert_eq!(values(&headers, "Cookie"), ["theme=dark; lang=en"]);
+
+    // Custom identity header names: stripped from the client in any spelling.
+    let report = oidc::scripted_login(
+        &stack,
+        &HOSTS,
+        &url("custom.test", "/echo/c"),
+        "alice",
+        "pw-123",
+        Some(&jar),
+    );
+    assert_eq!(report["status"], 200, "{report}");
+    let custom = format!(
+        "__Host-gh-session-custom={}",
+        report["cookie_attrs"]["__Host-gh-session-custom"]["value"]
+            .as_str()
+            .unwrap()
+    );
+    let answer = get(
+        &stack,
+        "custom.test",
+        &url("custom.test", "/echo/c2"),
+        &[
+            "-H",
+            &format!("Cookie: {custom}"),
+            "-H",
+            "REMOTE-USER: mallory",
+            "-H",
+            "remote_user: mallory",
+            "-H",
+            "Remote-Groups: admins",
+        ],
+    );
+    let headers = echoed_headers(&answer.body);
+    assert_eq!(values(&headers, "Remote-User"), ["alice"]);
+    assert_eq!(values(&headers, "Remote_User"), Vec::<&str>::new());
+    assert_eq!(values(&headers, "Remote-Groups"), ["staff"]);
+
+    // Denials name the check that failed.
+    let denied = |host: &str, user: &str, expect: &str| {
+        let report = oidc::scripted_login(
+            &stack,
+            &HOSTS,
+            &url(host, "/echo/denied"),
+            user,
+            "pw-123",
+            None,
+        );
+        assert_eq!(report["status"], 403, "{host} {user}: {report}");
+        let body = report["body"].as_str().unwrap();
+        assert!(body.contains(expect), "{host} {user}: {body}");
+        assert!(body.contains("request id"), "{body}");
+    };
+    denied("app.test", "carol", "Not assigned to this application");
+    denied("users.test", "alice", "Not assigned to this application");
+    denied("mfa.test", "alice", "Multi-factor authentication required");
+    denied("net.test", "alice", "Network not allowed");
+    let report = oidc::scripted_login(
+        &stack,
+        &HOSTS,
+        &url("mfa.test", "/echo/mfa"),
+        "dave",
+        "pw-123",
+        None,
+    );
+    assert_eq!(report["status"], 200, "MFA sign-in passes: {report}");
+
+    // A maximum sign-in age forces a fresh sign-in at the provider once exceeded.
+    let fresh_jar = stack.dir.join("fresh.lwp");
+    let report = oidc::scripted_login(
+        &stack,
+        &HOSTS,
+        &url("fresh.test", "/echo/f"),
+        "alice",
+        "pw-123",
+        Some(&fresh_jar),
+    );
+    assert_eq!(report["status"], 200, "{report}");
+    let fresh = format!(
+        "__Host-gh-session-fresh={}",
+        report["cookie_attrs"]["__Host-gh-session-fresh"]["value"]
+            .as_str()
+            .unwrap()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let again = get(
+        &stack,
+        "fresh.test",
+        &url("fresh.test", "/echo/f2"),
+        &["-H", &format!("Cookie: {fresh}")],
+    );
+    assert_eq!(again.status, 302, "{again:?}");
+    let location = again.header("location").unwrap();
+    assert!(
+        location.contains("prompt=login") && location.contains("max_age=3"),
+        "{location}"
+    );
+    let report = oidc::scripted_login(
+        &stack,
+        &HOSTS,
+        &url("fresh.test", "/echo/f3"),
+        "alice",
+        "pw-123",
+        Some(&fresh_jar),
+    );
+    assert_eq!(report["status"], 200, "a fresh sign-in passes: {report}");
+    assert_eq!(report["login_submitted"], true, "the provider asked again");
+
+    // Logout clears the session and goes on to the provider's end-session endpoint.
+    let out = get(
+        &stack,
+        "app.test",
+        &url("app.test", "/.gatehouse/logout"),
+        &["-H", &format!("Cookie: {session}")],
+    );
+    assert_eq!(out.status, 302, "{out:?}");
+    assert!(
+        out.header("location").unwrap().contains("/session/end"),
+        "{out:?}"
+    );
+    assert!(out.headers.iter().any(|(n, v)| n == "set-cookie"
+        && v.starts_with("__Host-gh-session-app=;")
+        && v.contains("Max-Age=0")));
+}
+
+#[test]
+fn chromium_signs_in_through_oidc_provider_and_sees_the_user() {
+    let (stack, _backend, _provider) = oidc_stack("preauth-chromium");
+    let report = oidc::chromium_login(
+        &stack.url("app.test", "/echo/from-chromium"),
+        "alice",
+        "pw-123",
+        None,
+    );
+    assert_eq!(report["status"], 200, "{report}");
+    let text = report["text"].as_str().unwrap();
+    assert!(text.contains("X-Gatehouse-User"), "{text}");
+    assert!(text.contains("\"alice\""), "{text}");
+    assert!(
+        report["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/echo/from-chromium"),
+        "{report}"
+    );
+}
+
+/// Modes of the misbehaving provider: each is the client id of a provider entry and the
+/// name of an app.
+const ROGUE_MODES: [&str; 10] = [
+    "ok", "nonce", "aud", "iss", "expired", "none", "hs256", "sig", "overage", "old",
+];
+
+#[test]
+fn token_cookie_state_and_redirect_attacks_are_refused() {
+    let dir = temp_dir("attacks-backend");
+    let log = dir.join("requests.jsonl");
+    let (_backend, port) = backend(Some(&log));
+    let (_rogue, issuer) = oidc::start_rogue();
+    let mut extra = String::new();
+    for mode in ROGUE_MODES {
+        extra.push_str(&format!(
+            "[[providers]]\nname = \"{mode}\"\nissuer = \"{issuer}\"\nclient_id = \"{mode}\"\n\
+             client_secret = \"x\"\ninsecure_http_for_tests = true\n"
+        ));
+    }
+    let mut apps: Vec<AppSpec> = ROGUE_MODES
+        .iter()
+        .map(|&mode| {
+            let access = match mode {
+                "overage" => "[apps.access]\ngroups = [\"staff\"]",
+                "old" => "[apps.access]\nmax_signin_age = \"1h\"",
+                _ => "",
+            };
+            preauth_app(mode, port, mode, access)
+        })
+        .collect();
+    apps.push(preauth_app(
+        "short",
+        port,
+        "ok",
+        "session_lifetime = \"2s\"",
+    ));
+    let mut stack = Stack::start("attacks", &apps, &extra);
+    stack.add_connector("c1", "default");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The well-behaved mode works end to end.
+    let (answer, _) = oidc::rogue_sign_in(&stack, "ok.test", "/echo/allowed-1");
+    assert_eq!(answer.status, 302, "{answer:?}");
+    assert_eq!(answer.header("location"), Some("/echo/allowed-1"));
+    let session = answer.set_cookie("__Host-gh-session-ok").expect("session");
+    let with = |cookie: &str| vec!["-H".to_owned(), format!("Cookie: {cookie}")];
+    let fetch = |host: &str, path: &str, args: Vec<String>| -> Exchange {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        get(&stack, host, &stack.url(host, path), &refs)
+    };
+    let ok = fetch("ok.test", "/echo/allowed-2", with(&session));
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(
+        values(&echoed_headers(&ok.body), "X-Gatehouse-User"),
+        ["alice"]
+    );
+
+    // Cookies: tampered, from another app, expired: no session, sign in again.
+    let (name, value) = session.split_once('=').unwrap();
+    let mut tampered = value.as_bytes().to_vec();
+    let i = tampered.len() / 2;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let tampered = format!("{name}={}", String::from_utf8(tampered).unwrap());
+    let answer = fetch("ok.test", "/echo/refused-tampered", with(&tampered));
+    assert_eq!(answer.status, 302, "tampered: {answer:?}");
+    let cross = format!("__Host-gh-session-short={value}");
+    let answer = fetch("short.test", "/echo/refused-cross-app", with(&cross));
+    assert_eq!(answer.status, 302, "another app's cookie: {answer:?}");
+    let (answer, _) = oidc::rogue_sign_in(&stack, "short.test", "/echo/allowed-3");
+    let short = answer.set_cookie("__Host-gh-session-short").unwrap();
+    assert_eq!(
+        fetch("short.test", "/echo/allowed-4", with(&short)).status,
+        200
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let answer = fetch("short.test", "/echo/refused-expired", with(&short));
+    assert_eq!(answer.status, 302, "expired: {answer:?}");
+
+    // State: forged, and replayed from another sign-in.
+    let start = fetch("ok.test", "/echo/x", vec![]);
+    let login = start.set_cookie("__Host-gh-login-ok").unwrap();
+    let forged = fetch(
+        "ok.test",
+        "/.gatehouse/callback?code=abc&state=forged",
+        with(&login),
+    );
+    assert_eq!(forged.status, 400, "{forged:?}");
+    assert!(forged.body.contains("Sign-in state mismatch"), "{forged:?}");
+    let first = fetch("ok.test", "/echo/y", vec![]);
+    let first_login = first.set_cookie("__Host-gh-login-ok").unwrap();
+    let at_provider = oidc::parse_exchange(&String::from_utf8_lossy(
+        &std::process::Command::new("curl")
+            .args(["-sS", "-i", first.header("location").unwrap()])
+            .output()
+            .unwrap()
+            .stdout,
+    ));
+    let callback = at_provider.header("location").unwrap().to_owned();
+    let replayed = get(
+        &stack,
+        "ok.test",
+        &callback,
+        &["-H", &format!("Cookie: {login}")],
+    );
+    assert_eq!(
+        replayed.status, 400,
+        "state from another sign-in: {replayed:?}"
+    );
+    assert!(replayed.body.contains("Sign-in state mismatch"));
+    let no_state = get(&stack, "ok.test", &callback, &[]);
+    assert_eq!(no_state.status, 400);
+    assert!(
+        no_state.body.contains("Sign-in state missing"),
+        "{no_state:?}"
+    );
+    let good = get(
+        &stack,
+        "ok.test",
+        &callback,
+        &["-H", &format!("Cookie: {first_login}")],
+    );
+    assert_eq!(good.status, 302, "the rightful browser finishes: {good:?}");
+
+    // ID tokens that fail a check: each page names the check.
+    for (mode, expect) in [
+        ("nonce", "(nonce)"),
+        ("aud", "(aud)"),
+        ("iss", "(iss)"),
+        ("expired", "(exp)"),
+        ("none", "algorithm (alg) is not allowed"),
+        ("hs256", "algorithm (alg) is not allowed"),
+        ("sig", "signature does not verify"),
+    ] {
+        let host = format!("{mode}.test");
+        let (answer, _) = oidc::rogue_sign_in(&stack, &host, "/echo/refused-token");
+        assert_eq!(answer.status, 401, "{mode}: {answer:?}");
+        assert!(
+            answer.body.contains("Sign-in token rejected"),
+            "{mode}: {}",
+            answer.body
+        );
+        assert!(answer.body.contains(expect), "{mode}: {}", answer.body);
+        assert!(answer
+            .set_cookie(&format!("__Host-gh-session-{mode}"))
+            .is_none());
+    }
+
+    // Group overage is said, not silently denied.
+    let (answer, _) = oidc::rogue_sign_in(&stack, "overage.test", "/echo/refused-overage");
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert!(answer.body.contains("group overage"), "{}", answer.body);
+
+    // Sign-in too old: a fresh sign-in is asked for; the provider's answer is old again.
+    let (answer, _) = oidc::rogue_sign_in(&stack, "old.test", "/echo/refused-old");
+    assert_eq!(answer.status, 302, "{answer:?}");
+    let location = answer.header("location").unwrap();
+    assert!(location.contains("prompt=login"), "{location}");
+    let login = answer.set_cookie("__Host-gh-login-old").unwrap();
+    let at_provider = oidc::parse_exchange(&String::from_utf8_lossy(
+        &std::process::Command::new("curl")
+            .args(["-sS", "-i", location])
+            .output()
+            .unwrap()
+            .stdout,
+    ));
+    let callback = at_provider.header("location").unwrap().to_owned();
+    let answer = get(
+        &stack,
+        "old.test",
+        &callback,
+        &["-H", &format!("Cookie: {login}")],
+    );
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert!(answer.body.contains("Sign-in too old"), "{}", answer.body);
+
+    // Open redirects: the way back is a path on the app's own host, never another host.
+    for path in ["//evil.example/x", "/\\evil.example/x"] {
+        let (answer, _) = oidc::rogue_sign_in(&stack, "ok.test", path);
+        assert_eq!(answer.status, 302, "{path}: {answer:?}");
+        assert_eq!(answer.header("location"), Some("/"), "{path}");
+    }
+
+    // Bearer tokens of non-browser clients, checked like ID tokens.
+    let mint = |query: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", &format!("{issuer}/mint?{query}")])
+            .output()
+            .unwrap();
+        text(&out)
+    };
+    let bearer = |token: &str, path: &str| {
+        fetch(
+            "ok.test",
+            path,
+            vec!["-H".into(), format!("Authorization: Bearer {token}")],
+        )
+    };
+    let answer = bearer(&mint("mode=ok&aud=ok"), "/echo/allowed-bearer");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let headers = echoed_headers(&answer.body);
+    assert_eq!(values(&headers, "X-Gatehouse-User"), ["alice"]);
+    assert!(
+        values(&headers, "Authorization").is_empty(),
+        "the token stays at the edge"
+    );
+    for (query, expect) in [
+        ("mode=ok&aud=someone-else", "(aud)"),
+        ("mode=expired&aud=ok", "(exp)"),
+        ("mode=none&aud=ok", "algorithm (alg) is not allowed"),
+        ("mode=sig&aud=ok", "signature does not verify"),
+    ] {
+        let answer = bearer(&mint(query), "/echo/refused-bearer");
+        assert_eq!(answer.status, 401, "{query}: {answer:?}");
+        assert!(answer.body.contains(expect), "{query}: {}", answer.body);
+    }
+    let post = fetch(
+        "ok.test",
+        "/echo/refused-post",
+        vec!["-X".into(), "POST".into()],
+    );
+    assert_eq!(post.status, 401, "{post:?}");
+    assert!(post.body.contains("Sign-in required"));
+
+    // Nothing refused ever reached the back end.
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert!(!seen.contains("refused"), "{seen}");
+    assert!(seen.contains("allowed-bearer"), "{seen}");
+}
