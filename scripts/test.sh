@@ -20,6 +20,16 @@ need python3 || apt_install python3
 need openssl || apt_install openssl
 # nginx is an internal app in the end-to-end tests (Debian puts it in /usr/sbin).
 [ -x /usr/sbin/nginx ] || need nginx || apt_install nginx-light || apt_install nginx
+# The pre-authentication tests use the real oidc-provider (npm) and headless Chromium
+# (Debian's package; playwright-core drives it and downloads no browser).
+need node || apt_install nodejs
+need npm || apt_install npm
+[ -x /usr/bin/chromium ] || apt_install chromium
+if [ ! -d tests/support/oidc/node_modules/oidc-provider ] \
+   || [ ! -d tests/support/oidc/node_modules/playwright-core ]; then
+  echo "test.sh: npm ci in tests/support/oidc"
+  (cd tests/support/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -15,6 +15,55 @@ use gatehouse_http1::{BodyDecoder, Limits};
 
 /// Host name the demo app is published at (`*.localhost` resolves to loopback everywhere).
 const DEMO_HOST: &str = "app.localhost";
+/// The same app, published with multi-factor sign-in required.
+const SECURE_HOST: &str = "secure.localhost";
+/// The same app, published in passthrough mode (no sign-in at the edge).
+const PUBLIC_HOST: &str = "public.localhost";
+
+/// The demo's users of the development identity provider: name, password, groups, TOTP.
+const DEMO_USERS: [(&str, &str, &[&str], Option<&str>); 3] = [
+    ("alice", "alice-demo", &["staff"], None),
+    // A well-known example secret: this is a demo; real users get their own.
+    (
+        "bob",
+        "bob-demo",
+        &["staff", "admins"],
+        Some("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"),
+    ),
+    ("carol", "carol-demo", &["sales"], None),
+];
+
+/// PBKDF2 iterations for the demo users: few, so that a debug build signs in quickly.
+const DEMO_HASH_ITERATIONS: u32 = 10_000;
+
+/// The `[dev_idp]` table and the apps of the demo's configuration.
+fn demo_config(app_port: u16) -> String {
+    let mut text = String::from("[dev_idp]\n");
+    for (user, password, groups, totp) in DEMO_USERS {
+        let hash = gatehouse_service::devidp::hash_password(password, DEMO_HASH_ITERATIONS);
+        let groups: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();
+        text.push_str(&format!(
+            "[[dev_idp.users]]\nusername = \"{user}\"\npassword_hash = \"{hash}\"\n\
+             email = \"{user}@example.com\"\ngroups = [{}]\n",
+            groups.join(", ")
+        ));
+        if let Some(secret) = totp {
+            text.push_str(&format!("totp_secret = \"{secret}\"\n"));
+        }
+    }
+    let internal = format!("http://127.0.0.1:{app_port}/");
+    text.push_str(&format!(
+        "\n[[apps]]\nname = \"demo\"\nexternal_url = \"https://{DEMO_HOST}/\"\n\
+         internal_url = \"{internal}\"\nmode = \"preauth\"\nprovider = \"dev\"\n\
+         [apps.access]\ngroups = [\"staff\"]\n\n\
+         [[apps]]\nname = \"secure\"\nexternal_url = \"https://{SECURE_HOST}/\"\n\
+         internal_url = \"{internal}\"\nmode = \"preauth\"\nprovider = \"dev\"\n\
+         [apps.access]\ngroups = [\"admins\"]\nrequire_mfa = true\n\n\
+         [[apps]]\nname = \"public\"\nexternal_url = \"https://{PUBLIC_HOST}/\"\n\
+         internal_url = \"{internal}\"\nmode = \"passthrough\"\n"
+    ));
+    text
+}
 
 /// Options of the demo.
 #[derive(Debug)]
@@ -59,12 +108,10 @@ pub(crate) fn run(options: DemoOptions) -> anyhow::Result<()> {
         &config,
         format!(
             "# Written by `gatehouse demo`.\nstate_dir = \"state\"\npublic_name = \"localhost\"\n\n\
-             [listen]\nhttps = \"127.0.0.1:{https}\"\ntunnel = \"127.0.0.1:{tunnel}\"\n\n\
-             [[apps]]\nname = \"demo\"\nexternal_url = \"https://{DEMO_HOST}/\"\n\
-             internal_url = \"http://127.0.0.1:{app}/\"\nmode = \"passthrough\"\n",
+             [listen]\nhttps = \"127.0.0.1:{https}\"\ntunnel = \"127.0.0.1:{tunnel}\"\n\n{apps}",
             https = options.https_port,
             tunnel = options.tunnel_port,
-            app = options.app_port
+            apps = demo_config(options.app_port),
         ),
     )?;
     let service_log = std::fs::File::create(dir.join("service.log"))?;
@@ -124,9 +171,26 @@ pub(crate) fn run(options: DemoOptions) -> anyhow::Result<()> {
     );
 
     let url = format!("https://{DEMO_HOST}:{}/", options.https_port);
+    let port = options.https_port;
     println!();
     println!("Gatehouse demo is running (files in {}).", dir.display());
-    println!("  Open {url}");
+    println!("  Open {url}  (sign-in required; group staff)");
+    println!("       https://{SECURE_HOST}:{port}/  (group admins, with a one-time code)");
+    println!("       https://{PUBLIC_HOST}:{port}/  (passthrough: no sign-in at the edge)");
+    println!("  Demo users of the built-in development identity provider:");
+    for (user, password, groups, totp) in DEMO_USERS {
+        println!(
+            "    {user} / {password}  (groups: {}){}",
+            groups.join(", "),
+            match totp {
+                Some(secret) => format!(
+                    "; one-time codes from TOTP secret {secret} \
+                     (`gatehouse dev-idp code --secret {secret}`)"
+                ),
+                None => String::new(),
+            }
+        );
+    }
     println!(
         "  The certificate comes from the demo's own CA: {}",
         dir.join("state/ca.pem").display()
@@ -189,9 +253,22 @@ pub(crate) fn app(port: u16) -> anyhow::Result<()> {
                                     escape(&String::from_utf8_lossy(f.value))
                                 ));
                             }
+                            let who = match head.fields.get("x-gatehouse-user") {
+                                Some(user) => format!(
+                                    "<p id=\"user\">Signed in as <strong>{}</strong> \
+                                     (groups: {}). <a href=\"/.gatehouse/logout\">Sign out</a></p>",
+                                    escape(&String::from_utf8_lossy(user)),
+                                    escape(&String::from_utf8_lossy(
+                                        head.fields.get("x-gatehouse-groups").unwrap_or(b"none")
+                                    ))
+                                ),
+                                None => "<p id=\"user\">No one signed in at the edge \
+                                         (passthrough mode).</p>"
+                                    .to_owned(),
+                            };
                             let page = format!(
                                 "<!doctype html><html><head><meta charset=\"utf-8\"><title>Gatehouse demo app</title></head>\
-                                 <body><h1>Hello from the internal app</h1><p>This page is served by an app on 127.0.0.1 \
+                                 <body><h1>Hello from the internal app</h1>{who}<p>This page is served by an app on 127.0.0.1 \
                                  that accepts no connection from outside; you reached it through Gatehouse.</p>\
                                  <p><code>{} {}</code></p><table border=\"1\">{rows}</table></body></html>\n",
                                 escape(head.method_str()),

@@ -74,6 +74,12 @@ enum DevIdpCommand {
     },
     /// Prints a new base32 TOTP secret for `[[dev_idp.users]] totp_secret`.
     TotpSecret,
+    /// Prints the current one-time code of a TOTP secret (for trying MFA without an app).
+    Code {
+        /// The base32 secret.
+        #[arg(long)]
+        secret: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -201,6 +207,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "{}",
                     gatehouse_service::devidp::hash_password(password, iterations)
                 );
+                Ok(())
+            }
+            DevIdpCommand::Code { secret } => {
+                let now = gatehouse_service::unix_now();
+                match gatehouse_service::devidp::totp(&secret, now) {
+                    Some(code) => println!("{code:06}"),
+                    None => bail!("the secret is not base32"),
+                }
                 Ok(())
             }
             DevIdpCommand::TotpSecret => {

@@ -839,61 +839,6 @@ fn nginx_as_the_internal_app() {
 }
 
 #[test]
-fn demo_command_serves_the_sample_app() {
-    let dir = temp_dir("demo");
-    let (https, tunnel, app) = (free_port(), free_port(), free_port());
-    let child = gatehouse()
-        .args(["demo", "--https-port", &https.to_string()])
-        .args([
-            "--tunnel-port",
-            &tunnel.to_string(),
-            "--app-port",
-            &app.to_string(),
-            "--dir",
-        ])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut demo = Proc {
-        child,
-        name: "demo".into(),
-    };
-    wait_for_port(https);
-    let start = Instant::now();
-    loop {
-        let out = std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "5", "--cacert"])
-            .arg(dir.join("state/ca.pem"))
-            .args(["--resolve", &format!("app.localhost:{https}:127.0.0.1")])
-            .arg(format!("https://app.localhost:{https}/hello"))
-            .output()
-            .unwrap();
-        if text(&out).contains("Hello from the internal app") {
-            assert!(text(&out).contains("X-Forwarded-For"));
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "demo never served the app"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // SIGTERM stops the demo and everything it started.
-    let _ = std::process::Command::new("kill")
-        .arg(demo.pid().to_string())
-        .status();
-    let status = demo.child.wait().unwrap();
-    assert!(status.success());
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", https)).is_err(),
-        "service still running"
-    );
-}
-
-#[test]
 fn sighup_reload_adds_an_app_without_dropping_streams() {
     let (stack, _backend, _log) = ready_stack("reload");
     let port = {

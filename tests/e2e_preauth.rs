@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -593,4 +593,85 @@ fn token_cookie_state_and_redirect_attacks_are_refused() {
     let seen = std::fs::read_to_string(&log).unwrap();
     assert!(!seen.contains("refused"), "{seen}");
     assert!(seen.contains("allowed-bearer"), "{seen}");
+}
+
+#[test]
+fn demo_command_runs_the_whole_product_with_sign_in() {
+    let dir = temp_dir("demo");
+    let (https, tunnel, app) = (free_port(), free_port(), free_port());
+    let child = gatehouse()
+        .args(["demo", "--https-port", &https.to_string()])
+        .args([
+            "--tunnel-port",
+            &tunnel.to_string(),
+            "--app-port",
+            &app.to_string(),
+            "--dir",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut demo = Proc {
+        child,
+        name: "demo".into(),
+    };
+    wait_for_port(https);
+    let start = Instant::now();
+    loop {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(dir.join("state/ca.pem"))
+            .args(["--resolve", &format!("public.localhost:{https}:127.0.0.1")])
+            .arg(format!("https://public.localhost:{https}/hello"))
+            .output()
+            .unwrap();
+        if text(&out).contains("Hello from the internal app") {
+            assert!(text(&out).contains("X-Forwarded-For"));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "demo never served the app"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The published app: sign-in with the built-in provider, in a real browser.
+    let report = oidc::chromium_login(
+        &format!("https://app.localhost:{https}/hello"),
+        "alice",
+        "alice-demo",
+        None,
+    );
+    let page = report["text"].as_str().unwrap_or_default();
+    assert!(page.contains("Signed in as alice"), "{report}");
+    assert!(page.contains("Hello from the internal app"), "{report}");
+    // The multi-factor app: bob with his one-time code; alice is not assigned.
+    let report = oidc::chromium_login(
+        &format!("https://secure.localhost:{https}/"),
+        "bob",
+        "bob-demo",
+        Some("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"),
+    );
+    let page = report["text"].as_str().unwrap_or_default();
+    assert!(page.contains("Signed in as bob"), "{report}");
+    let report = oidc::chromium_login(
+        &format!("https://secure.localhost:{https}/"),
+        "alice",
+        "alice-demo",
+        None,
+    );
+    assert_eq!(report["status"], 403, "{report}");
+    // SIGTERM stops the demo and everything it started.
+    let _ = std::process::Command::new("kill")
+        .arg(demo.pid().to_string())
+        .status();
+    let status = demo.child.wait().unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", https)).is_err(),
+        "service still running"
+    );
 }
