@@ -7,7 +7,7 @@
 //! (replaced on reload, picked up through a generation counter) and the TLS configurations.
 #![forbid(unsafe_code)]
 
-mod auth;
+pub mod auth;
 pub mod config;
 mod control;
 pub mod devidp;

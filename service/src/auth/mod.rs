@@ -6,7 +6,7 @@
 //! runs on sign-in.
 
 pub(crate) mod flow;
-pub(crate) mod policy;
+pub mod policy;
 pub(crate) mod provider;
 
 use std::cell::RefCell;
@@ -23,11 +23,11 @@ use policy::{Denial, Facts};
 
 /// Every cookie Gatehouse sets starts with this; all of them are removed from requests
 /// before they are forwarded.
-pub(crate) const COOKIE_PREFIX: &[u8] = b"__Host-gh-";
+pub const COOKIE_PREFIX: &[u8] = b"__Host-gh-";
 /// The session cookie of an app: this, then the app name.
-pub(crate) const SESSION_COOKIE: &str = "__Host-gh-session-";
+pub const SESSION_COOKIE: &str = "__Host-gh-session-";
 /// The pending-login cookie of an app: this, then the app name.
-pub(crate) const LOGIN_COOKIE: &str = "__Host-gh-login-";
+pub const LOGIN_COOKIE: &str = "__Host-gh-login-";
 /// Where the provider sends the browser back, under the app's path prefix.
 pub(crate) const CALLBACK: &str = ".gatehouse/callback";
 /// Signs out, under the app's path prefix.
@@ -38,7 +38,7 @@ pub(crate) const JWKS_PATH: &[u8] = b"/.gatehouse/jwks.json";
 pub(crate) const LOGIN_TTL: u64 = 600;
 
 /// A cookie name for `app` into `buf`: no allocation on the request path.
-pub(crate) fn cookie_name<'b>(prefix: &'static str, app: &str, buf: &'b mut [u8; 96]) -> &'b str {
+pub fn cookie_name<'b>(prefix: &'static str, app: &str, buf: &'b mut [u8; 96]) -> &'b str {
     let len = (prefix.len() + app.len()).min(buf.len());
     let (head, tail) = buf.split_at_mut(prefix.len());
     head.copy_from_slice(prefix.as_bytes());
@@ -49,7 +49,7 @@ pub(crate) fn cookie_name<'b>(prefix: &'static str, app: &str, buf: &'b mut [u8;
 }
 
 /// The value of cookie `name` in Cookie field values (`a=b; c=d`), if present.
-pub(crate) fn find_cookie<'v>(
+pub fn find_cookie<'v>(
     cookie_fields: impl Iterator<Item = &'v [u8]>,
     name: &str,
 ) -> Option<&'v [u8]> {
@@ -68,7 +68,7 @@ pub(crate) fn find_cookie<'v>(
 
 /// Writes the Cookie field values without Gatehouse's own cookies into `out` (joined with
 /// `; `). Returns false when nothing is left (then no Cookie field is sent).
-pub(crate) fn strip_own_cookies<'v>(
+pub fn strip_own_cookies<'v>(
     cookie_fields: impl Iterator<Item = &'v [u8]>,
     out: &mut Vec<u8>,
 ) -> bool {
@@ -98,24 +98,36 @@ fn trim(bytes: &[u8]) -> &[u8] {
 }
 
 /// What the session cookie says about a request.
-pub(crate) enum Gate<'s> {
+pub enum Gate<'s> {
     /// Signed in and allowed.
     Allow(SessionView<'s>),
     /// No usable session: sign in (again). `fresh` asks the provider for a new sign-in
     /// (the old one is too old for this app).
-    SignIn { fresh: bool },
+    SignIn {
+        /// The app's maximum sign-in age was exceeded: ask the provider for a new sign-in.
+        fresh: bool,
+    },
     /// Signed in, but the policy says no.
     Deny(Denial),
 }
 
 /// Per-connection buffers of the request path, allocated once per connection.
-pub(crate) struct Scratch {
-    pub(crate) open: Box<[u8; SCRATCH_LEN]>,
-    pub(crate) cookie: Vec<u8>,
+pub struct Scratch {
+    /// Where the session cookie is opened.
+    pub open: Box<[u8; SCRATCH_LEN]>,
+    /// The Cookie field without Gatehouse's own cookies.
+    pub cookie: Vec<u8>,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Scratch {
-    pub(crate) fn new() -> Self {
+    /// Buffers for one connection.
+    pub fn new() -> Self {
         Scratch {
             open: Box::new([0; SCRATCH_LEN]),
             cookie: Vec::with_capacity(512),
@@ -124,7 +136,7 @@ impl Scratch {
 }
 
 /// Opens the app's session cookie and applies its policy.
-pub(crate) fn check_session<'s, 'v>(
+pub fn check_session<'s, 'v>(
     keyring: &Keyring,
     app: &App,
     preauth: &Preauth,

@@ -7,7 +7,7 @@ use crate::config::{Access, IpNet};
 
 /// Why a user is turned away. Each names one check, for the page and the event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Denial {
+pub enum Denial {
     /// The client address is outside the app's networks.
     Network,
     /// The user, or one of their groups, is on the app's deny list.
@@ -24,7 +24,7 @@ pub(crate) enum Denial {
 
 impl Denial {
     /// The status, title and explanation of the page.
-    pub(crate) fn page(self) -> (u16, &'static str, &'static str) {
+    pub fn page(self) -> (u16, &'static str, &'static str) {
         match self {
             Denial::Network => (
                 403,
@@ -67,21 +67,27 @@ impl Denial {
 }
 
 /// What the policy looks at about a user.
-pub(crate) struct Facts<'a, G> {
-    pub(crate) subject: &'a str,
-    pub(crate) user_name: &'a str,
-    pub(crate) email: &'a str,
+pub struct Facts<'a, G> {
+    /// The provider's subject.
+    pub subject: &'a str,
+    /// The user name.
+    pub user_name: &'a str,
+    /// The e-mail address, or "".
+    pub email: &'a str,
     /// Whether the user is in a group.
-    pub(crate) in_group: G,
-    pub(crate) groups_overage: bool,
-    pub(crate) mfa: bool,
-    pub(crate) auth_time: u64,
+    pub in_group: G,
+    /// The provider left groups out (too many).
+    pub groups_overage: bool,
+    /// The sign-in used more than one factor.
+    pub mfa: bool,
+    /// When the user signed in, Unix seconds.
+    pub auth_time: u64,
 }
 
 /// Checks `facts` from `client` against `access` at `now`. Order: network, deny lists,
 /// assignment, MFA, sign-in age (the first failure is the one the user can act on least,
 /// so it is not hidden behind one they could fix).
-pub(crate) fn check<G: Fn(&str) -> bool>(
+pub fn check<G: Fn(&str) -> bool>(
     access: &Access,
     facts: &Facts<'_, G>,
     client: IpAddr,
@@ -128,7 +134,7 @@ pub(crate) fn check<G: Fn(&str) -> bool>(
 /// The client's address for network rules: the socket peer, or, when the peer is a trusted
 /// proxy, the right-most address in X-Forwarded-For that is not itself a trusted proxy
 /// (entries further left were written by the client and prove nothing).
-pub(crate) fn client_ip<'v>(
+pub fn client_ip<'v>(
     peer: SocketAddr,
     trusted: &[IpNet],
     forwarded_for: impl Iterator<Item = &'v [u8]>,

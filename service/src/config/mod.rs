@@ -978,7 +978,13 @@ mod tests {
             (&wiki.internal.host, wiki.internal.port),
             (&exact("wiki.corp"), 8080)
         );
-        assert_eq!(wiki.mode, Mode::Passthrough);
+        assert_eq!(wiki.mode, Mode::Preauth);
+        let preauth = wiki.preauth.as_ref().unwrap();
+        assert_eq!(preauth.provider, "corp");
+        assert_eq!(preauth.access.networks.len(), 3);
+        assert_eq!(c.providers[0].client_auth, ClientAuth::Basic);
+        assert_eq!(c.trusted_proxies.len(), 1);
+        assert_eq!(lab.mode, Mode::Passthrough);
         let suffix = ".apps.example.com".to_owned();
         assert_eq!(lab.external.host, HostPattern::Wildcard { suffix });
         assert_eq!(lab.internal.host_for("grafana"), "grafana.corp.internal");

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark on loopback, in one run, side by side:
+#   direct    wrk -> nginx back end (plain HTTP)                       the floor
+#   nginx     wrk -> nginx TLS reverse proxy -> back end               one hop, the peer to beat
+#   gh-pass   wrk -> Gatehouse service (TLS) -> tunnel -> connector -> back end   passthrough app
+#   gh-pre    the same, preauth app, with a valid session cookie
+# for a 1 KiB and a 1 MiB file, at 64 and 256 connections; then Gatehouse passthrough with one
+# and with two service workers (thread-per-core scaling).
+#
+# Pinning (2-core machines): wrk runs on CPU 1; every server process (back end, proxy,
+# service, connector) runs on CPU 0, so each proxy gets the same single core and the load
+# generator never steals it. The scaling run leaves the servers unpinned.
+#
+# Usage: benches/load.sh [seconds per run, default 10]
+# Needs: wrk, nginx, openssl, python3, curl (installed with apt-get when missing), and a
+# release build (`cargo build --release`, done here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+ROOT="$(pwd)"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+apt_install() {
+  echo "load.sh: installing $*"
+  apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+need wrk || apt_install wrk
+[ -x /usr/sbin/nginx ] || need nginx || apt_install nginx-light
+need openssl || apt_install openssl
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+cargo build --release --quiet
+GH="$ROOT/target/release/gatehouse"
+
+WORK="$(mktemp -d /tmp/gatehouse-load.XXXXXX)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+CPUS=$(nproc)
+if [ "$CPUS" -ge 2 ]; then SERVER_CPU=0; CLIENT_CPU=1; else SERVER_CPU=0; CLIENT_CPU=0; fi
+on_server() { taskset -c "$SERVER_CPU" "$@"; }
+
+BACKEND=18900; PROXY=18901; HTTPS=18902; TUNNEL=18903
+mkdir -p "$WORK/www" "$WORK/tmp"
+head -c 1024 /dev/urandom > "$WORK/www/1k.bin"
+head -c 1048576 /dev/urandom > "$WORK/www/1m.bin"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=proxy.test -keyout "$WORK/proxy.key" -out "$WORK/proxy.pem" 2>/dev/null
+
+# One worker each, like the one core they get; access logs off for all.
+cat > "$WORK/nginx.conf" <<EOF
+daemon off; worker_processes 1; error_log $WORK/error.log; pid $WORK/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off; client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp;
+  fastcgi_temp_path $WORK/tmp; uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
+  keepalive_requests 1000000;
+  sendfile on;
+  server { listen 127.0.0.1:$BACKEND; root $WORK/www; }
+}
+EOF
+cat > "$WORK/proxy.conf" <<EOF
+daemon off; worker_processes 1; error_log $WORK/proxy-error.log; pid $WORK/proxy.pid;
+events { worker_connections 4096; }
+http {
+  access_log off; client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp;
+  fastcgi_temp_path $WORK/tmp; uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 256; }
+  server {
+    listen 127.0.0.1:$PROXY ssl; ssl_certificate $WORK/proxy.pem; ssl_certificate_key $WORK/proxy.key;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_buffering on; }
+  }
+}
+EOF
+on_server "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null & PIDS+=($!)
+on_server "$NGINX" -c "$WORK/proxy.conf" -p "$WORK" 2>/dev/null & PIDS+=($!)
+
+start_gatehouse() { # workers, pin (yes/no)
+  local workers=$1 pin=$2
+  local hash
+  hash=$(echo bench-pw | "$GH" dev-idp hash --iterations 1000)
+  cat > "$WORK/service.toml" <<EOF
+state_dir = "state"
+workers = $workers
+public_name = "localhost"
+hsts = "off"
+[listen]
+https = "127.0.0.1:$HTTPS"
+tunnel = "127.0.0.1:$TUNNEL"
+[dev_idp]
+[[dev_idp.users]]
+username = "bench"
+password_hash = "$hash"
+groups = ["staff"]
+[[apps]]
+name = "pass"
+external_url = "https://pass.test/"
+internal_url = "http://127.0.0.1:$BACKEND/"
+[[apps]]
+name = "pre"
+external_url = "https://pre.test/"
+internal_url = "http://127.0.0.1:$BACKEND/"
+mode = "preauth"
+provider = "dev"
+[apps.access]
+groups = ["staff"]
+EOF
+  rm -rf "$WORK/state" "$WORK/connector"
+  if [ "$pin" = yes ]; then
+    on_server "$GH" service run --config "$WORK/service.toml" 2>"$WORK/service.log" & PIDS+=($!)
+  else
+    "$GH" service run --config "$WORK/service.toml" 2>"$WORK/service.log" & PIDS+=($!)
+  fi
+  SERVICE_PID=$!
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$TUNNEL" 2>/dev/null && break
+    (echo > /dev/tcp/127.0.0.1/$TUNNEL) 2>/dev/null && break; sleep 0.1; done
+  "$GH" service token create --config "$WORK/service.toml" --role admin --ttl 10m > "$WORK/token"
+  "$GH" connector register --service "https://localhost:$TUNNEL" --token "@$WORK/token" \
+    --group default --state-dir "$WORK/connector" >/dev/null 2>&1
+  if [ "$pin" = yes ]; then
+    on_server "$GH" connector run --state-dir "$WORK/connector" 2>"$WORK/connector.log" & PIDS+=($!)
+  else
+    "$GH" connector run --state-dir "$WORK/connector" 2>"$WORK/connector.log" & PIDS+=($!)
+  fi
+  CONNECTOR_PID=$!
+  for _ in $(seq 100); do
+    code=$(curl -sk -o /dev/null -w '%{http_code}' --resolve "pass.test:$HTTPS:127.0.0.1" \
+      "https://pass.test:$HTTPS/1k.bin" || true)
+    [ "$code" = 200 ] && break; sleep 0.1
+  done
+  sleep 1
+}
+
+stop_gatehouse() {
+  kill "$SERVICE_PID" "$CONNECTOR_PID" 2>/dev/null || true
+  wait "$SERVICE_PID" "$CONNECTOR_PID" 2>/dev/null || true
+}
+
+session_cookie() {
+  python3 tests/support/oidc/login.py --ca "$WORK/state/ca.pem" \
+    --resolve "pre.test:$HTTPS:127.0.0.1" --resolve "localhost:$HTTPS:127.0.0.1" \
+    --user bench --password bench-pw --url "https://pre.test:$HTTPS/1k.bin" 2>/dev/null \
+    | tail -1 | python3 -c 'import json,sys; r=json.load(sys.stdin); print("__Host-gh-session-pre=" + r["cookie_attrs"]["__Host-gh-session-pre"]["value"])'
+}
+
+RESULTS="$WORK/results.tsv"
+: > "$RESULTS"
+# run NAME SIZE CONNECTIONS URL [wrk header args...]
+run() {
+  local name=$1 size=$2 conns=$3 url=$4; shift 4
+  local out
+  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$@" "$url" 2>&1)
+  local rps p50 p99 rate non2xx
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  rate=$(awk '/^Transfer\/sec:/ {print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' <<<"$out")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$rate" "${non2xx:-0}" >> "$RESULTS"
+  printf '  %-8s %-3s c=%-4s %10s req/s  p50 %-9s p99 %-9s %10s/s  non-2xx %s\n' \
+    "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$rate" "${non2xx:-0}"
+}
+
+echo "== load: ${DURATION}s per run; servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
+start_gatehouse 1 yes
+COOKIE=$(session_cookie)
+for size in 1k 1m; do
+  for conns in 64 256; do
+    run direct "$size" "$conns" "http://127.0.0.1:$BACKEND/$size.bin"
+    run nginx "$size" "$conns" "https://127.0.0.1:$PROXY/$size.bin"
+    run gh-pass "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" -H "Host: pass.test"
+    run gh-pre "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" -H "Host: pre.test" \
+      -H "Cookie: $COOKIE"
+  done
+done
+echo "== resident memory after the runs: service $(awk '/VmRSS/ {print $2, $3}' /proc/$SERVICE_PID/status), connector $(awk '/VmRSS/ {print $2, $3}' /proc/$CONNECTOR_PID/status)"
+stop_gatehouse
+
+echo "== thread-per-core scaling (gh-pass, 1k, 256 connections, servers unpinned)"
+for workers in 1 2; do
+  start_gatehouse "$workers" no
+  run "gh-w$workers" 1k 256 "https://127.0.0.1:$HTTPS/1k.bin" -H "Host: pass.test"
+  stop_gatehouse
+done
+
+echo "== summary (ratio to nginx in the same run)"
+python3 - "$RESULTS" <<'EOF'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+def ms(t):
+    t = t.strip()
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if t.endswith(unit):
+            return float(t[: -len(unit)]) * f
+    return float("nan")
+def rate(t):
+    for unit, f in (("GB", 1024.0), ("MB", 1.0), ("KB", 1 / 1024.0), ("B", 1 / 1048576.0)):
+        if t.endswith(unit):
+            return float(t[: -len(unit)]) * f
+    return float("nan")
+nginx = {(r[1], r[2]): r for r in rows if r[0] == "nginx"}
+print(f"{'run':8} {'size':4} {'conns':>5} {'req/s':>10} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x p99':>6} {'MB/s':>8} {'x MB/s':>7}")
+for r in rows:
+    name, size, conns, rps, p50, p99, tr, _ = r
+    base = nginx.get((size, conns))
+    x = lambda a, b: f"{a / b:.2f}" if base and b else "-"
+    print(f"{name:8} {size:4} {conns:>5} {float(rps):>10.0f} {x(float(rps), float(base[3])) if base else '-':>8} "
+          f"{ms(p50):>8.2f} {ms(p99):>8.2f} {x(ms(p99), ms(base[5])) if base else '-':>6} "
+          f"{rate(tr):>8.1f} {x(rate(tr), rate(base[6])) if base else '-':>7}")
+EOF
