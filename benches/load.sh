@@ -12,6 +12,9 @@
 # generator never steals it. The scaling run leaves the servers unpinned.
 #
 # Usage: benches/load.sh [seconds per run, default 10]
+# Subsets (environment): LOAD_SIZES="1k 1m", LOAD_CONNS="64 256",
+# LOAD_TARGETS="direct nginx gh-pass gh-pre", LOAD_REPEAT=1 (rounds, interleaved),
+# LOAD_SCALING=1 (0 skips the 1-vs-2-worker runs).
 # Needs: wrk, nginx, openssl, python3, curl (installed with apt-get when missing), and a
 # release build (`cargo build --release`, done here).
 set -euo pipefail
@@ -34,6 +37,8 @@ cargo build --release --quiet
 GH="$ROOT/target/release/gatehouse"
 
 WORK="$(mktemp -d /tmp/gatehouse-load.XXXXXX)"
+# nginx workers run as nobody: they must be able to read the files.
+chmod 755 "$WORK"
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -43,7 +48,6 @@ trap cleanup EXIT
 
 CPUS=$(nproc)
 if [ "$CPUS" -ge 2 ]; then SERVER_CPU=0; CLIENT_CPU=1; else SERVER_CPU=0; CLIENT_CPU=0; fi
-on_server() { taskset -c "$SERVER_CPU" "$@"; }
 
 BACKEND=18900; PROXY=18901; HTTPS=18902; TUNNEL=18903
 mkdir -p "$WORK/www" "$WORK/tmp"
@@ -79,8 +83,8 @@ http {
   }
 }
 EOF
-on_server "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null & PIDS+=($!)
-on_server "$NGINX" -c "$WORK/proxy.conf" -p "$WORK" 2>/dev/null & PIDS+=($!)
+taskset -c "$SERVER_CPU" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null & PIDS+=($!)
+taskset -c "$SERVER_CPU" "$NGINX" -c "$WORK/proxy.conf" -p "$WORK" 2>/dev/null & PIDS+=($!)
 
 start_gatehouse() { # workers, pin (yes/no)
   local workers=$1 pin=$2
@@ -111,24 +115,20 @@ mode = "preauth"
 provider = "dev"
 [apps.access]
 groups = ["staff"]
+${LOAD_PRE_EXTRA:-}
 EOF
   rm -rf "$WORK/state" "$WORK/connector"
-  if [ "$pin" = yes ]; then
-    on_server "$GH" service run --config "$WORK/service.toml" 2>"$WORK/service.log" & PIDS+=($!)
-  else
-    "$GH" service run --config "$WORK/service.toml" 2>"$WORK/service.log" & PIDS+=($!)
-  fi
+  # taskset execs the command, so $! is the server's own pid.
+  local cpus; cpus=$([ "$pin" = yes ] && echo "$SERVER_CPU" || echo "0-$((CPUS - 1))")
+  taskset -c "$cpus" "$GH" service run --config "$WORK/service.toml" 2>"$WORK/service.log" &
+  PIDS+=($!)
   SERVICE_PID=$!
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$TUNNEL" 2>/dev/null && break
-    (echo > /dev/tcp/127.0.0.1/$TUNNEL) 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$TUNNEL") 2>/dev/null && break; sleep 0.1; done
   "$GH" service token create --config "$WORK/service.toml" --role admin --ttl 10m > "$WORK/token"
   "$GH" connector register --service "https://localhost:$TUNNEL" --token "@$WORK/token" \
     --group default --state-dir "$WORK/connector" >/dev/null 2>&1
-  if [ "$pin" = yes ]; then
-    on_server "$GH" connector run --state-dir "$WORK/connector" 2>"$WORK/connector.log" & PIDS+=($!)
-  else
-    "$GH" connector run --state-dir "$WORK/connector" 2>"$WORK/connector.log" & PIDS+=($!)
-  fi
+  taskset -c "$cpus" "$GH" connector run --state-dir "$WORK/connector" 2>"$WORK/connector.log" &
+  PIDS+=($!)
   CONNECTOR_PID=$!
   for _ in $(seq 100); do
     code=$(curl -sk -o /dev/null -w '%{http_code}' --resolve "pass.test:$HTTPS:127.0.0.1" \
@@ -153,9 +153,12 @@ session_cookie() {
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
 # run NAME SIZE CONNECTIONS URL [wrk header args...]
+# CPU time (user + system, clock ticks) a process has used so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 run() {
   local name=$1 size=$2 conns=$3 url=$4; shift 4
-  local out
+  local out before=0
+  [[ $name == gh-* ]] && before=$(( $(ticks "$SERVICE_PID") + $(ticks "$CONNECTOR_PID") ))
   out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$@" "$url" 2>&1)
   local rps p50 p99 rate non2xx
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
@@ -164,31 +167,53 @@ run() {
   rate=$(awk '/^Transfer\/sec:/ {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' <<<"$out")
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$rate" "${non2xx:-0}" >> "$RESULTS"
-  printf '  %-8s %-3s c=%-4s %10s req/s  p50 %-9s p99 %-9s %10s/s  non-2xx %s\n' \
-    "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$rate" "${non2xx:-0}"
+  local rss=""
+  if [[ $name == gh-* ]]; then
+    # CPU per request of service + connector: steadier than requests/s on a shared host,
+    # whose stolen time is not charged to the processes.
+    local used requests hz
+    used=$(( $(ticks "$SERVICE_PID") + $(ticks "$CONNECTOR_PID") - before ))
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    hz=$(getconf CLK_TCK)
+    rss=" cpu $(awk -v u="$used" -v r="$requests" -v hz="$hz" 'BEGIN {printf "%.1f", u / hz * 1e6 / r}') us/req;"
+    rss+=" rss service $(awk '/VmRSS/ {print $2}' "/proc/$SERVICE_PID/status") KiB, connector $(awk '/VmRSS/ {print $2}' "/proc/$CONNECTOR_PID/status") KiB"
+  fi
+  printf '  %-8s %-3s c=%-4s %10s req/s  p50 %-9s p99 %-9s %10s/s  non-2xx %s%s\n' \
+    "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$rate" "${non2xx:-0}" "$rss"
 }
 
 echo "== load: ${DURATION}s per run; servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
 start_gatehouse 1 yes
 COOKIE=$(session_cookie)
-for size in 1k 1m; do
-  for conns in 64 256; do
-    run direct "$size" "$conns" "http://127.0.0.1:$BACKEND/$size.bin"
-    run nginx "$size" "$conns" "https://127.0.0.1:$PROXY/$size.bin"
-    run gh-pass "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" -H "Host: pass.test"
-    run gh-pre "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" -H "Host: pre.test" \
-      -H "Cookie: $COOKIE"
+for round in $(seq "${LOAD_REPEAT:-1}"); do
+for size in ${LOAD_SIZES:-1k 1m}; do
+  for conns in ${LOAD_CONNS:-64 256}; do
+    for target in ${LOAD_TARGETS:-direct nginx gh-pass gh-pre}; do
+      case $target in
+        direct) run direct "$size" "$conns" "http://127.0.0.1:$BACKEND/$size.bin" ;;
+        nginx) run nginx "$size" "$conns" "https://127.0.0.1:$PROXY/$size.bin" ;;
+        # The same request bytes as gh-pre (a browser sends its cookies either way), so
+        # the difference between the two is what pre-authentication does.
+        gh-pass) run gh-pass "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" \
+          -H "Host: pass.test" -H "Cookie: $COOKIE" ;;
+        gh-pre) run gh-pre "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" \
+          -H "Host: pre.test" -H "Cookie: $COOKIE" ;;
+      esac
+    done
   done
+done
 done
 echo "== resident memory after the runs: service $(awk '/VmRSS/ {print $2, $3}' /proc/$SERVICE_PID/status), connector $(awk '/VmRSS/ {print $2, $3}' /proc/$CONNECTOR_PID/status)"
 stop_gatehouse
 
-echo "== thread-per-core scaling (gh-pass, 1k, 256 connections, servers unpinned)"
-for workers in 1 2; do
-  start_gatehouse "$workers" no
-  run "gh-w$workers" 1k 256 "https://127.0.0.1:$HTTPS/1k.bin" -H "Host: pass.test"
-  stop_gatehouse
-done
+if [ "${LOAD_SCALING:-1}" = 1 ]; then
+  echo "== thread-per-core scaling (gh-pass, 1k, 256 connections, servers unpinned)"
+  for workers in 1 2; do
+    start_gatehouse "$workers" no
+    run "gh-w$workers" 1k 256 "https://127.0.0.1:$HTTPS/1k.bin" -H "Host: pass.test"
+    stop_gatehouse
+  done
+fi
 
 echo "== summary (ratio to nginx in the same run)"
 python3 - "$RESULTS" <<'EOF'

@@ -12,7 +12,9 @@ use gatehouse_core::api::{AppRoute, ConnectorConfig, IdentityHeaderNames};
 use gatehouse_core::translate::{self, Mapping, Origin};
 use gatehouse_http1::rt::{Conn, ConnError, TlsStream, Transport};
 use gatehouse_http1::{BodyDecoder, BodyKind, Limits, RequestMethod};
-use gatehouse_tunnel::frame::{BodyLength, Identity, Open, ResponseParts};
+use gatehouse_tunnel::frame::{
+    BodyLength, Identity, IdentityCache, Open, ResponseParts, IDENTITY_CACHE_MAX,
+};
 use gatehouse_tunnel::rt::{relay, StreamEvent, StreamHandle};
 use gatehouse_tunnel::Code;
 use monoio::net::TcpStream;
@@ -66,8 +68,80 @@ impl ThreadCtx {
     }
 }
 
+/// A signed-in user's identity as the back end receives it: values checked once (a value
+/// with a control character is left out rather than sent broken), groups joined.
+#[derive(Debug, Default)]
+pub(crate) struct KeptIdentity {
+    user: String,
+    email: String,
+    name: String,
+    groups: String,
+    assertion: String,
+}
+
+impl KeptIdentity {
+    fn new(identity: &Identity<'_>) -> Self {
+        let clean = |v: &str| {
+            if v.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                String::new()
+            } else {
+                v.to_owned()
+            }
+        };
+        let mut groups = String::new();
+        for group in identity.groups().filter(|g| !clean(g).is_empty()) {
+            if !groups.is_empty() {
+                groups.push(',');
+            }
+            groups.push_str(group);
+        }
+        KeptIdentity {
+            user: clean(identity.user),
+            email: clean(identity.email),
+            name: clean(identity.name),
+            groups,
+            assertion: clean(identity.assertion),
+        }
+    }
+}
+
+/// The identities one tunnel's OPEN frames stored (see [`IdentityCache`]): the same rule as
+/// the service's side, so that the two stay in step.
+#[derive(Default)]
+pub(crate) struct TunnelIdentities {
+    kept: HashMap<[u8; 16], Rc<KeptIdentity>>,
+}
+
+impl TunnelIdentities {
+    /// The identity of a new stream, read in the order the OPEN frames arrived. `Err(())`:
+    /// the frame names a kept identity this tunnel does not have (the stream is refused, and
+    /// the service tries again with the identity in full).
+    pub(crate) fn resolve(&mut self, open: &Open) -> Result<Option<Rc<KeptIdentity>>, ()> {
+        match open.identity_cache() {
+            IdentityCache::None => Ok(open.identity().map(|i| Rc::new(KeptIdentity::new(&i)))),
+            IdentityCache::Store(key) => {
+                let Some(identity) = open.identity() else {
+                    return Err(());
+                };
+                let kept = Rc::new(KeptIdentity::new(&identity));
+                if !self.kept.contains_key(&key) && self.kept.len() >= IDENTITY_CACHE_MAX {
+                    self.kept.clear();
+                }
+                self.kept.insert(key, kept.clone());
+                Ok(Some(kept))
+            }
+            IdentityCache::Use(key) => self.kept.get(&key).cloned().map(Some).ok_or(()),
+        }
+    }
+}
+
 /// Serves one stream: the request in `open`, its body from `stream`.
-pub(crate) async fn handle(open: Open, stream: StreamHandle, ctx: Rc<ThreadCtx>) {
+pub(crate) async fn handle(
+    open: Open,
+    stream: StreamHandle,
+    ctx: Rc<ThreadCtx>,
+    identity: Option<Rc<KeptIdentity>>,
+) {
     let config = ctx.config();
     let Some(app) = config.apps.iter().find(|a| a.name == open.app()) else {
         stream.reset(Code::UPSTREAM_UNREACHABLE);
@@ -85,7 +159,14 @@ pub(crate) async fn handle(open: Open, stream: StreamHandle, ctx: Rc<ThreadCtx>)
     };
     let key = format!("{}|{}", app.name, parts.internal_host);
     let mut head = Vec::with_capacity(1024);
-    if !write_request_head(&mut head, &open, app, &parts, &client_host) {
+    if !write_request_head(
+        &mut head,
+        &open,
+        app,
+        &parts,
+        &client_host,
+        identity.as_deref(),
+    ) {
         stream.reset(Code::PROTOCOL_ERROR);
         return;
     }
@@ -512,38 +593,20 @@ fn is_identity_field(app: &AppRoute, name: &[u8]) -> bool {
     })
 }
 
-/// Writes the identity fields of a signed-in user. Values come from the identity provider
-/// via the service: one with a control character is left out rather than sent broken.
-fn write_identity(out: &mut Vec<u8>, names: &IdentityHeaderNames, identity: &Identity<'_>) {
-    let clean = |v: &str| !v.bytes().any(|b| b < 0x20 || b == 0x7f);
-    let mut field = |name: &Option<String>, value: &str| {
-        if let Some(name) = name {
-            if !value.is_empty() && clean(value) {
-                out.extend_from_slice(name.as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-    };
-    field(&names.user, identity.user);
-    field(&names.email, identity.email);
-    field(&names.name, identity.name);
-    field(&names.assertion, identity.assertion);
-    if let Some(name) = &names.groups {
-        let start = out.len();
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        let values = out.len();
-        for group in identity.groups().filter(|g| clean(g)) {
-            if out.len() > values {
-                out.push(b',');
-            }
-            out.extend_from_slice(group.as_bytes());
-        }
-        if out.len() == values {
-            out.truncate(start);
-        } else {
+/// Writes the identity fields of a signed-in user (empty values are left out).
+fn write_identity(out: &mut Vec<u8>, names: &IdentityHeaderNames, identity: &KeptIdentity) {
+    let fields = [
+        (&names.user, &identity.user),
+        (&names.email, &identity.email),
+        (&names.name, &identity.name),
+        (&names.groups, &identity.groups),
+        (&names.assertion, &identity.assertion),
+    ];
+    for (name, value) in fields {
+        if let (Some(name), false) = (name, value.is_empty()) {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -571,6 +634,7 @@ fn write_request_head(
     app: &AppRoute,
     parts: &MappingParts,
     client_host: &[u8],
+    identity: Option<&KeptIdentity>,
 ) -> bool {
     let map = mapping(app, parts);
     out.extend_from_slice(open.method());
@@ -605,8 +669,8 @@ fn write_request_head(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if let (Some(names), Some(identity)) = (&app.identity_headers, open.identity()) {
-        write_identity(out, names, &identity);
+    if let (Some(names), Some(identity)) = (&app.identity_headers, identity) {
+        write_identity(out, names, identity);
     }
     out.extend_from_slice(b"Host: ");
     if app.rewrite_host {
@@ -641,4 +705,99 @@ fn write_request_head(
     }
     out.extend_from_slice(b"\r\n");
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use gatehouse_tunnel::frame::{Frame, IdentityParts, OpenParts};
+    use gatehouse_tunnel::StreamId;
+
+    use super::*;
+
+    fn open(cache: IdentityCache, user: &str) -> Open {
+        let groups = ["staff", "bad\ngroup"];
+        let mut wire = Vec::new();
+        OpenParts {
+            stream: StreamId(1),
+            end: true,
+            request_id: [0; 16],
+            client: "192.0.2.1:1".parse().unwrap(),
+            https: true,
+            app: "wiki",
+            method: b"GET",
+            target: b"/",
+            http11: true,
+            body: BodyLength::Empty,
+            identity: (!user.is_empty() || matches!(cache, IdentityCache::Use(_))).then_some(
+                IdentityParts {
+                    user,
+                    email: "jane@example.test",
+                    name: "Jane\r\nX-Evil: 1",
+                    mfa: true,
+                    groups: &groups,
+                    assertion: "a.b.c",
+                    cache,
+                },
+            ),
+            fields: std::iter::empty(),
+        }
+        .encode(&mut wire)
+        .unwrap();
+        let mut buf = BytesMut::from(&wire[..]);
+        match Frame::decode(&mut buf, 1 << 20).unwrap().unwrap() {
+            Frame::Open(open) => open,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn kept_identities_follow_the_frames_and_fail_closed() {
+        let mut kept = TunnelIdentities::default();
+        // Naming a key this tunnel never stored: refused, never forwarded anonymous.
+        assert!(kept
+            .resolve(&open(IdentityCache::Use([1; 16]), ""))
+            .is_err());
+        let stored = kept
+            .resolve(&open(IdentityCache::Store([1; 16]), "jane"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.user, "jane");
+        // A value with a control character is left out; so is a group with one.
+        assert_eq!(stored.name, "");
+        assert_eq!(stored.groups, "staff");
+        let reused = kept
+            .resolve(&open(IdentityCache::Use([1; 16]), ""))
+            .unwrap()
+            .unwrap();
+        assert!(Rc::ptr_eq(&stored, &reused));
+        let once = kept
+            .resolve(&open(IdentityCache::None, "bob"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(once.user, "bob");
+        assert!(kept
+            .resolve(&open(IdentityCache::None, ""))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_full_cache_is_emptied_before_a_new_key() {
+        let mut kept = TunnelIdentities::default();
+        for i in 0..IDENTITY_CACHE_MAX {
+            let key = (i as u128).to_be_bytes();
+            kept.resolve(&open(IdentityCache::Store(key), "u")).unwrap();
+        }
+        let first = 0u128.to_be_bytes();
+        assert!(kept.resolve(&open(IdentityCache::Use(first), "")).is_ok());
+        // Storing a key already kept does not empty it; a new one does.
+        kept.resolve(&open(IdentityCache::Store(first), "u"))
+            .unwrap();
+        assert!(kept.resolve(&open(IdentityCache::Use(first), "")).is_ok());
+        let new = u128::MAX.to_be_bytes();
+        kept.resolve(&open(IdentityCache::Store(new), "u")).unwrap();
+        assert!(kept.resolve(&open(IdentityCache::Use(first), "")).is_err());
+        assert!(kept.resolve(&open(IdentityCache::Use(new), "")).is_ok());
+    }
 }

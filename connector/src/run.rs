@@ -410,8 +410,17 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
             }
         })
     };
+    // Identities are resolved here, in the order the OPEN frames arrived, before the
+    // streams' tasks run in whatever order.
+    let mut identities = proxy::TunnelIdentities::default();
     while let Some((open, stream)) = mux.accept().await {
-        monoio::spawn(proxy::handle(open, stream, ctx.clone()));
+        match identities.resolve(&open) {
+            Ok(identity) => {
+                monoio::spawn(proxy::handle(open, stream, ctx.clone(), identity));
+            }
+            // Never forward a pre-authenticated request without its identity.
+            Err(()) => stream.reset(gatehouse_tunnel::Code::REFUSED_STREAM),
+        }
     }
     drop(control);
     drop(watcher);

@@ -13,7 +13,7 @@ use gatehouse_http1::{
     is_hop_by_hop, parse_request, BodyDecoder, BodyKind, Field, Limits, RequestHead, Status,
     TargetForm, Version, CONTINUE_100,
 };
-use gatehouse_tunnel::frame::{BodyLength, IdentityParts, OpenParts, Response};
+use gatehouse_tunnel::frame::{BodyLength, IdentityCache, IdentityParts, OpenParts, Response};
 use gatehouse_tunnel::rt::{StreamEvent, StreamHandle};
 use gatehouse_tunnel::{Code, StreamId};
 use monoio::net::TcpStream;
@@ -409,6 +409,7 @@ fn start(
         request_id,
         path,
         identity: None,
+        session_key: None,
         drop_authorization: false,
     };
     let Some(preauth) = &app.preauth else {
@@ -441,14 +442,19 @@ fn start(
             keep_alive,
         }));
     }
-    let Some(provider) = worker.shared.provider(config, &preauth.provider) else {
-        return local(
+    // The provider's settings are only looked up off the signed-in path.
+    let provider = || worker.shared.provider(config, &preauth.provider);
+    let unconfigured = || {
+        local(
             503,
             "Sign-in unavailable",
             "The identity provider is not configured.",
-        );
+        )
     };
     if relative == auth::LOGOUT.as_bytes() {
+        let Some(provider) = provider() else {
+            return unconfigured();
+        };
         let state = worker.providers.get(&provider);
         return answer(flow::logout(&provider, state.as_deref(), app, host_text));
     }
@@ -462,12 +468,19 @@ fn start(
         &mut scratch.open[..],
     ) {
         Gate::Allow(session) => {
-            let mut group_refs: [&str; 255] = [""; 255];
-            let mut count = 0;
-            for group in session.groups.iter().take(group_refs.len()) {
-                group_refs[count] = group;
-                count += 1;
-            }
+            // Most users have a handful of groups: those fit on the stack; more (up to the
+            // 255 a session holds) take one allocation.
+            let mut inline: [&str; 16] = [""; 16];
+            let spilled: Vec<&str>;
+            let groups: &[&str] = if session.groups.len() <= inline.len() {
+                for (slot, group) in inline.iter_mut().zip(session.groups.iter()) {
+                    *slot = group;
+                }
+                &inline[..session.groups.len()]
+            } else {
+                spilled = session.groups.iter().collect();
+                &spilled
+            };
             let who = auth::Subject {
                 session_id: Some(session.session_id),
                 subject: session.subject,
@@ -478,10 +491,10 @@ fn start(
                 auth_time: session.auth_time,
                 expires_at: session.expires_at,
             };
-            let groups = &group_refs[..count];
             let identity = identity(worker, app, preauth, &who, groups, now);
             let outgoing = Outgoing {
                 identity: Some(identity.parts(&who, groups)),
+                session_key: Some(session.session_id),
                 ..outgoing
             };
             forward(worker, config, outgoing, &mut scratch.cookie, except)
@@ -491,6 +504,9 @@ fn start(
             local(status, title, detail)
         }
         Gate::SignIn { fresh } => {
+            let Some(provider) = provider() else {
+                return unconfigured();
+            };
             if let Some(token) = bearer_token(head) {
                 let Some(state) = worker.providers.get(&provider) else {
                     return Start::NeedProvider(Box::new(provider));
@@ -607,6 +623,7 @@ impl Assertion {
             mfa: who.mfa,
             groups,
             assertion: self.0.as_deref().unwrap_or(""),
+            cache: IdentityCache::None,
         }
     }
 }
@@ -656,7 +673,20 @@ fn forward(
             ),
         );
     };
-    let stream = match open(&tunnel, &request, cookie_buf) {
+    // A session's identity goes to a tunnel once; later requests name it by key.
+    let mut request = request;
+    let mut stored = None;
+    if let (Some(identity), Some(key)) = (request.identity.as_mut(), request.session_key) {
+        identity.cache = tunnel.identity_form(key, identity.assertion);
+        if let IdentityCache::Store(_) = identity.cache {
+            stored = Some((key, identity.assertion));
+        }
+    }
+    let opened = open(&tunnel, &request, cookie_buf);
+    if let (Ok(_), Some((key, assertion))) = (&opened, stored) {
+        tunnel.identity_stored(key, assertion);
+    }
+    let stream = match opened {
         Ok(stream) => stream,
         Err(_) => {
             return local(
@@ -696,6 +726,8 @@ struct Outgoing<'r, 'b, 'f> {
     request_id: [u8; 16],
     path: &'r [u8],
     identity: Option<IdentityParts<'r>>,
+    /// The session whose identity this is: the tunnel's connector may keep it.
+    session_key: Option<[u8; 16]>,
     drop_authorization: bool,
 }
 
@@ -902,6 +934,33 @@ async fn proxy(
                 }
             }
             StreamEvent::Response(r) => break r,
+            StreamEvent::Reset(Code::REFUSED_STREAM) | StreamEvent::Refused
+                if attempts < RETRIES && p.body == BodyKind::Empty =>
+            {
+                // Not processed by the connector (it may have lost an identity this tunnel
+                // was keeping for it): forget what the tunnel keeps, try again in full.
+                p.tunnel.identities.borrow_mut().clear();
+                attempts += 1;
+                let again = reopen(worker, saved, peer, &p, scratch, true)
+                    .or_else(|| reopen(worker, saved, peer, &p, scratch, false));
+                if let Some((stream, tunnel)) = again {
+                    p.stream = stream;
+                    p.tunnel = tunnel;
+                    continue;
+                }
+                page(
+                    conn,
+                    502,
+                    "Connector connection lost",
+                    &format!(
+                        "No other connector of group \"{}\" could take the request.",
+                        p.group
+                    ),
+                    &p.request_id,
+                )
+                .await;
+                return After::Close;
+            }
             StreamEvent::Reset(code) => {
                 let (status, title, detail) = reset_page(code);
                 page(conn, status, title, detail, &p.request_id).await;
@@ -913,7 +972,7 @@ async fn proxy(
                     attempts < RETRIES && p.body == BodyKind::Empty && (refused || p.idempotent);
                 if retry {
                     attempts += 1;
-                    if let Some((stream, tunnel)) = reopen(worker, saved, peer, &p, scratch) {
+                    if let Some((stream, tunnel)) = reopen(worker, saved, peer, &p, scratch, true) {
                         p.stream = stream;
                         p.tunnel = tunnel;
                         continue;
@@ -1043,16 +1102,18 @@ async fn tunnel_upgrade(conn: Client, stream: StreamHandle) {
     gatehouse_tunnel::rt::relay(reader, writer, leftover, &stream).await;
 }
 
-/// Opens the saved request again on another tunnel of its group (the head is looked at
-/// anew, so a signed-in request carries its identity again).
+/// Opens the saved request again on a tunnel of its group, another one if `other_tunnel`
+/// (the head is looked at anew, so a signed-in request carries its identity again).
 fn reopen(
     worker: &Worker,
     saved: &[u8],
     peer: SocketAddr,
     p: &Proxied,
     scratch: &mut Scratch,
+    other_tunnel: bool,
 ) -> Option<(StreamHandle, Rc<Tunnel>)> {
     let snapshot = worker.snapshot();
+    let except = other_tunnel.then_some(&p.tunnel);
     match restart_except(
         worker,
         &snapshot,
@@ -1060,7 +1121,7 @@ fn reopen(
         peer,
         scratch,
         p.request_id,
-        Some(&p.tunnel),
+        except,
     ) {
         Start::Proxy(proxied) => Some((proxied.stream, proxied.tunnel)),
         _ => None,

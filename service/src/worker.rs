@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_core::api::ConnectorConfig;
 use gatehouse_http1::rt::TlsStream;
-use gatehouse_tunnel::frame::{Config as ConfigFrame, Hello};
+use gatehouse_tunnel::frame::{Config as ConfigFrame, Hello, IdentityCache, IDENTITY_CACHE_MAX};
 use gatehouse_tunnel::rt::Mux;
 use gatehouse_tunnel::{Connection, Event, Role, TunnelConfig, PROTOCOL_VERSION};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
@@ -33,6 +33,28 @@ pub(crate) struct Tunnel {
     pub(crate) connector_id: String,
     /// The connector certificate's notAfter (Unix seconds): the tunnel closes then.
     not_after: u64,
+    /// Identities this tunnel's connector keeps (session id → the assertion sent with it):
+    /// later requests of those sessions send only the key (see `IdentityCache`).
+    pub(crate) identities: RefCell<HashMap<[u8; 16], String>>,
+}
+
+impl Tunnel {
+    /// How to send the identity of session `key` whose assertion is `assertion`.
+    pub(crate) fn identity_form(&self, key: [u8; 16], assertion: &str) -> IdentityCache {
+        match self.identities.borrow().get(&key) {
+            Some(sent) if sent == assertion => IdentityCache::Use(key),
+            _ => IdentityCache::Store(key),
+        }
+    }
+
+    /// Records that the connector now keeps `key` (the same rule as the connector's side).
+    pub(crate) fn identity_stored(&self, key: [u8; 16], assertion: &str) {
+        let mut kept = self.identities.borrow_mut();
+        if !kept.contains_key(&key) && kept.len() >= IDENTITY_CACHE_MAX {
+            kept.clear();
+        }
+        kept.insert(key, assertion.to_owned());
+    }
 }
 
 /// Everything one worker owns.
@@ -317,6 +339,7 @@ async fn serve_tunnel(tls: TlsStream<TcpStream>, peer: std::net::SocketAddr, wor
         mux: mux.clone(),
         connector_id: identity.id.clone(),
         not_after: identity.not_after,
+        identities: RefCell::new(HashMap::new()),
     });
     worker
         .tunnels

@@ -64,15 +64,32 @@ impl Proc {
         rss_kib(self.pid())
     }
 
+    /// Kills at once (SIGKILL): an abrupt death, as in a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Asks to stop (SIGTERM), then kills after a second: servers that fork (nginx) take
+    /// their workers with them only when asked.
+    pub fn terminate(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .arg(self.pid().to_string())
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.kill();
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        self.kill();
+        self.terminate();
     }
 }
 

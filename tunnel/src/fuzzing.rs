@@ -118,7 +118,9 @@ fn drain(conn: &mut Connection, out: &mut Vec<u8>) {
 
 /// Seed inputs: realistic frame sequences from both directions.
 pub fn seeds() -> Vec<Vec<u8>> {
-    use crate::frame::{Config, GoAway, IdentityParts, Ping, Reset, ResponseParts, WindowUpdate};
+    use crate::frame::{
+        Config, GoAway, IdentityCache, IdentityParts, Ping, Reset, ResponseParts, WindowUpdate,
+    };
     use crate::Code;
     let mut to_connector = Vec::new();
     let groups = ["staff"];
@@ -140,6 +142,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             mfa: true,
             groups: &groups,
             assertion: "eyJhbGciOiJFUzI1NiJ9.e30.c2ln",
+            cache: IdentityCache::None,
         }),
         fields: [(&b"Content-Type"[..], &b"application/pdf"[..])],
     }

@@ -30,7 +30,9 @@ pub use config::Config;
 pub use fields::{BodyLength, FieldIter};
 pub use goaway::GoAway;
 pub use hello::Hello;
-pub use open::{ClientAddr, Identity, IdentityParts, Open, OpenParts};
+pub use open::{
+    ClientAddr, Identity, IdentityCache, IdentityParts, Open, OpenParts, IDENTITY_CACHE_MAX,
+};
 pub use ping::Ping;
 pub use reset::Reset;
 pub use response::{Response, ResponseParts};

@@ -5,7 +5,10 @@
 //! flags (8): bit 0 = the client used HTTPS
 //! app (str8) | method (bytes8) | target (bytes16) | version (8): 0 = HTTP/1.0, 1 = HTTP/1.1
 //! body length (see `fields`)
-//! identity: present (8); if 1: user (str8), email (str8), name (str8), mfa (8),
+//! identity: form (8): 0 = none; 1 = full; 2 = cache key (16 bytes), then full: the
+//!           connector keeps it for this tunnel under the key; 3 = cache key only: the
+//!           identity stored under the key on this tunnel.
+//!           full = user (str8), email (str8), name (str8), mfa (8),
 //!           groups: count (8), then each (str8), assertion (str16)
 //! fields (see `fields`)
 //! ```
@@ -46,9 +49,28 @@ pub struct Open {
     method: (usize, usize),
     target: (usize, usize),
     identity_at: Option<usize>,
+    identity_cache: IdentityCache,
     fields_at: usize,
     field_count: u16,
 }
+
+/// How an OPEN's identity relates to the per-tunnel identity cache. Sessions send the same
+/// identity (with a signed assertion of several hundred bytes) on every request; the cache
+/// sends it once per tunnel. Both ends apply the same rule: before storing a new key, a cache
+/// holding [`IDENTITY_CACHE_MAX`] entries is emptied, so they stay in step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdentityCache {
+    /// No caching: the identity (if any) is in the frame and used once.
+    #[default]
+    None,
+    /// The identity is in the frame; keep it under this key.
+    Store([u8; 16]),
+    /// The identity is the one kept under this key (the frame carries no identity).
+    Use([u8; 16]),
+}
+
+/// Most identities one tunnel's cache holds.
+pub const IDENTITY_CACHE_MAX: usize = 1024;
 
 /// The verified identity of the user, as read from an OPEN frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,6 +113,9 @@ pub struct IdentityParts<'a> {
     pub groups: &'a [&'a str],
     /// The service's signed assertion of this identity (a compact JWS), or empty.
     pub assertion: &'a str,
+    /// Whether the connector keeps this identity for later OPENs, or uses a kept one (then
+    /// the fields above are not sent).
+    pub cache: IdentityCache,
 }
 
 /// What goes into an OPEN frame.
@@ -144,9 +169,15 @@ impl Open {
             _ => return Err(FrameError::InvalidValue),
         };
         let body = BodyLength::decode(&mut r)?;
-        let identity_at = match r.u8()? {
-            0 => None,
-            1 => {
+        let form = r.u8()?;
+        let identity_cache = match form {
+            2 => IdentityCache::Store(r.array()?),
+            3 => IdentityCache::Use(r.array()?),
+            _ => IdentityCache::None,
+        };
+        let identity_at = match form {
+            0 | 3 => None,
+            1 | 2 => {
                 let at = r.position();
                 for _ in 0..3 {
                     r.str8()?;
@@ -177,9 +208,15 @@ impl Open {
             method,
             target,
             identity_at,
+            identity_cache,
             fields_at,
             field_count,
         })
+    }
+
+    /// How the identity relates to the tunnel's identity cache.
+    pub fn identity_cache(&self) -> IdentityCache {
+        self.identity_cache
     }
 
     /// The app id.
@@ -243,14 +280,27 @@ impl Open {
             target: self.target(),
             http11: self.http11,
             body: self.body,
-            identity: identity.as_ref().map(|i| IdentityParts {
-                user: i.user,
-                email: i.email,
-                name: i.name,
-                mfa: i.mfa,
-                groups: &groups,
-                assertion: i.assertion,
-            }),
+            identity: match (identity.as_ref(), self.identity_cache) {
+                (Some(i), cache) => Some(IdentityParts {
+                    user: i.user,
+                    email: i.email,
+                    name: i.name,
+                    mfa: i.mfa,
+                    groups: &groups,
+                    assertion: i.assertion,
+                    cache,
+                }),
+                (None, IdentityCache::Use(key)) => Some(IdentityParts {
+                    user: "",
+                    email: "",
+                    name: "",
+                    mfa: false,
+                    groups: &[],
+                    assertion: "",
+                    cache: IdentityCache::Use(key),
+                }),
+                (None, _) => None,
+            },
             fields: self.fields(),
         }
         .encode(dst)
@@ -274,8 +324,21 @@ impl<'a, F: IntoIterator<Item = (&'a [u8], &'a [u8])>> OpenParts<'a, F> {
         self.body.encode(dst);
         match self.identity {
             None => dst.push(0),
+            Some(IdentityParts {
+                cache: IdentityCache::Use(key),
+                ..
+            }) => {
+                dst.push(3);
+                dst.extend_from_slice(&key);
+            }
             Some(id) => {
-                dst.push(1);
+                match id.cache {
+                    IdentityCache::Store(key) => {
+                        dst.push(2);
+                        dst.extend_from_slice(&key);
+                    }
+                    _ => dst.push(1),
+                }
                 wire::put8(dst, id.user.as_bytes())?;
                 wire::put8(dst, id.email.as_bytes())?;
                 wire::put8(dst, id.name.as_bytes())?;

@@ -34,6 +34,7 @@ fn open_frame(end: bool, identity: bool) -> Frame {
             mfa: true,
             groups: &groups,
             assertion: "eyJhbGciOiJFUzI1NiJ9.e30.c2ln",
+            cache: IdentityCache::None,
         }),
         fields,
     }
@@ -310,7 +311,7 @@ proptest! {
         OpenParts {
             stream: StreamId(stream), end: false, request_id: [1; 16], client, https: v4, app: "a",
             method: method.as_bytes(), target: target.as_bytes(), http11: true, body,
-            identity: Some(IdentityParts { user: "u", email: "", name: "n", mfa: false, groups: &group_refs, assertion: "" }),
+            identity: Some(IdentityParts { user: "u", email: "", name: "n", mfa: false, groups: &group_refs, assertion: "", cache: IdentityCache::None }),
             fields: field_refs.iter().copied(),
         }.encode(&mut wire).unwrap();
         let Frame::Open(open) = decode_one(&wire) else { panic!() };
@@ -329,4 +330,53 @@ proptest! {
         let mut src = BytesMut::from(&bytes[..]);
         while let Ok(Some(_)) = Frame::decode(&mut src, MAX) {}
     }
+}
+
+#[test]
+fn identities_are_stored_and_reused_by_key() {
+    let groups = ["staff"];
+    let encode = |cache: IdentityCache, full: bool| {
+        let mut buf = Vec::new();
+        OpenParts {
+            stream: StreamId(3),
+            end: true,
+            request_id: [1; 16],
+            client: "192.0.2.1:443".parse().unwrap(),
+            https: true,
+            app: "wiki",
+            method: b"GET",
+            target: b"/",
+            http11: true,
+            body: BodyLength::Empty,
+            identity: Some(IdentityParts {
+                user: if full { "jane" } else { "" },
+                email: "",
+                name: "",
+                mfa: full,
+                groups: if full { &groups } else { &[] },
+                assertion: if full { "a.b.c" } else { "" },
+                cache,
+            }),
+            fields: std::iter::empty(),
+        }
+        .encode(&mut buf)
+        .unwrap();
+        let Frame::Open(open) = decode_one(&buf) else {
+            panic!()
+        };
+        let mut again = Vec::new();
+        open.encode(&mut again).unwrap();
+        assert_eq!(again, buf, "re-encodes to the same bytes");
+        open
+    };
+    let stored = encode(IdentityCache::Store([9; 16]), true);
+    assert_eq!(stored.identity_cache(), IdentityCache::Store([9; 16]));
+    let id = stored.identity().unwrap();
+    assert_eq!((id.user, id.assertion, id.mfa), ("jane", "a.b.c", true));
+    let reused = encode(IdentityCache::Use([9; 16]), false);
+    assert_eq!(reused.identity_cache(), IdentityCache::Use([9; 16]));
+    assert!(
+        reused.identity().is_none(),
+        "the identity itself is not sent again"
+    );
 }
