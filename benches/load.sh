@@ -215,12 +215,11 @@ if [ "${LOAD_SCALING:-1}" = 1 ]; then
   done
 fi
 
-echo "== summary (ratio to nginx in the same run)"
-python3 - "$RESULTS" <<'EOF'
-import sys
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+echo "== summary: median over rounds; ratios to nginx (and gh-pre to gh-pass) in the same run"
+python3 - "$RESULTS" <<'PY'
+import statistics, sys
+from collections import defaultdict
 def ms(t):
-    t = t.strip()
     for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
         if t.endswith(unit):
             return float(t[: -len(unit)]) * f
@@ -230,13 +229,25 @@ def rate(t):
         if t.endswith(unit):
             return float(t[: -len(unit)]) * f
     return float("nan")
-nginx = {(r[1], r[2]): r for r in rows if r[0] == "nginx"}
-print(f"{'run':8} {'size':4} {'conns':>5} {'req/s':>10} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x p99':>6} {'MB/s':>8} {'x MB/s':>7}")
-for r in rows:
-    name, size, conns, rps, p50, p99, tr, _ = r
-    base = nginx.get((size, conns))
-    x = lambda a, b: f"{a / b:.2f}" if base and b else "-"
-    print(f"{name:8} {size:4} {conns:>5} {float(rps):>10.0f} {x(float(rps), float(base[3])) if base else '-':>8} "
-          f"{ms(p50):>8.2f} {ms(p99):>8.2f} {x(ms(p99), ms(base[5])) if base else '-':>6} "
-          f"{rate(tr):>8.1f} {x(rate(tr), rate(base[6])) if base else '-':>7}")
-EOF
+runs = defaultdict(list)
+order = []
+for line in open(sys.argv[1]):
+    name, size, conns, rps, p50, p99, tr, _ = line.rstrip("\n").split("\t")
+    key = (name, size, conns)
+    if key not in order:
+        order.append(key)
+    runs[key].append((float(rps), ms(p50), ms(p99), rate(tr)))
+med = {k: tuple(statistics.median(v[i] for v in runs[k]) for i in range(4)) for k in order}
+print(f"{'run':8} {'size':4} {'conns':>5} {'req/s':>9} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x p99':>6} {'MB/s':>8} {'x MB/s':>7} {'rounds':>6}")
+for key in order:
+    name, size, conns = key
+    rps, p50, p99, tr = med[key]
+    base = med.get(("nginx", size, conns))
+    x = lambda a, i: f"{a / base[i]:.2f}" if base and base[i] else "-"
+    print(f"{name:8} {size:4} {conns:>5} {rps:>9.0f} {x(rps, 0):>8} {p50:>8.2f} {p99:>8.2f} {x(p99, 2):>6} "
+          f"{tr:>8.1f} {x(tr, 3):>7} {len(runs[key]):>6}")
+for size, conns in sorted({(k[1], k[2]) for k in order}):
+    a, b = med.get(("gh-pass", size, conns)), med.get(("gh-pre", size, conns))
+    if a and b:
+        print(f"gh-pre / gh-pass {size} c={conns}: {b[0] / a[0]:.2f} of the requests/s")
+PY

@@ -185,3 +185,28 @@ fn rejections_do_not_allocate() {
     assert!(results[3].is_some());
     assert_eq!(results[4], Some(CookieError::Base64));
 }
+
+#[test]
+fn opening_a_remembered_cookie_again_does_not_allocate() {
+    let keyring = Keyring::new(&[(1, [9; 32])]).expect("keys");
+    let groups = ["eng", "ops"];
+    let mut scratch = [0u8; SCRATCH_LEN];
+    let mut out = [0u8; MAX_COOKIE_VALUE_LEN];
+    let len = keyring
+        .seal(NAME, &session(&groups), &mut scratch, &mut out)
+        .expect("seals")
+        .len();
+    let mut open_scratch = [0u8; SCRATCH_LEN];
+    let mut memo = gatehouse_core::cookie::OpenMemo::default();
+    // The first open of a connection remembers the value (its only allocations).
+    keyring
+        .open_memo(NAME, APP, &out[..len], NOW, &mut open_scratch, &mut memo)
+        .expect("opens");
+    let (user, n) = allocations_during(|| {
+        keyring
+            .open_memo(NAME, APP, &out[..len], NOW, &mut open_scratch, &mut memo)
+            .map(|view| view.user_name.len())
+    });
+    assert_eq!(n, 0, "opening again allocated");
+    assert!(user.expect("opens again") > 0);
+}

@@ -461,11 +461,11 @@ fn start(
     match auth::check_session(
         &worker.shared.keyring,
         app,
-        preauth,
         cookies(),
         client,
         now,
         &mut scratch.open[..],
+        &mut scratch.memo,
     ) {
         Gate::Allow(session) => {
             // Most users have a handful of groups: those fit on the stack; more (up to the

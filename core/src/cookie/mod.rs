@@ -142,6 +142,16 @@ pub enum KeyringError {
     Rng,
 }
 
+/// What [`Keyring::open_memo`] remembers about the last cookie a connection opened.
+#[derive(Debug, Default)]
+pub struct OpenMemo {
+    value: Vec<u8>,
+    cookie_name: Vec<u8>,
+    app_id: Vec<u8>,
+    /// Where the plaintext lies in the scratch buffer, and the key that sealed it.
+    plain: Option<(std::ops::Range<usize>, u8)>,
+}
+
 /// The cookie keys: the first (current) key seals, every key opens.
 ///
 /// Rotation: add a new key in front, keep the old one until every session it sealed has expired,
@@ -320,6 +330,53 @@ impl Keyring {
         if now >= view.expires_at {
             return Err(CookieError::Expired);
         }
+        Ok(view)
+    }
+
+    /// [`open`](Self::open) for a connection that sends the same cookie again and again
+    /// (keep-alive): when `value` equals the one `memo` remembers for the same cookie name
+    /// and app, the plaintext still in `scratch` from that open is decoded again, with no
+    /// base64, binding digest or decryption; expiry is checked anew. Otherwise it opens
+    /// `value` in full and remembers it. `scratch` must not be used for anything else
+    /// between the calls. Allocates only when a longer value than before is remembered.
+    pub fn open_memo<'s>(
+        &self,
+        cookie_name: &str,
+        app_id: &str,
+        value: &[u8],
+        now: u64,
+        scratch: &'s mut [u8],
+        memo: &mut OpenMemo,
+    ) -> Result<SessionView<'s>, CookieError> {
+        let same = memo.plain.is_some()
+            && memo.value == value
+            && memo.cookie_name == cookie_name.as_bytes()
+            && memo.app_id == app_id.as_bytes();
+        if same {
+            if let Some((range, key_id)) = memo.plain.clone() {
+                let scratch: &'s [u8] = scratch;
+                let plain = scratch.get(range).ok_or(CookieError::Malformed)?;
+                let mut view = SessionView::decode(plain)?;
+                view.key_id = key_id;
+                if now >= view.expires_at {
+                    return Err(CookieError::Expired);
+                }
+                return Ok(view);
+            }
+        }
+        memo.plain = None;
+        let view = self.open(cookie_name, app_id, value, now, scratch)?;
+        // `open` decrypted in place: the plaintext sits after the key id and nonce, and
+        // before the tag, of the decoded value (unpadded base64: 3 bytes per 4 characters).
+        let decoded = value.len() * 3 / 4;
+        let range = HEADER_LEN..decoded.saturating_sub(TAG_LEN);
+        memo.value.clear();
+        memo.value.extend_from_slice(value);
+        memo.cookie_name.clear();
+        memo.cookie_name.extend_from_slice(cookie_name.as_bytes());
+        memo.app_id.clear();
+        memo.app_id.extend_from_slice(app_id.as_bytes());
+        memo.plain = Some((range, view.key_id));
         Ok(view)
     }
 

@@ -481,3 +481,67 @@ fn a_session_cookie_does_not_open_as_sealed_bytes() {
         Err(CookieError::Tampered)
     );
 }
+
+#[test]
+fn a_remembered_cookie_opens_again_without_decrypting_and_expires() {
+    let keyring = keyring_of(&[(1, 7)]);
+    let value = sealed(&keyring, "app1");
+    let mut scratch = vec![0u8; SCRATCH_LEN];
+    let mut memo = OpenMemo::default();
+    let first = keyring
+        .open_memo(NAME, "app1", value.as_bytes(), NOW, &mut scratch, &mut memo)
+        .unwrap()
+        .as_session_ref()
+        .encoded_len()
+        .unwrap();
+    let expected = {
+        let mut other = vec![0u8; SCRATCH_LEN];
+        let view = keyring
+            .open(NAME, "app1", value.as_bytes(), NOW, &mut other)
+            .unwrap();
+        (view.user_name.to_owned(), view.session_id, view.expires_at)
+    };
+    for _ in 0..3 {
+        let view = keyring
+            .open_memo(NAME, "app1", value.as_bytes(), NOW, &mut scratch, &mut memo)
+            .unwrap();
+        assert_eq!(
+            (view.user_name.to_owned(), view.session_id, view.expires_at),
+            expected
+        );
+        assert_eq!(view.as_session_ref().encoded_len().unwrap(), first);
+    }
+    // Expiry is checked again each time.
+    assert_eq!(
+        keyring
+            .open_memo(
+                NAME,
+                "app1",
+                value.as_bytes(),
+                expected.2,
+                &mut scratch,
+                &mut memo
+            )
+            .err(),
+        Some(CookieError::Expired)
+    );
+    // Another app, or another value, is opened in full (and fails as it should).
+    assert_eq!(
+        keyring
+            .open_memo(NAME, "app2", value.as_bytes(), NOW, &mut scratch, &mut memo)
+            .err(),
+        Some(CookieError::Tampered)
+    );
+    let mut tampered = value.clone().into_bytes();
+    tampered[20] = if tampered[20] == b'A' { b'B' } else { b'A' };
+    assert_eq!(
+        keyring
+            .open_memo(NAME, "app1", &tampered, NOW, &mut scratch, &mut memo)
+            .err(),
+        Some(CookieError::Tampered)
+    );
+    // After a failure nothing is remembered: the good value opens in full again.
+    assert!(keyring
+        .open_memo(NAME, "app1", value.as_bytes(), NOW, &mut scratch, &mut memo)
+        .is_ok());
+}

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -473,35 +473,32 @@ enum Plaintext {
     Closed,
 }
 
-/// Moves all decrypted plaintext into `dst`.
+/// Moves all decrypted plaintext into `dst`: one copy from rustls's buffer, with no
+/// zero-filling of `dst` first (`fill_buf` lends the decrypted chunk in place).
 fn drain_plaintext(
     tls: &mut rustls::Connection,
     dst: &mut BytesMut,
 ) -> Result<Plaintext, TlsError> {
+    use std::io::BufRead;
     let mut total = 0;
+    let mut reader = tls.reader();
     loop {
-        let start = dst.len();
-        dst.resize(start + 16 * 1024, 0);
-        match tls.reader().read(&mut dst[start..]) {
-            Ok(0) => {
-                dst.truncate(start);
-                return Ok(match total {
-                    0 => Plaintext::Closed,
-                    n => Plaintext::Bytes(n),
-                });
-            }
-            Ok(n) => {
-                dst.truncate(start + n);
-                total += n;
-            }
+        let chunk = match reader.fill_buf() {
+            Ok(chunk) => chunk,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                dst.truncate(start);
                 return Ok(Plaintext::Bytes(total));
             }
-            Err(e) => {
-                dst.truncate(start);
-                return Err(TlsError::Io(e));
-            }
+            Err(e) => return Err(TlsError::Io(e)),
+        };
+        if chunk.is_empty() {
+            return Ok(match total {
+                0 => Plaintext::Closed,
+                n => Plaintext::Bytes(n),
+            });
         }
+        let n = chunk.len();
+        dst.extend_from_slice(chunk);
+        reader.consume(n);
+        total += n;
     }
 }

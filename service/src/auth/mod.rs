@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use gatehouse_core::cookie::SCRATCH_LEN;
+use gatehouse_core::cookie::{OpenMemo, SCRATCH_LEN};
 use gatehouse_core::{Es256Signer, Keyring, SessionView};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{App, Preauth};
+use crate::config::App;
 use policy::{Denial, Facts};
 
 /// Every cookie Gatehouse sets starts with this; all of them are removed from requests
@@ -117,6 +117,9 @@ pub struct Scratch {
     pub open: Box<[u8; SCRATCH_LEN]>,
     /// The Cookie field without Gatehouse's own cookies.
     pub cookie: Vec<u8>,
+    /// The session cookie this connection opened last: sent again on a keep-alive
+    /// connection, it is not decrypted again.
+    pub memo: OpenMemo,
 }
 
 impl Default for Scratch {
@@ -131,6 +134,7 @@ impl Scratch {
         Scratch {
             open: Box::new([0; SCRATCH_LEN]),
             cookie: Vec::with_capacity(512),
+            memo: OpenMemo::default(),
         }
     }
 }
@@ -139,18 +143,22 @@ impl Scratch {
 pub fn check_session<'s, 'v>(
     keyring: &Keyring,
     app: &App,
-    preauth: &Preauth,
     cookie_fields: impl Iterator<Item = &'v [u8]>,
     client: IpAddr,
     now: u64,
     scratch: &'s mut [u8],
+    memo: &mut OpenMemo,
 ) -> Gate<'s> {
+    let Some(preauth) = &app.preauth else {
+        // Not a pre-authenticated app: there is no session to check.
+        return Gate::SignIn { fresh: false };
+    };
     let mut name_buf = [0u8; 96];
     let name = cookie_name(SESSION_COOKIE, &app.name, &mut name_buf);
     let Some(value) = find_cookie(cookie_fields, name) else {
         return Gate::SignIn { fresh: false };
     };
-    let Ok(session) = keyring.open(name, &app.name, value, now, scratch) else {
+    let Ok(session) = keyring.open_memo(name, &app.name, value, now, scratch, memo) else {
         // Expired, tampered, another app's: all mean "sign in".
         return Gate::SignIn { fresh: false };
     };
