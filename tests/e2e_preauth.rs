@@ -401,6 +401,12 @@ fn token_cookie_state_and_redirect_attacks_are_refused() {
         "ok",
         "session_lifetime = \"2s\"",
     ));
+    // The same client, authenticating with client_secret_post instead of basic.
+    extra.push_str(&format!(
+        "[[providers]]\nname = \"okpost\"\nissuer = \"{issuer}\"\nclient_id = \"ok\"\n\
+         client_secret = \"x\"\nclient_auth = \"post\"\ninsecure_http_for_tests = true\n"
+    ));
+    apps.push(preauth_app("okpost", port, "okpost", ""));
     let mut stack = Stack::start("attacks", &apps, &extra);
     stack.add_connector("c1", "default");
     std::thread::sleep(Duration::from_millis(500));
@@ -421,6 +427,10 @@ fn token_cookie_state_and_redirect_attacks_are_refused() {
         values(&echoed_headers(&ok.body), "X-Gatehouse-User"),
         ["alice"]
     );
+
+    let (answer, _) = oidc::rogue_sign_in(&stack, "okpost.test", "/echo/allowed-post");
+    assert_eq!(answer.status, 302, "client_secret_post: {answer:?}");
+    assert!(answer.set_cookie("__Host-gh-session-okpost").is_some());
 
     // Cookies: tampered, from another app, expired: no session, sign in again.
     let (name, value) = session.split_once('=').unwrap();
@@ -587,6 +597,20 @@ fn token_cookie_state_and_redirect_attacks_are_refused() {
     );
     assert_eq!(post.status, 401, "{post:?}");
     assert!(post.body.contains("Sign-in required"));
+
+    // Every sign-in decision is an event line naming its reason.
+    let events = stack.log("service");
+    for reason in [
+        "\"decision\":\"allow\",\"reason\":\"signed_in\"",
+        "\"reason\":\"group_overage\"",
+        "\"reason\":\"token_audience\"",
+        "\"reason\":\"token_nonce\"",
+        "\"reason\":\"state_mismatch\"",
+        "\"decision\":\"retry\",\"reason\":\"sign_in_too_old_retry\"",
+        "\"reason\":\"sign_in_too_old\"",
+    ] {
+        assert!(events.contains(reason), "no event with {reason}:\n{events}");
+    }
 
     // Nothing refused ever reached the back end.
     std::thread::sleep(Duration::from_millis(300));

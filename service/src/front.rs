@@ -21,7 +21,7 @@ use monoio::net::TcpStream;
 use crate::auth::{self, flow, policy, Gate, Scratch};
 use crate::config::{App, Preauth, Provider, ServiceConfig};
 use crate::worker::{Tunnel, Worker};
-use crate::{pages, routes, unix_now, Snapshot};
+use crate::{events, pages, routes, unix_now, Snapshot};
 
 /// Time a client gets to send a complete request head (also the keep-alive idle time).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -161,6 +161,19 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
             Ok(Start::NeedProvider(_)) => false,
             Ok(Start::Callback(work)) => {
                 let answer = finish_login(&worker, &snapshot, &work).await;
+                let decision = match answer.reason.as_str() {
+                    "signed_in" => events::Decision::Allow,
+                    "sign_in_too_old_retry" => events::Decision::Retry,
+                    _ => events::Decision::Deny,
+                };
+                events::sign_in(
+                    &request_id,
+                    &work.app,
+                    work.callback.client,
+                    &answer.user,
+                    decision,
+                    &answer.reason,
+                );
                 let mut response = Vec::with_capacity(2048);
                 answer.write(&mut response, &hex(&request_id), !work.keep_alive);
                 let (res, _) = conn.write_vec(response).await;
@@ -514,7 +527,18 @@ fn start(
                 let claims = match flow::verify_bearer(&provider, &state, preauth, token, now) {
                     Ok(claims) => claims,
                     Err(None) => return Start::NeedProvider(Box::new(provider)),
-                    Err(Some(e)) => return answer(flow::token_rejected(e)),
+                    Err(Some(e)) => {
+                        let rejected = flow::token_rejected(e);
+                        events::sign_in(
+                            &request_id,
+                            &app.name,
+                            client,
+                            "",
+                            events::Decision::Deny,
+                            &rejected.reason,
+                        );
+                        return answer(rejected);
+                    }
                 };
                 let mfa = flow::is_mfa(&provider, &claims);
                 let user_name = claims.preferred_username.as_deref().unwrap_or(&claims.sub);
@@ -527,7 +551,19 @@ fn start(
                     mfa,
                     auth_time: claims.auth_time.unwrap_or(claims.iat),
                 };
-                if let Err(denial) = policy::check(&preauth.access, &facts, client, now) {
+                let decision = policy::check(&preauth.access, &facts, client, now);
+                events::sign_in(
+                    &request_id,
+                    &app.name,
+                    client,
+                    user_name,
+                    match decision {
+                        Ok(()) => events::Decision::Allow,
+                        Err(_) => events::Decision::Deny,
+                    },
+                    decision.map_or_else(|d| d.reason(), |()| "bearer_token"),
+                );
+                if let Err(denial) = decision {
                     let (status, title, detail) = denial.page();
                     return local(status, title, detail);
                 }

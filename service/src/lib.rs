@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 mod control;
 pub mod devidp;
+mod events;
 mod front;
 pub mod pages;
 mod routes;

@@ -173,7 +173,12 @@ pub fn get(stack: &Stack, host: &str, url: &str, extra: &[&str]) -> Exchange {
     args.extend_from_slice(extra);
     args.push(url);
     let out = stack.curl(host, &args);
-    parse_exchange(&String::from_utf8_lossy(&out.stdout))
+    let mut exchange = parse_exchange(&String::from_utf8_lossy(&out.stdout));
+    if exchange.status == 0 {
+        // No answer: say why (curl's message) in the failure output.
+        exchange.body = String::from_utf8_lossy(&out.stderr).into_owned();
+    }
+    exchange
 }
 
 pub fn parse_exchange(raw: &str) -> Exchange {

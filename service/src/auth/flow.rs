@@ -30,6 +30,9 @@ pub(crate) struct Answer {
     /// For pages: title and explanation.
     pub(crate) title: String,
     pub(crate) detail: String,
+    /// For the sign-in event: why (a short machine-readable reason), and who, once known.
+    pub(crate) reason: String,
+    pub(crate) user: String,
 }
 
 impl Answer {
@@ -40,6 +43,8 @@ impl Answer {
             cookies,
             title: String::new(),
             detail: String::new(),
+            reason: String::new(),
+            user: String::new(),
         }
     }
 
@@ -50,12 +55,19 @@ impl Answer {
             cookies: Vec::new(),
             title: title.into(),
             detail: detail.into(),
+            reason: String::new(),
+            user: String::new(),
         }
+    }
+
+    fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
     }
 
     fn denial(denial: Denial) -> Self {
         let (status, title, detail) = denial.page();
-        Answer::page(status, title, detail)
+        Answer::page(status, title, detail).because(denial.reason())
     }
 
     fn with_cookie(mut self, cookie: String) -> Self {
@@ -211,7 +223,8 @@ pub(crate) async fn finish_login(
             "Sign-in state missing",
             "This sign-in was not started in this browser, or it took too long, or cookies are \
              blocked. Open the application again to sign in.",
-        );
+        )
+        .because("state_missing");
     };
     let login: LoginState = match keyring
         .open_bytes(&login_name, &app.name, sealed)
@@ -226,6 +239,7 @@ pub(crate) async fn finish_login(
                 "The sign-in state was altered or belongs to another application. Open the \
                  application again to sign in.",
             )
+            .because("state_invalid")
             .with_cookie(clear_login(app))
         }
     };
@@ -235,6 +249,7 @@ pub(crate) async fn finish_login(
             "Sign-in took too long",
             "Open the application again to sign in.",
         )
+        .because("state_expired")
         .with_cookie(clear_login(app));
     }
     let state = query_param(&callback.query, "state").unwrap_or_default();
@@ -245,6 +260,7 @@ pub(crate) async fn finish_login(
             "The answer from the identity provider does not belong to the sign-in this browser \
              started (state). Open the application again to sign in.",
         )
+        .because("state_mismatch")
         .with_cookie(clear_login(app));
     }
     if let Some(error) = query_param(&callback.query, "error") {
@@ -254,6 +270,7 @@ pub(crate) async fn finish_login(
             "Identity provider error",
             format!("The identity provider refused the sign-in: {error}. {description}"),
         )
+        .because("provider_error")
         .with_cookie(clear_login(app));
     }
     if login.provider != provider.name || login.redirect_uri != redirect_uri(&callback.host, app) {
@@ -262,6 +279,7 @@ pub(crate) async fn finish_login(
             "Sign-in state mismatch",
             "The sign-in was started for another provider or address.",
         )
+        .because("state_mismatch")
         .with_cookie(clear_login(app));
     }
     let Some(code) = query_param(&callback.query, "code") else {
@@ -270,13 +288,18 @@ pub(crate) async fn finish_login(
             "Identity provider error",
             "The identity provider sent no authorization code.",
         )
+        .because("provider_error")
         .with_cookie(clear_login(app));
     };
     let state = match providers.get(provider) {
         Some(state) => state,
         None => match providers.load(provider).await {
             Ok(state) => state,
-            Err(e) => return provider_unreachable(provider, &e).with_cookie(clear_login(app)),
+            Err(e) => {
+                return provider_unreachable(provider, &e)
+                    .because("provider_unreachable")
+                    .with_cookie(clear_login(app))
+            }
         },
     };
     let token = match token_request(provider, &state, &code, &login).await {
@@ -324,7 +347,8 @@ pub(crate) async fn finish_login(
                 login.return_to.as_bytes(),
                 true,
                 now,
-            );
+            )
+            .because("sign_in_too_old_retry");
         }
         Err(denial) => return Answer::denial(denial).with_cookie(clear_login(app)),
     }
@@ -332,10 +356,17 @@ pub(crate) async fn finish_login(
         Ok(session) => session,
         Err(e) => {
             return Answer::page(500, "Session could not be created", e)
+                .because("session_error")
                 .with_cookie(clear_login(app))
         }
     };
-    Answer::redirect(login.return_to, vec![clear_login(app), session])
+    let mut answer = Answer::redirect(login.return_to, vec![clear_login(app), session]);
+    answer.reason = "signed_in".into();
+    answer.user = claims
+        .preferred_username
+        .clone()
+        .unwrap_or_else(|| claims.sub.clone());
+    answer
 }
 
 /// Seals the session cookie for verified `claims`.
@@ -494,7 +525,21 @@ pub(crate) fn is_mfa(provider: &Provider, claims: &Claims) -> bool {
 
 /// The page for a rejected token: which check failed.
 pub(crate) fn token_rejected(e: TokenError) -> Answer {
-    Answer::page(401, "Sign-in token rejected", e.to_string())
+    Answer::page(401, "Sign-in token rejected", e.to_string()).because(token_reason(e))
+}
+
+/// A short name for the check a token failed, for events.
+pub(crate) fn token_reason(e: TokenError) -> String {
+    let name = format!("{e:?}");
+    let check = name.split('(').next().unwrap_or(&name);
+    let mut out = String::from("token_");
+    for (i, c) in check.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 /// The page for a provider that cannot be reached or read.

@@ -64,6 +64,18 @@ impl Denial {
             ),
         }
     }
+
+    /// A short machine-readable reason for events and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Denial::Network => "network_not_allowed",
+            Denial::DenyListed => "deny_listed",
+            Denial::GroupOverage => "group_overage",
+            Denial::NotAssigned => "not_assigned",
+            Denial::MfaRequired => "mfa_required",
+            Denial::SignInTooOld => "sign_in_too_old",
+        }
+    }
 }
 
 /// What the policy looks at about a user.

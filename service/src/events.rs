@@ -1,0 +1,94 @@
+//! Events: one JSON line per sign-in decision on standard error, for logs and SIEMs.
+//!
+//! `{"time":"2026-11-29T10:00:00Z","type":"sign_in","request_id":"…","app":"wiki",
+//! "client":"192.0.2.7","user":"alice","decision":"allow","reason":"signed_in"}`
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// How a sign-in ended.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Decision {
+    /// The user is in.
+    Allow,
+    /// The user is turned away (`reason` says which check failed).
+    Deny,
+    /// A fresh sign-in was asked for.
+    Retry,
+}
+
+#[derive(Serialize)]
+struct SignIn<'a> {
+    time: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    request_id: String,
+    app: &'a str,
+    client: IpAddr,
+    user: &'a str,
+    decision: Decision,
+    reason: &'a str,
+}
+
+/// Writes one sign-in event.
+pub(crate) fn sign_in(
+    request_id: &[u8; 16],
+    app: &str,
+    client: IpAddr,
+    user: &str,
+    decision: Decision,
+    reason: &str,
+) {
+    let event = SignIn {
+        time: rfc3339(crate::unix_now()),
+        kind: "sign_in",
+        request_id: gatehouse_core::hex::encode(request_id),
+        app,
+        client,
+        user,
+        decision,
+        reason,
+    };
+    if let Ok(mut line) = serde_json::to_vec(&event) {
+        line.push(b'\n');
+        // One write per line, so lines from several workers never interleave.
+        let _ = std::io::stderr().lock().write_all(&line);
+    }
+}
+
+/// `2026-11-29T10:00:00Z` for Unix seconds (UTC, proleptic Gregorian).
+pub(crate) fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_946_431), "2026-11-29T10:00:31Z");
+    }
+}
