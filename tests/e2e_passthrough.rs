@@ -998,3 +998,122 @@ print(head.split(b"\r\n")[0].decode(), json.loads(body)["body_len"])
     assert_eq!(stack.status(APP_HOST, "/echo/after"), "200");
     drop(backend);
 }
+
+#[test]
+fn shielding_rate_limits_and_slow_clients() {
+    let (backend, port) = backend(None);
+    let apps = [AppSpec {
+        extra: "max_concurrent = 4".into(),
+        ..echo_app(port)
+    }];
+    let mut stack = Stack::start(
+        "shield",
+        &apps,
+        "[limits]\nrate = 4\nburst = 4\nconnections_per_ip = 200\nheader_timeout = \"2s\"\n",
+    );
+    stack.add_connector("c1", "default");
+    // Ready-made requests from other addresses than the flood's (127.0.0.1): the per-address
+    // limits must not touch them.
+    let curl_from = |source: &str, args: &[&str]| {
+        let mut command = std::process::Command::new("curl");
+        command
+            .args(["-sS", "--max-time", "10", "--interface", source, "--cacert"])
+            .arg(stack.ca_file())
+            .arg("--resolve")
+            .arg(format!("{APP_HOST}:{}:127.0.0.1", stack.https_port))
+            .args(args);
+        command.output().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while text(&curl_from(
+        "127.0.0.3",
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &stack.url(APP_HOST, "/echo/ready"),
+        ],
+    )) != "200"
+    {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Rate limit: one keep-alive connection (one worker) with a burst of 2 of the 4, then 429
+    // with Retry-After.
+    let url = stack.url(APP_HOST, "/echo/rate");
+    let mut args = vec!["-w", "%{http_code} %header{retry-after}\n"];
+    for _ in 0..8 {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let codes = text(&curl_from("127.0.0.4", &args));
+    let codes: Vec<&str> = codes.lines().map(str::trim).collect();
+    assert_eq!(&codes[..2], ["200", "200"], "{codes:?}");
+    // Limited answers say when to come back.
+    assert!(
+        codes[2..]
+            .iter()
+            .any(|c| c.starts_with("429 ") && c[4..].parse::<u64>().is_ok_and(|s| s >= 1)),
+        "{codes:?}"
+    );
+
+    // Slowloris: 5,000 connections from 127.0.0.1 that never finish a request. Past this
+    // address's share the service closes them at once; the rest are cut by the header
+    // timeout. A client from another address is served all along, and memory stays bounded.
+    let idle_rss = stack.service.as_ref().unwrap().rss_kib();
+    let script = r#"
+import socket, sys, time
+port = int(sys.argv[1])
+held = []
+for i in range(5000):
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    held.append(s)
+time.sleep(1.0)
+for s in held:
+    try:
+        s.send(b"\x16\x03\x01")  # the first bytes of a TLS record, and nothing more
+    except OSError:
+        pass
+print("holding", len(held), flush=True)
+time.sleep(6)
+"#;
+    let mut flood = std::process::Command::new("python3")
+        .args(["-c", script, &stack.https_port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    for i in 0..5 {
+        let started = Instant::now();
+        let out = curl_from(
+            &format!("127.0.0.{}", 10 + i),
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &stack.url(APP_HOST, &format!("/echo/during-{i}")),
+            ],
+        );
+        assert_eq!(text(&out), "200", "request {i} during the flood");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "slow: {:?}",
+            started.elapsed()
+        );
+    }
+    let peak_rss = stack.service.as_ref().unwrap().rss_kib();
+    assert!(
+        peak_rss < idle_rss + 64 * 1024,
+        "service grew from {idle_rss} KiB to {peak_rss} KiB"
+    );
+    let _ = flood.kill();
+    let _ = flood.wait();
+    drop(backend);
+}

@@ -23,8 +23,8 @@ use crate::config::{App, Preauth, Provider, ServiceConfig};
 use crate::worker::{Tunnel, Worker};
 use crate::{events, pages, routes, unix_now, Snapshot};
 
-/// Time a client gets to send a complete request head (also the keep-alive idle time).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client gets to send a development-provider form body.
+const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often a request refused by a connector (never processed) is tried on another tunnel.
 const RETRIES: usize = 2;
@@ -85,6 +85,12 @@ struct Proxied {
     /// A refused or lost attempt may go to another tunnel: nothing of it reached a back end
     /// (refused), or it is idempotent and had no body (lost before any answer).
     idempotent: bool,
+    /// The request's place in its app's concurrency cap, given back when it ends.
+    _app_slot: Option<crate::shield::AppSlot>,
+    /// `[limits] max_body_size` (0 = none): a chunked body past it ends the request.
+    max_body_size: u64,
+    /// `[limits] min_body_rate` in bytes per second (0 = none).
+    min_body_rate: u32,
 }
 
 /// Serves one client connection until it closes, errs or times out.
@@ -93,9 +99,17 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
     let mut out: Vec<u8> = Vec::with_capacity(2048);
     let mut saved: Vec<u8> = Vec::with_capacity(1024);
     let mut scratch = Scratch::new();
+    let mut first = true;
     loop {
         let snapshot = worker.snapshot();
-        let deadline = Instant::now() + HEAD_TIMEOUT;
+        // The first head must come whole within the header timeout (slowloris); after a
+        // response, an idle keep-alive connection waits up to the keep-alive timeout.
+        let limits = &snapshot.config.limits;
+        let wait = match std::mem::replace(&mut first, false) {
+            true => limits.header_timeout,
+            false => limits.keepalive_timeout,
+        };
+        let deadline = Instant::now() + wait;
         let request_id = worker.request_id();
         let mut start = conn
             .read_request_head_raw(Some(deadline), |head, raw| {
@@ -277,7 +291,7 @@ async fn dev_idp(
     let mut body = Vec::new();
     if work.body != BodyKind::Empty {
         let mut decoder = BodyDecoder::new(work.body, &Limits::default());
-        let idle = Instant::now() + HEAD_TIMEOUT;
+        let idle = Instant::now() + FORM_TIMEOUT;
         loop {
             match conn.next_body_chunk(&mut decoder, Some(idle)).await {
                 Ok(Some(chunk)) if body.len() + chunk.len() <= DEV_IDP_MAX_BODY => {
@@ -364,6 +378,42 @@ fn start(
     if head.is_connect() {
         return local(405, "Method not allowed", "CONNECT is not offered here.");
     }
+    let limits = &config.limits;
+    let client = policy::client_ip(
+        peer,
+        &config.trusted_proxies,
+        head.fields.get_all("x-forwarded-for"),
+    );
+    if let Err(retry_after) =
+        worker
+            .shield
+            .request(client, limits, worker.shared.workers, Instant::now())
+    {
+        let mut response = Vec::with_capacity(1024);
+        pages::retry_page(
+            &mut response,
+            429,
+            "Too many requests",
+            "Your address sent more requests than this service takes; try again shortly.",
+            &hex(&request_id),
+            retry_after,
+        );
+        return Start::Local {
+            response,
+            keep_alive,
+        };
+    }
+    if let BodyKind::Length(n) = head.body {
+        if limits.max_body_size > 0 && n > limits.max_body_size {
+            return local_page(
+                413,
+                "Content too large",
+                "The request body is larger than this service accepts.",
+                &request_id,
+                false,
+            );
+        }
+    }
     let (path_only, query) = match path.iter().position(|&b| b == b'?') {
         Some(q) => (&path[..q], &path[q + 1..]),
         None => (path, &b""[..]),
@@ -433,11 +483,6 @@ fn start(
     let prefix = app.external.path_prefix.as_bytes();
     let relative = path_only.strip_prefix(prefix).unwrap_or(b"");
     let host_text = std::str::from_utf8(host).unwrap_or("");
-    let client = policy::client_ip(
-        peer,
-        &config.trusted_proxies,
-        head.fields.get_all("x-forwarded-for"),
-    );
     let cookies = || head.fields.get_all("cookie");
     let now = unix_now();
     if relative == auth::CALLBACK.as_bytes() {
@@ -699,6 +744,29 @@ fn forward(
     let local = |status: u16, title: &str, detail: &str| {
         local_page(status, title, detail, &request_id, keep_alive)
     };
+    let app_slot =
+        match worker
+            .shield
+            .app_request(&app.name, app.max_concurrent, worker.shared.workers)
+        {
+            Ok(slot) => slot,
+            Err(()) => {
+                let mut response = Vec::with_capacity(1024);
+                pages::retry_page(
+                    &mut response,
+                    503,
+                    "Application busy",
+                    "The application has as many requests in progress as it is allowed; try again \
+                 shortly.",
+                    &hex(&request_id),
+                    1,
+                );
+                return Start::Local {
+                    response,
+                    keep_alive: false,
+                };
+            }
+        };
     let Some(tunnel) = worker.pick(&app.group, except) else {
         return local(
             502,
@@ -750,6 +818,9 @@ fn forward(
         body: head.body,
         upgrade: head.upgrade,
         idempotent: !has_body && matches!(head.method, b"GET" | b"HEAD" | b"OPTIONS"),
+        _app_slot: app_slot,
+        max_body_size: config.limits.max_body_size,
+        min_body_rate: config.limits.min_body_rate,
     }))
 }
 
@@ -863,6 +934,31 @@ fn host_and_path<'b>(head: &RequestHead<'b, '_>) -> Option<(&'b [u8], &'b [u8])>
     }
 }
 
+/// Counts a body chunk of `len` bytes; true when the body is now over the size limit, or a
+/// 10-second window ended below the minimum rate (a slow-body attack).
+fn body_limits_broken(
+    p: &Proxied,
+    received: &mut u64,
+    window: &mut (Instant, u64),
+    len: usize,
+) -> bool {
+    const WINDOW: Duration = Duration::from_secs(10);
+    *received += len as u64;
+    window.1 += len as u64;
+    if p.max_body_size > 0 && *received > p.max_body_size {
+        return true;
+    }
+    let elapsed = window.0.elapsed();
+    if p.min_body_rate > 0 && elapsed >= WINDOW {
+        let needed = u64::from(p.min_body_rate) * elapsed.as_secs();
+        if window.1 < needed {
+            return true;
+        }
+        *window = (Instant::now(), 0);
+    }
+    false
+}
+
 /// What a client connection does after a response.
 enum After {
     KeepAlive,
@@ -902,9 +998,29 @@ async fn proxy(
             return After::Close;
         }
         let mut decoder = BodyDecoder::new(p.body, &Limits::default());
+        let mut received: u64 = 0;
+        let mut window = (Instant::now(), 0u64);
         loop {
             let idle = Instant::now() + p.idle_timeout;
             match conn.next_body_chunk(&mut decoder, Some(idle)).await {
+                Ok(Some(chunk))
+                    if body_limits_broken(&p, &mut received, &mut window, chunk.len()) =>
+                {
+                    p.stream.reset(Code::CANCEL);
+                    let (status, title) = match p.max_body_size > 0 && received > p.max_body_size {
+                        true => (413, "Content too large"),
+                        false => (408, "Request body too slow"),
+                    };
+                    page(
+                        conn,
+                        status,
+                        title,
+                        "The request body was not accepted.",
+                        &p.request_id,
+                    )
+                    .await;
+                    return After::Close;
+                }
                 Ok(Some(chunk)) => match p.stream.send(chunk, false).await {
                     Ok(true) => {}
                     // The back end answered (or failed) before taking the whole body: the rest

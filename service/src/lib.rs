@@ -15,6 +15,7 @@ mod events;
 mod front;
 pub mod pages;
 mod routes;
+mod shield;
 pub mod state;
 pub mod tls;
 mod worker;
@@ -225,8 +226,20 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
 
     // SO_REUSEPORT would let a second copy of the service share the ports silently: probe
     // that the addresses are free first.
+    // A process that just died may hold its listeners a moment longer (the kernel tears
+    // its io_uring down asynchronously): a restart waits up to two seconds for them.
     for addr in [config.listen_https, config.listen_tunnel] {
-        std::net::TcpListener::bind(addr).map_err(|e| ServiceError::Bind(addr, e))?;
+        let mut tries = 0;
+        loop {
+            match std::net::TcpListener::bind(addr) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(ServiceError::Bind(addr, e)),
+            }
+        }
     }
 
     let keyring = gatehouse_core::Keyring::load_or_create(&state.path().join("cookie.keys"))

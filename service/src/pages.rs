@@ -86,6 +86,23 @@ pub fn error_page_with(
     out.extend_from_slice(body.as_bytes());
 }
 
+/// [`error_page`] for a limit: 429 or 503 with `Retry-After: retry_after` seconds.
+pub fn retry_page(
+    out: &mut Vec<u8>,
+    status: u16,
+    title: &str,
+    detail: &str,
+    request_id: &str,
+    retry_after: u64,
+) {
+    error_page(out, status, title, detail, request_id, false);
+    // The head ends with an empty line: put the field in front of it.
+    if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+        let field = format!("\r\nRetry-After: {retry_after}");
+        out.splice(end..end, field.into_bytes());
+    }
+}
+
 /// Appends a redirect to `location` (already a valid URL or path), setting `cookies`.
 pub fn redirect(
     out: &mut Vec<u8>,

@@ -72,6 +72,8 @@ pub(crate) struct Worker {
     pub(crate) providers: crate::auth::provider::Providers,
     /// Identity assertions signed by this worker, per session.
     pub(crate) assertions: crate::auth::AssertionCache,
+    /// This worker's share of the client connection and rate limits.
+    pub(crate) shield: crate::shield::Shield,
 }
 
 impl Worker {
@@ -219,6 +221,7 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
             id_counter: Cell::new(0),
             providers: Default::default(),
             assertions: Default::default(),
+            shield: Default::default(),
         });
         let _ = ready.send(Ok(()));
         monoio::spawn(accept_loop(
@@ -263,6 +266,14 @@ where
 
 /// A client of the HTTPS front.
 async fn front_connection(tcp: TcpStream, peer: std::net::SocketAddr, worker: Rc<Worker>) {
+    let limits = &worker.snapshot.borrow().config.limits.clone();
+    // Over this worker's share of the connection limits: closed before any TLS work.
+    let Some(_slot) = worker
+        .shield
+        .connection(peer.ip(), limits, worker.shared.workers)
+    else {
+        return;
+    };
     let config = worker.shared.front_tls.clone();
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let Ok(tls) = TlsStream::accept(tcp, |_| Some(config), Some(deadline)).await else {

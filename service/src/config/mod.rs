@@ -102,6 +102,49 @@ pub struct ServiceConfig {
     pub dev_idp: Option<DevIdpSettings>,
     /// `trusted_proxies`: peers whose X-Forwarded-For names the client (for network rules).
     pub trusted_proxies: Vec<IpNet>,
+    /// `[limits]`: what shields the back ends and the service itself.
+    pub limits: ShieldLimits,
+}
+
+/// `[limits]`: rate and connection limits, timeouts, sizes. Counts apply to the whole
+/// service; each worker enforces its share (the limit divided by the workers, rounded up),
+/// so that no lock is shared between workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShieldLimits {
+    /// `rate`: requests per second one client address may send (token bucket refill);
+    /// 0 = no limit. Default 100.
+    pub rate: u32,
+    /// `burst`: requests a client may send at once above the rate. Default 2 × rate.
+    pub burst: u32,
+    /// `connections_per_ip`: open connections per client address. Default 256.
+    pub connections_per_ip: u32,
+    /// `connections`: open client connections in all. Default 20,000.
+    pub connections: u32,
+    /// `header_timeout`: time a client has to send a whole request head once it started
+    /// (slowloris). Default 10 s.
+    pub header_timeout: Duration,
+    /// `keepalive_timeout`: time an idle keep-alive connection is kept. Default 60 s.
+    pub keepalive_timeout: Duration,
+    /// `min_body_rate`: bytes per second a request body must keep up, measured over 10 s
+    /// windows; 0 = no minimum. Default 256.
+    pub min_body_rate: u32,
+    /// `max_body_size`: largest request body, bytes; 0 = no limit. Default 0.
+    pub max_body_size: u64,
+}
+
+impl Default for ShieldLimits {
+    fn default() -> Self {
+        ShieldLimits {
+            rate: 100,
+            burst: 200,
+            connections_per_ip: 256,
+            connections: 20_000,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            min_body_rate: 256,
+            max_body_size: 0,
+        }
+    }
 }
 
 /// A certificate of the HTTPS front and the host names it serves.
@@ -264,6 +307,8 @@ struct RawConfig {
     #[serde(default)]
     connectors: RawConnectors,
     #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     certificates: Vec<RawCertificate>,
     #[serde(default)]
     apps: Vec<RawApp>,
@@ -289,6 +334,55 @@ struct RawConnectors {
     tunnels_per_worker: Option<Spanned<u16>>,
     renewal_age: Option<Spanned<RawDuration>>,
     certificate_validity: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    rate: Option<u32>,
+    burst: Option<Spanned<u32>>,
+    connections_per_ip: Option<Spanned<u32>>,
+    connections: Option<Spanned<u32>>,
+    header_timeout: Option<Spanned<RawDuration>>,
+    keepalive_timeout: Option<Spanned<RawDuration>>,
+    min_body_rate: Option<u32>,
+    max_body_size: Option<u64>,
+}
+
+impl RawLimits {
+    fn into_limits(self, src: &Source<'_>) -> Result<ShieldLimits, ConfigError> {
+        let defaults = ShieldLimits::default();
+        let rate = self.rate.unwrap_or(defaults.rate);
+        let at_least_one = |n: &u32| {
+            if *n == 0 {
+                Err("must be at least 1".to_owned())
+            } else {
+                Ok(*n)
+            }
+        };
+        Ok(ShieldLimits {
+            rate,
+            burst: src.read_or(&self.burst, rate.saturating_mul(2).max(1), at_least_one)?,
+            connections_per_ip: src.read_or(
+                &self.connections_per_ip,
+                defaults.connections_per_ip,
+                at_least_one,
+            )?,
+            connections: src.read_or(&self.connections, defaults.connections, at_least_one)?,
+            header_timeout: src.read_or(
+                &self.header_timeout,
+                defaults.header_timeout,
+                parse_duration,
+            )?,
+            keepalive_timeout: src.read_or(
+                &self.keepalive_timeout,
+                defaults.keepalive_timeout,
+                parse_duration,
+            )?,
+            min_body_rate: self.min_body_rate.unwrap_or(defaults.min_body_rate),
+            max_body_size: self.max_body_size.unwrap_or(defaults.max_body_size),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -398,6 +492,7 @@ impl RawConfig {
             .into_iter()
             .map(|c| c.into_certificate(src, dir))
             .collect::<Result<Vec<_>, _>>()?;
+        let limits = self.limits.into_limits(src)?;
         let locations = auth::locations(src, &self.locations)?;
         let trusted_proxies = auth::networks(src, &self.trusted_proxies, &locations)?;
         let mut providers: Vec<Provider> = Vec::with_capacity(self.providers.len());
@@ -446,6 +541,7 @@ impl RawConfig {
             providers,
             dev_idp,
             trusted_proxies,
+            limits,
         })
     }
 }
@@ -1128,6 +1224,22 @@ mod tests {
              client_id = \"c\"\nclient_secret = \"s\"\n",
         );
         assert_eq!(at(&e), (4, "providers[0].issuer"), "{e}");
+    }
+
+    #[test]
+    fn limits() {
+        let c = parsed("state_dir = \"s\"");
+        assert_eq!(c.limits, ShieldLimits::default());
+        let c = parsed(
+            "state_dir = \"s\"\n[limits]\nrate = 10\nconnections_per_ip = 5\n\
+             header_timeout = \"2s\"\nmax_body_size = 1048576\n",
+        );
+        assert_eq!((c.limits.rate, c.limits.burst), (10, 20));
+        assert_eq!(c.limits.connections_per_ip, 5);
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.max_body_size, 1 << 20);
+        let e = refused("state_dir = \"s\"\n[limits]\nconnections = 0\n");
+        assert_eq!(at(&e), (3, "limits.connections"), "{e}");
     }
 
     #[test]
