@@ -1117,3 +1117,91 @@ time.sleep(6)
     let _ = flood.wait();
     drop(backend);
 }
+
+#[test]
+fn sigterm_drains_the_service_and_a_connector() {
+    let (stack_parts, _backend, _log) = {
+        let (backend, port) = backend(None);
+        let mut stack = Stack::start("drain", &[echo_app(port)], "");
+        stack.add_connector("c1", "default");
+        stack.wait_ready(APP_HOST, "/echo/ready");
+        (stack, backend, ())
+    };
+    let mut stack = stack_parts;
+    let slow = |stack: &Stack| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(stack.ca_file())
+            .arg("--resolve")
+            .arg(format!("{APP_HOST}:{}:127.0.0.1", stack.https_port))
+            .args([
+                "-w",
+                " %{http_code}",
+                &stack.url(APP_HOST, "/drip?n=10&ms=200"),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let sigterm = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+    };
+
+    // A connector drains: a second one joins, the first gets SIGTERM while a request runs
+    // through it; that request completes, later ones go through the second, the first exits.
+    let in_flight = slow(&stack);
+    std::thread::sleep(Duration::from_millis(400));
+    stack.add_connector("c2", "default");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connections_to(stack.tunnel_port) < 8 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sigterm(stack.connectors[0].pid());
+    for i in 0..10 {
+        assert_eq!(stack.status(APP_HOST, &format!("/echo/during-{i}")), "200");
+    }
+    let out = in_flight.wait_with_output().unwrap();
+    assert_eq!(
+        text(&out),
+        "xxxxxxxxxx 200",
+        "the request in flight finished"
+    );
+    let exited = Instant::now() + Duration::from_secs(10);
+    while matches!(stack.connectors[0].child.try_wait(), Ok(None)) {
+        assert!(
+            Instant::now() < exited,
+            "the drained connector did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The service drains: no new connections once SIGTERM arrived, the request in flight
+    // completes, then it exits.
+    let in_flight = slow(&stack);
+    std::thread::sleep(Duration::from_millis(400));
+    let service = stack.service.as_mut().unwrap();
+    sigterm(service.pid());
+    let closed = Instant::now() + Duration::from_secs(2);
+    while std::net::TcpStream::connect(("127.0.0.1", stack.https_port)).is_ok() {
+        assert!(
+            Instant::now() < closed,
+            "the front still accepts connections"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = in_flight.wait_with_output().unwrap();
+    assert_eq!(
+        text(&out),
+        "xxxxxxxxxx 200",
+        "the request in flight finished"
+    );
+    let service = stack.service.as_mut().unwrap();
+    let exited = Instant::now() + Duration::from_secs(5);
+    while matches!(service.child.try_wait(), Ok(None)) {
+        assert!(Instant::now() < exited, "the service did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -42,6 +42,8 @@ pub(crate) struct ThreadCtx {
     generation: Cell<u64>,
     pool: RefCell<HashMap<String, Vec<Backend>>>,
     backend_tls: RefCell<HashMap<String, Arc<rustls::ClientConfig>>>,
+    /// Tunnels this thread serves: on SIGTERM the thread waits for them to drain.
+    pub(crate) live_tunnels: Cell<u32>,
 }
 
 impl ThreadCtx {
@@ -52,6 +54,7 @@ impl ThreadCtx {
             shared,
             pool: RefCell::new(HashMap::new()),
             backend_tls: RefCell::new(HashMap::new()),
+            live_tunnels: Cell::new(0),
         }
     }
 

@@ -178,6 +178,9 @@ pub fn run(state_dir: &Path) -> Result<(), ConnectorError> {
     Ok(())
 }
 
+/// On SIGTERM, how long requests in flight may take to finish before tunnels close.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Pulls the configuration (at start and every [`CONFIG_PULL`]) and renews the certificate
 /// once it is older than the renewal age.
 async fn control_loop(shared: Arc<Shared>, term: Arc<AtomicBool>) {
@@ -304,6 +307,12 @@ fn tunnel_thread(shared: Arc<Shared>) {
                 }
             }
         }
+        // Stopping: the tunnels drain (GOAWAY, then close when their streams are done or
+        // the deadline passed); the runtime must live until they have.
+        let give_up = Instant::now() + DRAIN_DEADLINE + Duration::from_secs(1);
+        while ctx.live_tunnels.get() > 0 && Instant::now() < give_up {
+            monoio::time::sleep(Duration::from_millis(50)).await;
+        }
     });
 }
 
@@ -367,6 +376,7 @@ async fn dial(shared: &Shared) -> Result<(Mux, Hello, u64), ConnectorError> {
 /// Serves the streams of one tunnel until it ends; drains it when the certificate it was
 /// made with was renewed.
 async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx>) {
+    ctx.live_tunnels.set(ctx.live_tunnels.get() + 1);
     let started = Instant::now();
     let shared = ctx.shared.clone();
     let control = {
@@ -388,6 +398,7 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
         let shared = shared.clone();
         monoio::spawn(async move {
             let mut draining = false;
+            let mut stopping_since: Option<Instant> = None;
             while !mux.is_closed() {
                 monoio::time::sleep(Duration::from_millis(200)).await;
                 let renewed = shared.cert_generation.load(Ordering::Acquire) != generation;
@@ -404,7 +415,10 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
                     draining = true;
                     mux.go_away();
                 }
-                if draining && mux.open_streams() == 0 {
+                // SIGTERM: requests in flight get `DRAIN_DEADLINE` to finish.
+                let since = stopping.then(|| *stopping_since.get_or_insert_with(Instant::now));
+                let overdue = since.is_some_and(|t| t.elapsed() >= DRAIN_DEADLINE);
+                if draining && (mux.open_streams() == 0 || overdue) {
                     mux.handle().close();
                 }
             }
@@ -422,6 +436,16 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
             Err(()) => stream.reset(gatehouse_tunnel::Code::REFUSED_STREAM),
         }
     }
+    // No new streams (the service said GOAWAY, or the tunnel ended): those in flight finish
+    // first, then the tunnel closes.
+    while !mux.is_closed() {
+        if mux.open_streams() == 0 {
+            mux.handle().close();
+        }
+        monoio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ctx.live_tunnels
+        .set(ctx.live_tunnels.get().saturating_sub(1));
     drop(control);
     drop(watcher);
     if shared.cert_generation.load(Ordering::Acquire) == generation {

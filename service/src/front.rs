@@ -87,6 +87,8 @@ struct Proxied {
     idempotent: bool,
     /// The request's place in its app's concurrency cap, given back when it ends.
     _app_slot: Option<crate::shield::AppSlot>,
+    /// Counts the request as in flight (a draining worker waits for it).
+    _in_flight: crate::shield::RequestSlot,
     /// `[limits] max_body_size` (0 = none): a chunked body past it ends the request.
     max_body_size: u64,
     /// `[limits] min_body_rate` in bytes per second (0 = none).
@@ -211,7 +213,8 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
             }
             Err(_) => false,
         };
-        if !keep_alive {
+        // A draining service closes each connection after its current response.
+        if !keep_alive || worker.draining.get() {
             break;
         }
     }
@@ -819,6 +822,7 @@ fn forward(
         upgrade: head.upgrade,
         idempotent: !has_body && matches!(head.method, b"GET" | b"HEAD" | b"OPTIONS"),
         _app_slot: app_slot,
+        _in_flight: worker.shield.request_started(),
         max_body_size: config.limits.max_body_size,
         min_body_rate: config.limits.min_body_rate,
     }))

@@ -20,6 +20,7 @@ pub(crate) struct Shield {
     per_ip: Rc<RefCell<HashMap<IpAddr, u32>>>,
     buckets: RefCell<HashMap<IpAddr, Bucket>>,
     apps: RefCell<HashMap<String, Rc<Cell<u32>>>>,
+    requests: Rc<Cell<u32>>,
 }
 
 /// A worker's share of a service-wide limit.
@@ -54,8 +55,18 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Holds one request's place in its app's concurrency cap.
+/// Holds one request's place in its app's concurrency cap (if it has one) and in the
+/// worker's count of requests in flight.
 pub(crate) struct AppSlot(Rc<Cell<u32>>);
+
+/// Counts one request in flight until dropped (a draining worker waits for none left).
+pub(crate) struct RequestSlot(Rc<Cell<u32>>);
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
 
 impl Drop for AppSlot {
     fn drop(&mut self) {
@@ -121,6 +132,17 @@ impl Shield {
         } else {
             Err(((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64)
         }
+    }
+
+    /// Counts a request in flight.
+    pub(crate) fn request_started(&self) -> RequestSlot {
+        self.requests.set(self.requests.get() + 1);
+        RequestSlot(self.requests.clone())
+    }
+
+    /// Requests in flight on this worker.
+    pub(crate) fn requests_in_flight(&self) -> u32 {
+        self.requests.get()
     }
 
     /// A place for a request to `app`, whose cap is `max_concurrent` (0 = none).

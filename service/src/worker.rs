@@ -74,6 +74,8 @@ pub(crate) struct Worker {
     pub(crate) assertions: crate::auth::AssertionCache,
     /// This worker's share of the client connection and rate limits.
     pub(crate) shield: crate::shield::Shield,
+    /// The service is stopping: connections close after their current response.
+    pub(crate) draining: Cell<bool>,
 }
 
 impl Worker {
@@ -222,24 +224,37 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
             providers: Default::default(),
             assertions: Default::default(),
             shield: Default::default(),
+            draining: Cell::new(false),
         });
         let _ = ready.send(Ok(()));
+        // Draining cancels the front's pending accept: the listener closes at once.
+        let front_accept = monoio::io::Canceller::new();
         monoio::spawn(accept_loop(
             front_listener,
             worker.clone(),
             front_connection,
+            Some(front_accept.handle()),
         ));
         monoio::spawn(accept_loop(
             tunnel_listener,
             worker.clone(),
             tunnel_connection,
+            None,
         ));
         while !worker.shared.stop.load(Ordering::Acquire) {
             monoio::time::sleep(HOUSEKEEPING).await;
             worker.refresh();
             worker.expire(unix_now());
         }
-        // Stopping: tell connectors to go elsewhere, give streams a moment.
+        // Draining (SIGTERM): take no new client connections, let the requests in flight
+        // finish (their connections close after the response), then tell the connectors to
+        // go elsewhere.
+        worker.draining.set(true);
+        front_accept.cancel();
+        let drain_deadline = Instant::now() + worker.snapshot().config.limits.drain_timeout;
+        while worker.shield.requests_in_flight() > 0 && Instant::now() < drain_deadline {
+            monoio::time::sleep(Duration::from_millis(50)).await;
+        }
         for list in worker.tunnels.borrow().values() {
             for t in list {
                 t.mux.go_away();
@@ -249,14 +264,26 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
     });
 }
 
-/// Accepts connections forever, serving each with `serve` in its own task.
-async fn accept_loop<F, Fut>(listener: TcpListener, worker: Rc<Worker>, serve: F)
-where
+/// Accepts connections, serving each with `serve` in its own task, until `cancel` fires.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    worker: Rc<Worker>,
+    serve: F,
+    cancel: Option<monoio::io::CancelHandle>,
+) where
     F: Fn(TcpStream, std::net::SocketAddr, Rc<Worker>) -> Fut,
     Fut: std::future::Future<Output = ()> + 'static,
 {
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
+        let accepted = match &cancel {
+            Some(handle) => listener.cancelable_accept(handle.clone()).await,
+            None => listener.accept().await,
+        };
+        let Ok((tcp, peer)) = accepted else {
+            if cancel.is_some() && worker.draining.get() {
+                // The listener closes with this task.
+                return;
+            }
             continue;
         };
         let _ = tcp.set_nodelay(true);

@@ -130,6 +130,9 @@ pub struct ShieldLimits {
     pub min_body_rate: u32,
     /// `max_body_size`: largest request body, bytes; 0 = no limit. Default 0.
     pub max_body_size: u64,
+    /// `drain_timeout`: on SIGTERM, how long requests in flight may take to finish.
+    /// Default 30 s.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ShieldLimits {
@@ -143,6 +146,7 @@ impl Default for ShieldLimits {
             keepalive_timeout: Duration::from_secs(60),
             min_body_rate: 256,
             max_body_size: 0,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -347,6 +351,7 @@ struct RawLimits {
     keepalive_timeout: Option<Spanned<RawDuration>>,
     min_body_rate: Option<u32>,
     max_body_size: Option<u64>,
+    drain_timeout: Option<Spanned<RawDuration>>,
 }
 
 impl RawLimits {
@@ -381,6 +386,11 @@ impl RawLimits {
             )?,
             min_body_rate: self.min_body_rate.unwrap_or(defaults.min_body_rate),
             max_body_size: self.max_body_size.unwrap_or(defaults.max_body_size),
+            drain_timeout: src.read_or(
+                &self.drain_timeout,
+                defaults.drain_timeout,
+                parse_duration,
+            )?,
         })
     }
 }
