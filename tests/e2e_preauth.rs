@@ -599,7 +599,8 @@ fn token_cookie_state_and_redirect_attacks_are_refused() {
     assert!(post.body.contains("Sign-in required"));
 
     // Every sign-in decision is an event line naming its reason.
-    let events = stack.log("service");
+    std::thread::sleep(Duration::from_millis(400));
+    let events = stack.log("events");
     for reason in [
         "\"decision\":\"allow\",\"reason\":\"signed_in\"",
         "\"reason\":\"group_overage\"",
@@ -698,4 +699,111 @@ fn demo_command_runs_the_whole_product_with_sign_in() {
         std::net::TcpStream::connect(("127.0.0.1", https)).is_err(),
         "service still running"
     );
+}
+
+#[test]
+fn admin_listener_health_metrics_events_and_status_page() {
+    let (backend, port) = backend(None);
+    let admin = free_port();
+    let mut stack = Stack::start(
+        "admin",
+        &[
+            AppSpec {
+                name: "app",
+                external: format!("https://{APP_HOST}/"),
+                internal: format!("http://127.0.0.1:{port}/"),
+                group: "default",
+                extra: String::new(),
+            },
+            preauth_app("guarded", port, "dev", ""),
+        ],
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n[dev_idp]\n"),
+    );
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+    for i in 0..5 {
+        assert_eq!(stack.status(APP_HOST, &format!("/echo/{i}")), "200");
+    }
+    assert_eq!(stack.status(APP_HOST, "/status/404"), "404");
+    std::thread::sleep(Duration::from_millis(600));
+    let token = stack.token("viewer", "1h");
+    let admin_get = |path: &str, token: Option<&str>| {
+        let mut command = std::process::Command::new("curl");
+        command.args(["-sS", "-w", "\n%{http_code}"]);
+        if let Some(token) = token {
+            command.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        let out = command
+            .arg(format!("http://127.0.0.1:{admin}{path}"))
+            .output()
+            .unwrap();
+        let body = text(&out);
+        let (body, status) = body.rsplit_once('\n').unwrap();
+        (status.to_owned(), body.to_owned())
+    };
+    assert_eq!(admin_get("/healthz", None), ("200".into(), "ok\n".into()));
+    assert_eq!(admin_get("/metrics", None).0, "401");
+    assert_eq!(admin_get("/metrics", Some("ghr1.bogus.token.x")).0, "401");
+
+    let (status, metrics) = admin_get("/metrics", Some(&token));
+    assert_eq!(status, "200");
+    let count = |line: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"))
+    };
+    // wait_ready's requests count too: at least our five.
+    assert!(count("gatehouse_requests_total{app=\"app\",status=\"200\"}") >= 5);
+    assert_eq!(
+        count("gatehouse_requests_total{app=\"app\",status=\"404\"}"),
+        1
+    );
+    assert_eq!(count("gatehouse_tunnels{group=\"default\"}"), 4);
+    assert_eq!(count("gatehouse_connectors{group=\"default\"}"), 1);
+    assert!(count("gatehouse_request_duration_seconds_count{app=\"app\"}") >= 6);
+    assert_eq!(count("gatehouse_rate_limited_total"), 0);
+
+    // Events: pulled by time, and written one JSON line each to the events file.
+    let (status, events) = admin_get("/api/events?since=0", Some(&token));
+    assert_eq!(status, "200");
+    let events: Value = serde_json::from_str(&events).unwrap();
+    let requests: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["event"])
+        .filter(|e| e["type"] == "request" && e["app"] == "app")
+        .collect();
+    assert!(requests.len() >= 6, "{events}");
+    let last = requests.last().unwrap();
+    assert_eq!(last["status"], 404);
+    assert_eq!(last["method"], "GET");
+    assert!(last["latency_ms"].as_f64().unwrap() >= 0.0);
+    let newest = events.as_array().unwrap().last().unwrap()["ms"]
+        .as_u64()
+        .unwrap();
+    let (_, later) = admin_get(&format!("/api/events?since={newest}"), Some(&token));
+    assert_eq!(later, "[]");
+    assert!(stack.log("events").lines().count() >= 6);
+
+    // The status page, in a real browser.
+    let report = oidc::chromium_page(
+        &format!("http://127.0.0.1:{admin}/status"),
+        &[&format!("Authorization: Bearer {token}")],
+    );
+    assert_eq!(report["status"], 200, "{report}");
+    let page = report["text"].as_str().unwrap();
+    for expected in [
+        "Gatehouse status",
+        "Connectors",
+        "default",
+        "guarded",
+        "preauth",
+        "https://app.test/",
+    ] {
+        assert!(page.contains(expected), "{expected} missing:\n{page}");
+    }
+    drop(backend);
 }

@@ -1,9 +1,9 @@
-//! Events: one JSON line per sign-in decision on standard error, for logs and SIEMs.
+//! Sign-in events: one JSON line per sign-in decision, for logs and SIEMs (see `ops` for
+//! where the lines go, and for request events).
 //!
 //! `{"time":"2026-11-29T10:00:00Z","type":"sign_in","request_id":"…","app":"wiki",
 //! "client":"192.0.2.7","user":"alice","decision":"allow","reason":"signed_in"}`
 
-use std::io::Write;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -33,8 +33,9 @@ struct SignIn<'a> {
     reason: &'a str,
 }
 
-/// Writes one sign-in event.
+/// Queues one sign-in event on `worker` (and counts it).
 pub(crate) fn sign_in(
+    worker: &crate::worker::Worker,
     request_id: &[u8; 16],
     app: &str,
     client: IpAddr,
@@ -42,6 +43,11 @@ pub(crate) fn sign_in(
     decision: Decision,
     reason: &str,
 ) {
+    let name = match decision {
+        Decision::Allow => "allow",
+        Decision::Deny => "deny",
+        Decision::Retry => "retry",
+    };
     let event = SignIn {
         time: rfc3339(crate::unix_now()),
         kind: "sign_in",
@@ -52,10 +58,8 @@ pub(crate) fn sign_in(
         decision,
         reason,
     };
-    if let Ok(mut line) = serde_json::to_vec(&event) {
-        line.push(b'\n');
-        // One write per line, so lines from several workers never interleave.
-        let _ = std::io::stderr().lock().write_all(&line);
+    if let Ok(line) = serde_json::to_string(&event) {
+        worker.ops.sign_in(name, reason, line);
     }
 }
 

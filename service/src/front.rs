@@ -20,6 +20,7 @@ use monoio::net::TcpStream;
 
 use crate::auth::{self, flow, policy, Gate, Scratch};
 use crate::config::{App, Preauth, Provider, ServiceConfig};
+use crate::ops::RequestRecord;
 use crate::worker::{Tunnel, Worker};
 use crate::{events, pages, routes, unix_now, Snapshot};
 
@@ -113,8 +114,10 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
         };
         let deadline = Instant::now() + wait;
         let request_id = worker.request_id();
+        let mut started = Instant::now();
         let mut start = conn
             .read_request_head_raw(Some(deadline), |head, raw| {
+                started = Instant::now();
                 saved.clear();
                 saved.extend_from_slice(raw);
                 start(
@@ -151,10 +154,27 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                 response,
                 keep_alive,
             }) => {
+                let status = response
+                    .get(9..12)
+                    .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+                    .unwrap_or(0);
+                worker.ops.request(&RequestRecord {
+                    request_id: &request_id,
+                    app: "",
+                    user: "",
+                    client: peer.ip(),
+                    method: method_of(&saved),
+                    status,
+                    bytes: 0,
+                    started,
+                });
                 let (res, _) = conn.write_vec(response).await;
                 res.is_ok() && keep_alive
             }
             Ok(Start::Proxy(proxied)) => {
+                let mut outcome = Outcome::default();
+                let app = std::mem::take(&mut scratch.app);
+                let user = std::mem::take(&mut scratch.user);
                 let after = proxy(
                     &mut conn,
                     *proxied,
@@ -163,8 +183,21 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                     &saved,
                     &mut out,
                     &mut scratch,
+                    &mut outcome,
                 )
                 .await;
+                worker.ops.request(&RequestRecord {
+                    request_id: &request_id,
+                    app: &app,
+                    user: &user,
+                    client: peer.ip(),
+                    method: method_of(&saved),
+                    status: outcome.status,
+                    bytes: outcome.bytes,
+                    started,
+                });
+                scratch.app = app;
+                scratch.user = user;
                 match after {
                     After::KeepAlive => true,
                     After::Close => false,
@@ -183,6 +216,7 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                     _ => events::Decision::Deny,
                 };
                 events::sign_in(
+                    &worker,
                     &request_id,
                     &work.app,
                     work.callback.client,
@@ -219,6 +253,12 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
         }
     }
     let _ = conn.shutdown().await;
+}
+
+/// The method of a saved request head (for events).
+fn method_of(saved: &[u8]) -> &str {
+    let end = saved.iter().position(|&b| b == b' ').unwrap_or(0);
+    std::str::from_utf8(&saved[..end]).unwrap_or("")
 }
 
 /// Looks at the saved head of the current request again (after a provider fetch, or to retry
@@ -288,6 +328,7 @@ async fn dev_idp(
     work: DevIdpWork,
     request_id: &[u8; 16],
 ) -> bool {
+    let outcome = &mut Outcome::default();
     let Some(idp) = worker.shared.dev_idp.as_ref() else {
         return false;
     };
@@ -303,6 +344,7 @@ async fn dev_idp(
                 Ok(Some(_)) => {
                     page(
                         conn,
+                        outcome,
                         413,
                         "Content too large",
                         "The form is too large.",
@@ -392,6 +434,7 @@ fn start(
             .shield
             .request(client, limits, worker.shared.workers, Instant::now())
     {
+        worker.ops.rate_limited();
         let mut response = Vec::with_capacity(1024);
         pages::retry_page(
             &mut response,
@@ -468,6 +511,9 @@ fn start(
             "No application is published at this address.",
         );
     };
+    scratch.app.clear();
+    scratch.app.push_str(&app.name);
+    scratch.user.clear();
     let outgoing = Outgoing {
         head,
         app,
@@ -529,6 +575,7 @@ fn start(
         &mut scratch.memo,
     ) {
         Gate::Allow(session) => {
+            scratch.user.push_str(session.user_name);
             // Most users have a handful of groups: those fit on the stack; more (up to the
             // 255 a session holds) take one allocation.
             let mut inline: [&str; 16] = [""; 16];
@@ -578,6 +625,7 @@ fn start(
                     Err(Some(e)) => {
                         let rejected = flow::token_rejected(e);
                         events::sign_in(
+                            worker,
                             &request_id,
                             &app.name,
                             client,
@@ -599,8 +647,10 @@ fn start(
                     mfa,
                     auth_time: claims.auth_time.unwrap_or(claims.iat),
                 };
+                scratch.user.push_str(user_name);
                 let decision = policy::check(&preauth.access, &facts, client, now);
                 events::sign_in(
+                    worker,
                     &request_id,
                     &app.name,
                     client,
@@ -963,6 +1013,15 @@ fn body_limits_broken(
     false
 }
 
+/// How a request ended, for its event and the metrics.
+#[derive(Default)]
+struct Outcome {
+    /// The status sent to the client (0: none was sent).
+    status: u16,
+    /// Response body bytes sent.
+    bytes: u64,
+}
+
 /// What a client connection does after a response.
 enum After {
     KeepAlive,
@@ -981,6 +1040,7 @@ impl From<bool> for After {
 }
 
 /// Streams the request body up and the response down.
+#[allow(clippy::too_many_arguments)]
 async fn proxy(
     conn: &mut Client,
     mut p: Proxied,
@@ -989,6 +1049,7 @@ async fn proxy(
     saved: &[u8],
     out: &mut Vec<u8>,
     scratch: &mut Scratch,
+    outcome: &mut Outcome,
 ) -> After {
     let mut keep_alive = p.keep_alive;
     // Request body, with backpressure from the tunnel's credit.
@@ -1017,6 +1078,7 @@ async fn proxy(
                     };
                     page(
                         conn,
+                        outcome,
                         status,
                         title,
                         "The request body was not accepted.",
@@ -1047,6 +1109,7 @@ async fn proxy(
                     };
                     page(
                         conn,
+                        outcome,
                         status,
                         title,
                         "The request body could not be read.",
@@ -1069,6 +1132,7 @@ async fn proxy(
                 p.stream.reset(Code::CANCEL);
                 page(
                     conn,
+                    outcome,
                     504,
                     "The application did not answer in time",
                     "The internal application did not send a response in time.",
@@ -1106,6 +1170,7 @@ async fn proxy(
                 }
                 page(
                     conn,
+                    outcome,
                     502,
                     "Connector connection lost",
                     &format!(
@@ -1119,7 +1184,7 @@ async fn proxy(
             }
             StreamEvent::Reset(code) => {
                 let (status, title, detail) = reset_page(code);
-                page(conn, status, title, detail, &p.request_id).await;
+                page(conn, outcome, status, title, detail, &p.request_id).await;
                 return (keep_alive && p.body == BodyKind::Empty).into();
             }
             StreamEvent::Refused | StreamEvent::Closed => {
@@ -1134,12 +1199,13 @@ async fn proxy(
                         continue;
                     }
                 }
-                page(conn, 502, "Connector connection lost", &format!("The connection to the connector of group \"{}\" was lost before the application answered.", p.group), &p.request_id).await;
+                page(conn, outcome, 502, "Connector connection lost", &format!("The connection to the connector of group \"{}\" was lost before the application answered.", p.group), &p.request_id).await;
                 return After::Close;
             }
             StreamEvent::Data(_) | StreamEvent::End => {
                 page(
                     conn,
+                    outcome,
                     502,
                     "Bad answer from the connector",
                     "The connector sent a body without a response head.",
@@ -1175,6 +1241,7 @@ async fn proxy(
     if response.status == 101 && !p.upgrade {
         page(
             conn,
+            outcome,
             502,
             "Bad answer from the application",
             "The application switched protocols without being asked.",
@@ -1185,6 +1252,7 @@ async fn proxy(
     }
     out.clear();
     p.keep_alive = keep_alive;
+    outcome.status = response.status;
     write_head(
         out,
         &response,
@@ -1218,6 +1286,7 @@ async fn proxy(
         match event {
             StreamEvent::Data(data) => {
                 let len = data.len();
+                outcome.bytes += len as u64;
                 let written = match framing {
                     Framing::Chunked => {
                         let line = gatehouse_http1::chunk_size_line(len, &mut size_line);
@@ -1379,7 +1448,15 @@ fn reset_page(code: Code) -> (u16, &'static str, &'static str) {
     }
 }
 
-async fn page(conn: &mut Client, status: u16, title: &str, detail: &str, id: &[u8; 16]) {
+async fn page(
+    conn: &mut Client,
+    outcome: &mut Outcome,
+    status: u16,
+    title: &str,
+    detail: &str,
+    id: &[u8; 16],
+) {
+    outcome.status = status;
     let mut out = Vec::with_capacity(1024);
     pages::error_page(&mut out, status, title, detail, &hex(id), true);
     let _ = conn.write_vec(out).await;

@@ -13,6 +13,7 @@ mod control;
 pub mod devidp;
 mod events;
 mod front;
+mod ops;
 pub mod pages;
 mod routes;
 mod shield;
@@ -110,6 +111,10 @@ pub(crate) struct Shared {
     pub(crate) assertion_issuer: String,
     /// The development provider, when `[dev_idp]` is configured.
     pub(crate) dev_idp: Option<devidp::DevIdp>,
+    /// What each worker publishes for the admin listener (one per worker, by id).
+    pub(crate) ops: Vec<ops::Published>,
+    /// Where event lines are written.
+    pub(crate) events: ops::Sink,
 }
 
 impl fmt::Debug for Shared {
@@ -254,6 +259,15 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         port => format!("https://{}:{port}", config.public_name),
     };
     let dev_settings = config.dev_idp.clone();
+    let events = ops::Sink::open(config.events_file.as_deref()).map_err(|e| {
+        ServiceError::io(config.events_file.as_deref().unwrap_or(Path::new("-")), e)
+    })?;
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            Some(std::net::TcpListener::bind(addr).map_err(|e| ServiceError::Bind(addr, e))?)
+        }
+        None => None,
+    };
     let snapshot = Snapshot {
         allowed: allowed_connectors(&state),
         config,
@@ -297,6 +311,8 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
             signer,
             assertion_issuer: origin.clone(),
             dev_idp,
+            ops: (0..workers).map(|_| ops::Published::default()).collect(),
+            events,
         }
     });
     if let Some(e) = dev_error {
@@ -317,8 +333,17 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
     let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone());
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, term.clone());
 
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
+    if let Some(listener) = admin {
+        let shared = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("gatehouse-admin".into())
+                .spawn(move || ops::run_admin(listener, shared))
+                .map_err(|e| ServiceError::io(Path::new("thread"), e))?,
+        );
+    }
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     for id in 0..workers {
         let shared = shared.clone();
         let ready = ready_tx.clone();

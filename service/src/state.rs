@@ -171,8 +171,16 @@ impl StateDir {
         Ok(format!("{TOKEN_PREFIX}.{id}.{secret}.{}", ca_pin(ca)))
     }
 
-    /// Checks a bootstrap token for registration.
+    /// Checks a bootstrap token for registration (admins only).
     pub fn check_token(&self, token: &str, now: u64) -> Result<(), TokenRefusal> {
+        match self.token_role(token, now)? {
+            Role::Admin => Ok(()),
+            _ => Err(TokenRefusal::NotAdmin),
+        }
+    }
+
+    /// The role of a valid, unexpired token (the admin listener takes admins and viewers).
+    pub fn token_role(&self, token: &str, now: u64) -> Result<Role, TokenRefusal> {
         let mut parts = token.trim().split('.');
         let (Some(TOKEN_PREFIX), Some(id), Some(secret)) =
             (parts.next(), parts.next(), parts.next())
@@ -193,10 +201,7 @@ impl StateDir {
             if now > expires {
                 return Err(TokenRefusal::Expired);
             }
-            return match Role::parse(f[1]) {
-                Some(Role::Admin) => Ok(()),
-                _ => Err(TokenRefusal::NotAdmin),
-            };
+            return Role::parse(f[1]).ok_or(TokenRefusal::Invalid);
         }
         Err(TokenRefusal::Invalid)
     }

@@ -76,6 +76,8 @@ pub(crate) struct Worker {
     pub(crate) shield: crate::shield::Shield,
     /// The service is stopping: connections close after their current response.
     pub(crate) draining: Cell<bool>,
+    /// Counters and pending events, published every housekeeping tick.
+    pub(crate) ops: crate::ops::WorkerOps,
 }
 
 impl Worker {
@@ -94,6 +96,23 @@ impl Worker {
             .filter(|t| except.is_none_or(|e| !Rc::ptr_eq(e, t)))
             .min_by_key(|t| t.mux.open_streams())
             .cloned()
+    }
+
+    /// Publishes this worker's counters, tunnels and events (housekeeping).
+    pub(crate) fn publish(&self) {
+        let tunnels = self
+            .tunnels
+            .borrow()
+            .iter()
+            .map(|(group, list)| {
+                let connectors: std::collections::HashSet<&str> =
+                    list.iter().map(|t| t.connector_id.as_str()).collect();
+                (group.clone(), (list.len(), connectors.len()))
+            })
+            .collect();
+        if let Some(published) = self.shared.ops.get(usize::from(self.id)) {
+            self.ops.publish(published, &self.shared.events, tunnels);
+        }
     }
 
     /// A new request id, hex.
@@ -225,6 +244,7 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
             assertions: Default::default(),
             shield: Default::default(),
             draining: Cell::new(false),
+            ops: Default::default(),
         });
         let _ = ready.send(Ok(()));
         // Draining cancels the front's pending accept: the listener closes at once.
@@ -244,6 +264,7 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
         while !worker.shared.stop.load(Ordering::Acquire) {
             monoio::time::sleep(HOUSEKEEPING).await;
             worker.refresh();
+            worker.publish();
             worker.expire(unix_now());
         }
         // Draining (SIGTERM): take no new client connections, let the requests in flight
@@ -261,6 +282,7 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
             }
         }
         monoio::time::sleep(Duration::from_millis(200)).await;
+        worker.publish();
     });
 }
 

@@ -161,7 +161,7 @@ impl Stack {
         let https_port = free_port();
         let tunnel_port = free_port();
         let mut text = format!(
-            "state_dir = \"state\"\nworkers = 2\npublic_name = \"localhost\"\n{extra}\n[listen]\nhttps = \"127.0.0.1:{https_port}\"\ntunnel = \"127.0.0.1:{tunnel_port}\"\n"
+            "state_dir = \"state\"\nworkers = 2\npublic_name = \"localhost\"\nevents_file = \"events.log\"\n{extra}\n[listen]\nhttps = \"127.0.0.1:{https_port}\"\ntunnel = \"127.0.0.1:{tunnel_port}\"\n"
         );
         for app in apps {
             text.push_str(&format!(

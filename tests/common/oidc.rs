@@ -223,3 +223,18 @@ pub fn rogue_sign_in(stack: &Stack, host: &str, path: &str) -> (Exchange, String
     let answer = get(stack, host, &callback, &["-H", &format!("Cookie: {login}")]);
     (answer, login)
 }
+
+/// Opens `url` in headless Chromium with extra request headers (no sign-in); returns its
+/// JSON report (url, status, text).
+pub fn chromium_page(url: &str, headers: &[&str]) -> serde_json::Value {
+    node_ready();
+    let mut command = Command::new("node");
+    command
+        .current_dir(support_dir())
+        .args(["chromium.mjs", "--url", url]);
+    for header in headers {
+        command.args(["--header", header]);
+    }
+    let out = command.output().unwrap();
+    last_json(&text(&out), &String::from_utf8_lossy(&out.stderr))
+}

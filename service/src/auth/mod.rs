@@ -120,6 +120,10 @@ pub struct Scratch {
     /// The session cookie this connection opened last: sent again on a keep-alive
     /// connection, it is not decrypted again.
     pub memo: OpenMemo,
+    /// The app and user of the request in progress, for its event (reused buffers).
+    pub app: String,
+    /// See `app`.
+    pub user: String,
 }
 
 impl Default for Scratch {
@@ -135,6 +139,8 @@ impl Scratch {
             open: Box::new([0; SCRATCH_LEN]),
             cookie: Vec::with_capacity(512),
             memo: OpenMemo::default(),
+            app: String::with_capacity(64),
+            user: String::with_capacity(64),
         }
     }
 }

@@ -104,6 +104,12 @@ pub struct ServiceConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// `[limits]`: what shields the back ends and the service itself.
     pub limits: ShieldLimits,
+    /// `[admin] listen`: address of the admin listener (health, metrics, events, status);
+    /// default none.
+    pub admin_listen: Option<SocketAddr>,
+    /// `events_file`: where request and sign-in events go, one JSON line each; default
+    /// standard output.
+    pub events_file: Option<PathBuf>,
 }
 
 /// `[limits]`: rate and connection limits, timeouts, sizes. Counts apply to the whole
@@ -313,6 +319,9 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    admin: RawAdmin,
+    events_file: Option<PathBuf>,
+    #[serde(default)]
     certificates: Vec<RawCertificate>,
     #[serde(default)]
     apps: Vec<RawApp>,
@@ -338,6 +347,12 @@ struct RawConnectors {
     tunnels_per_worker: Option<Spanned<u16>>,
     renewal_age: Option<Spanned<RawDuration>>,
     certificate_validity: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<SocketAddr>,
 }
 
 #[derive(Default, Deserialize)]
@@ -552,6 +567,8 @@ impl RawConfig {
             dev_idp,
             trusted_proxies,
             limits,
+            admin_listen: self.admin.listen,
+            events_file: self.events_file.map(|f| dir.join(f)),
         })
     }
 }

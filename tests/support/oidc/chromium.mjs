@@ -29,7 +29,7 @@ const TEXT_LIMIT = 16 * 1024;
 function usage(msg) {
   if (msg) process.stderr.write(`chromium.mjs: ${msg}\n`);
   process.stderr.write('usage: node chromium.mjs --url URL [--user U --password P] '
-    + '[--map "MAP host 127.0.0.1"]... [--otp-secret BASE32] [--timeout-ms 20000] '
+    + '[--map "MAP host 127.0.0.1"]... [--otp-secret BASE32] [--header "Name: value"]... [--timeout-ms 20000] '
     + '[--screenshot FILE] [--executable /usr/bin/chromium]\n');
   process.exit(2);
 }
@@ -37,7 +37,7 @@ function usage(msg) {
 function parseArgs(argv) {
   const opts = {
     url: null, user: null, password: null, maps: [], otpSecret: null,
-    timeoutMs: 20000, screenshot: null, executable: '/usr/bin/chromium',
+    timeoutMs: 20000, screenshot: null, executable: '/usr/bin/chromium', headers: {},
   };
   const need = (i) => {
     if (i + 1 >= argv.length) usage(`${argv[i]} needs a value`);
@@ -54,6 +54,14 @@ function parseArgs(argv) {
       case '--timeout-ms': opts.timeoutMs = Number(need(i)); break;
       case '--screenshot': opts.screenshot = need(i); break;
       case '--executable': opts.executable = need(i); break;
+      case '--header': {
+        // "Name: value", sent with every request (e.g. an admin token).
+        const h = need(i);
+        const at = h.indexOf(':');
+        if (at <= 0) usage(`--header needs "Name: value", not ${h}`);
+        opts.headers[h.slice(0, at).trim()] = h.slice(at + 1).trim();
+        break;
+      }
       case '-h': case '--help': usage(); break;
       default: usage(`unknown argument ${a}`);
     }
@@ -128,7 +136,9 @@ async function main() {
     url: '', status: 0, text: '', steps: [], login_rejected: false, error: null,
   };
   try {
-    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const context = await browser.newContext({
+      ignoreHTTPSErrors: true, extraHTTPHeaders: opts.headers,
+    });
     context.setDefaultTimeout(opts.timeoutMs);
     context.setDefaultNavigationTimeout(opts.timeoutMs);
     const page = await context.newPage();

@@ -1,0 +1,509 @@
+//! Operations: request and sign-in events, metrics, and the admin listener
+//! (`/healthz`, `/metrics`, `/api/events?since=`, `/status`).
+//!
+//! Workers count into thread-local tables and queue event lines locally on the request path
+//! (no lock, no thread hop); every housekeeping tick (200 ms) a worker publishes its tables
+//! and hands its new event lines to the shared sink and ring. Only the admin thread and that
+//! once-a-tick publication touch the mutexes here.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use gatehouse_http1::rt::{Conn, ConnError};
+use gatehouse_http1::Limits;
+use monoio::net::{TcpListener, TcpStream};
+use serde::Serialize;
+
+use crate::events::rfc3339;
+use crate::{unix_now, Shared};
+
+/// Upper bounds (seconds) of the request latency histogram.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+/// Events kept in memory for `GET /api/events` (per worker).
+const EVENT_RING: usize = 10_000;
+
+/// One worker's counters.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counters {
+    /// (app, status) → requests.
+    requests: HashMap<(String, u16), u64>,
+    /// app → (bucket counts, count, sum of seconds).
+    latency: HashMap<String, ([u64; LATENCY_BUCKETS.len()], u64, f64)>,
+    /// (decision, reason) → sign-ins.
+    sign_ins: HashMap<(&'static str, String), u64>,
+    rate_limited: u64,
+    /// group → (tunnels, connectors), as of the last publication.
+    tunnels: BTreeMap<String, (usize, usize)>,
+}
+
+/// What a worker publishes.
+#[derive(Default)]
+pub(crate) struct Published {
+    counters: Mutex<Counters>,
+    /// (Unix milliseconds, JSON line) of the latest events.
+    events: Mutex<VecDeque<(u64, String)>>,
+}
+
+/// Where event lines go, besides the in-memory ring.
+pub(crate) struct Sink(Mutex<Box<dyn std::io::Write + Send>>);
+
+impl Sink {
+    /// Standard output, or a file appended to.
+    pub(crate) fn open(path: Option<&std::path::Path>) -> std::io::Result<Sink> {
+        let out: Box<dyn std::io::Write + Send> = match path {
+            Some(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => Box::new(std::io::stdout()),
+        };
+        Ok(Sink(Mutex::new(out)))
+    }
+}
+
+/// A worker's side: local tables and pending lines.
+#[derive(Default)]
+pub(crate) struct WorkerOps {
+    counters: RefCell<Counters>,
+    pending: RefCell<Vec<(u64, String)>>,
+}
+
+/// One finished request, for its event and the metrics.
+pub(crate) struct RequestRecord<'a> {
+    pub(crate) request_id: &'a [u8; 16],
+    pub(crate) app: &'a str,
+    pub(crate) user: &'a str,
+    pub(crate) client: IpAddr,
+    pub(crate) method: &'a str,
+    pub(crate) status: u16,
+    pub(crate) bytes: u64,
+    pub(crate) started: Instant,
+}
+
+#[derive(Serialize)]
+struct RequestEvent<'a> {
+    time: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    request_id: String,
+    app: &'a str,
+    user: &'a str,
+    client: IpAddr,
+    method: &'a str,
+    decision: &'static str,
+    status: u16,
+    bytes: u64,
+    latency_ms: f64,
+}
+
+impl WorkerOps {
+    /// Counts a request and queues its event.
+    pub(crate) fn request(&self, r: &RequestRecord<'_>) {
+        let seconds = r.started.elapsed().as_secs_f64();
+        {
+            let mut c = self.counters.borrow_mut();
+            match c.requests.get_mut(&(r.app.to_owned(), r.status)) {
+                Some(n) => *n += 1,
+                None => {
+                    c.requests.insert((r.app.to_owned(), r.status), 1);
+                }
+            }
+            let entry = c.latency.entry(r.app.to_owned()).or_default();
+            for (bucket, bound) in entry.0.iter_mut().zip(LATENCY_BUCKETS) {
+                if seconds <= bound {
+                    *bucket += 1;
+                }
+            }
+            entry.1 += 1;
+            entry.2 += seconds;
+        }
+        let event = RequestEvent {
+            time: rfc3339(unix_now()),
+            kind: "request",
+            request_id: gatehouse_core::hex::encode(r.request_id),
+            app: r.app,
+            user: r.user,
+            client: r.client,
+            method: r.method,
+            decision: if r.status < 400 { "allow" } else { "deny" },
+            status: r.status,
+            bytes: r.bytes,
+            latency_ms: (seconds * 1e6).round() / 1e3,
+        };
+        self.queue(&event);
+    }
+
+    /// Counts a sign-in decision (its event line is `line`).
+    pub(crate) fn sign_in(&self, decision: &'static str, reason: &str, line: String) {
+        *self
+            .counters
+            .borrow_mut()
+            .sign_ins
+            .entry((decision, reason.to_owned()))
+            .or_default() += 1;
+        self.pending.borrow_mut().push((now_ms(), line));
+    }
+
+    /// Counts a request turned away by the rate limit.
+    pub(crate) fn rate_limited(&self) {
+        self.counters.borrow_mut().rate_limited += 1;
+    }
+
+    fn queue<T: Serialize>(&self, event: &T) {
+        if let Ok(line) = serde_json::to_string(event) {
+            self.pending.borrow_mut().push((now_ms(), line));
+        }
+    }
+
+    /// Publishes the tables and hands the pending lines to the sink and the ring.
+    pub(crate) fn publish(
+        &self,
+        published: &Published,
+        sink: &Sink,
+        tunnels: BTreeMap<String, (usize, usize)>,
+    ) {
+        {
+            let mut c = self.counters.borrow_mut();
+            c.tunnels = tunnels;
+            *published.counters.lock().unwrap_or_else(|e| e.into_inner()) = c.clone();
+        }
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        if pending.is_empty() {
+            return;
+        }
+        let mut text = String::with_capacity(pending.len() * 200);
+        for (_, line) in &pending {
+            text.push_str(line);
+            text.push('\n');
+        }
+        {
+            let mut out = sink.0.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        let mut ring = published.events.lock().unwrap_or_else(|e| e.into_inner());
+        for event in pending {
+            if ring.len() == EVENT_RING {
+                ring.pop_front();
+            }
+            ring.push_back(event);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The admin listener: serves until the service stops.
+pub(crate) fn run_admin(listener: std::net::TcpListener, shared: Arc<Shared>) {
+    let Ok(mut runtime) = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async move {
+        let Ok(listener) = TcpListener::from_std(listener) else {
+            return;
+        };
+        loop {
+            let accepted =
+                monoio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+            if shared.stop.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            if let Ok(Ok((tcp, _))) = accepted {
+                monoio::spawn(admin_connection(tcp, shared.clone()));
+            }
+        }
+    });
+}
+
+async fn admin_connection(tcp: TcpStream, shared: Arc<Shared>) {
+    let mut conn = Conn::new(tcp, BytesMut::with_capacity(4096), Limits::default());
+    loop {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let request = conn
+            .read_request_head(Some(deadline), |head| {
+                let token = head
+                    .fields
+                    .get("authorization")
+                    .and_then(|v| v.strip_prefix(b"Bearer "))
+                    .map(|t| String::from_utf8_lossy(t).trim().to_owned());
+                (
+                    String::from_utf8_lossy(head.method).into_owned(),
+                    String::from_utf8_lossy(head.target).into_owned(),
+                    token,
+                    head.keep_alive,
+                )
+            })
+            .await;
+        let (method, target, token, keep_alive) = match request {
+            Ok(r) => r,
+            Err(ConnError::Http(_)) | Err(_) => return,
+        };
+        let (status, content_type, body) = answer(&shared, &method, &target, token.as_deref());
+        let mut out = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\n{}\r\n",
+            crate::pages::reason(status),
+            body.len(),
+            if keep_alive {
+                ""
+            } else {
+                "Connection: close\r\n"
+            }
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        if conn.write_vec(out).await.0.is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+/// Answers one admin request: (status, content type, body).
+fn answer(
+    shared: &Shared,
+    method: &str,
+    target: &str,
+    token: Option<&str>,
+) -> (u16, &'static str, Vec<u8>) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if method != "GET" {
+        return (405, "text/plain", b"GET only\n".to_vec());
+    }
+    if path == "/healthz" {
+        return (200, "text/plain", b"ok\n".to_vec());
+    }
+    let authorized = token.is_some_and(|t| shared.state.token_role(t, unix_now()).is_ok());
+    if !authorized {
+        return (
+            401,
+            "text/plain",
+            b"an admin or viewer token is required (Authorization: Bearer)\n".to_vec(),
+        );
+    }
+    match path {
+        "/metrics" => (
+            200,
+            "text/plain; version=0.0.4",
+            metrics(shared).into_bytes(),
+        ),
+        "/api/events" => {
+            let since = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("since="))
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+            (200, "application/json", events_since(shared, since))
+        }
+        "/status" | "/" => (
+            200,
+            "text/html; charset=utf-8",
+            status_page(shared).into_bytes(),
+        ),
+        _ => (404, "text/plain", b"not found\n".to_vec()),
+    }
+}
+
+/// The published counters of all workers, summed.
+fn totals(shared: &Shared) -> Counters {
+    let mut sum = Counters::default();
+    for worker in &shared.ops {
+        let c = worker.counters.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, v) in &c.requests {
+            *sum.requests.entry(k.clone()).or_default() += v;
+        }
+        for (app, (buckets, count, seconds)) in &c.latency {
+            let e = sum.latency.entry(app.clone()).or_default();
+            for (a, b) in e.0.iter_mut().zip(buckets) {
+                *a += b;
+            }
+            e.1 += count;
+            e.2 += seconds;
+        }
+        for (k, v) in &c.sign_ins {
+            *sum.sign_ins.entry(k.clone()).or_default() += v;
+        }
+        sum.rate_limited += c.rate_limited;
+        for (group, (tunnels, connectors)) in &c.tunnels {
+            let e = sum.tunnels.entry(group.clone()).or_default();
+            e.0 += tunnels;
+            e.1 = e.1.max(*connectors);
+        }
+    }
+    sum
+}
+
+/// Prometheus text exposition.
+fn metrics(shared: &Shared) -> String {
+    let c = totals(shared);
+    let mut out = String::new();
+    let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    out.push_str("# HELP gatehouse_requests_total Requests answered, by app and status.\n");
+    out.push_str("# TYPE gatehouse_requests_total counter\n");
+    let mut requests: Vec<_> = c.requests.iter().collect();
+    requests.sort();
+    for ((app, status), n) in requests {
+        let _ = writeln!(
+            out,
+            "gatehouse_requests_total{{app=\"{}\",status=\"{status}\"}} {n}",
+            label(app)
+        );
+    }
+    out.push_str(
+        "# HELP gatehouse_request_duration_seconds Time from request head to response end.\n",
+    );
+    out.push_str("# TYPE gatehouse_request_duration_seconds histogram\n");
+    let mut latency: Vec<_> = c.latency.iter().collect();
+    latency.sort_by(|a, b| a.0.cmp(b.0));
+    for (app, (buckets, count, seconds)) in latency {
+        let app = label(app);
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(buckets) {
+            let _ = writeln!(
+                out,
+                "gatehouse_request_duration_seconds_bucket{{app=\"{app}\",le=\"{bound}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "gatehouse_request_duration_seconds_bucket{{app=\"{app}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "gatehouse_request_duration_seconds_sum{{app=\"{app}\"}} {seconds}"
+        );
+        let _ = writeln!(
+            out,
+            "gatehouse_request_duration_seconds_count{{app=\"{app}\"}} {count}"
+        );
+    }
+    out.push_str("# HELP gatehouse_tunnels Open tunnels, by connector group.\n");
+    out.push_str("# TYPE gatehouse_tunnels gauge\n");
+    for (group, (tunnels, _)) in &c.tunnels {
+        let _ = writeln!(
+            out,
+            "gatehouse_tunnels{{group=\"{}\"}} {tunnels}",
+            label(group)
+        );
+    }
+    out.push_str("# HELP gatehouse_connectors Connectors with open tunnels, by group.\n");
+    out.push_str("# TYPE gatehouse_connectors gauge\n");
+    for (group, (_, connectors)) in &c.tunnels {
+        let _ = writeln!(
+            out,
+            "gatehouse_connectors{{group=\"{}\"}} {connectors}",
+            label(group)
+        );
+    }
+    out.push_str("# HELP gatehouse_sign_ins_total Sign-in decisions, by decision and reason.\n");
+    out.push_str("# TYPE gatehouse_sign_ins_total counter\n");
+    let mut sign_ins: Vec<_> = c.sign_ins.iter().collect();
+    sign_ins.sort();
+    for ((decision, reason), n) in sign_ins {
+        let _ = writeln!(
+            out,
+            "gatehouse_sign_ins_total{{decision=\"{decision}\",reason=\"{}\"}} {n}",
+            label(reason)
+        );
+    }
+    out.push_str("# HELP gatehouse_rate_limited_total Requests answered 429 by the rate limit.\n");
+    out.push_str("# TYPE gatehouse_rate_limited_total counter\n");
+    let _ = writeln!(out, "gatehouse_rate_limited_total {}", c.rate_limited);
+    out
+}
+
+/// Events after `since` (Unix milliseconds), oldest first, at most 1000: a JSON array.
+fn events_since(shared: &Shared, since: u64) -> Vec<u8> {
+    let mut events: Vec<(u64, String)> = Vec::new();
+    for worker in &shared.ops {
+        let ring = worker.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.extend(ring.iter().filter(|(t, _)| *t > since).cloned());
+    }
+    events.sort_by_key(|(t, _)| *t);
+    events.truncate(1000);
+    let mut out = String::from("[");
+    for (i, (t, line)) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Each event carries its millisecond stamp, the `since` of the next poll.
+        let _ = write!(out, "{{\"ms\":{t},\"event\":{line}}}");
+    }
+    out.push(']');
+    out.into_bytes()
+}
+
+/// A small HTML page of connectors, groups and apps.
+fn status_page(shared: &Shared) -> String {
+    let c = totals(shared);
+    let snapshot = shared.snapshot();
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Gatehouse status</title>\
+         <style>body{font-family:sans-serif;margin:2rem}td,th{padding:.2rem .8rem;text-align:left}\
+         </style></head><body><h1>Gatehouse status</h1>",
+    );
+    page.push_str("<h2>Connectors</h2><table id=\"connectors\"><tr><th>id</th><th>group</th><th>state</th></tr>");
+    for record in shared.state.connectors() {
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&record.id),
+            esc(&record.group),
+            if record.revoked {
+                "revoked"
+            } else {
+                "registered"
+            }
+        );
+    }
+    page.push_str("</table><h2>Groups</h2><table id=\"groups\"><tr><th>group</th><th>tunnels</th><th>connectors online</th></tr>");
+    for (group, (tunnels, connectors)) in &c.tunnels {
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{tunnels}</td><td>{connectors}</td></tr>",
+            esc(group)
+        );
+    }
+    page.push_str("</table><h2>Apps</h2><table id=\"apps\"><tr><th>app</th><th>external URL</th><th>mode</th><th>group</th><th>requests</th></tr>");
+    for app in &snapshot.config.apps {
+        let requests: u64 = c
+            .requests
+            .iter()
+            .filter(|((a, _), _)| a == &app.name)
+            .map(|(_, n)| n)
+            .sum();
+        let _ =
+            write!(
+            page,
+            "<tr><td>{}</td><td>https://{}{}</td><td>{}</td><td>{}</td><td>{requests}</td></tr>",
+            esc(&app.name),
+            esc(&app.external.host.to_string()),
+            esc(&app.external.path_prefix),
+            if app.preauth.is_some() { "preauth" } else { "passthrough" },
+            esc(&app.group)
+        );
+    }
+    page.push_str("</table></body></html>\n");
+    page
+}
