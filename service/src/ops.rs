@@ -44,6 +44,43 @@ pub(crate) struct Counters {
     tunnels: BTreeMap<String, (usize, usize)>,
 }
 
+/// Looks up `(String, u16)` keys with a borrowed `(&str, u16)` (no allocation).
+trait RequestKey {
+    fn key(&self) -> (&str, u16);
+}
+
+impl RequestKey for (String, u16) {
+    fn key(&self) -> (&str, u16) {
+        (&self.0, self.1)
+    }
+}
+
+impl RequestKey for (&str, u16) {
+    fn key(&self) -> (&str, u16) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn RequestKey + 'a> for (String, u16) {
+    fn borrow(&self) -> &(dyn RequestKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn RequestKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn RequestKey + '_ {}
+
+impl std::hash::Hash for dyn RequestKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
 /// What a worker publishes.
 #[derive(Default)]
 pub(crate) struct Published {
@@ -112,13 +149,19 @@ impl WorkerOps {
         let seconds = r.started.elapsed().as_secs_f64();
         {
             let mut c = self.counters.borrow_mut();
-            match c.requests.get_mut(&(r.app.to_owned(), r.status)) {
+            // Keys are allocated once per app and status, not per request.
+            match c.requests.get_mut(&(r.app, r.status) as &dyn RequestKey) {
                 Some(n) => *n += 1,
                 None => {
                     c.requests.insert((r.app.to_owned(), r.status), 1);
                 }
             }
-            let entry = c.latency.entry(r.app.to_owned()).or_default();
+            if !c.latency.contains_key(r.app) {
+                c.latency.insert(r.app.to_owned(), Default::default());
+            }
+            let Some(entry) = c.latency.get_mut(r.app) else {
+                return;
+            };
             for (bucket, bound) in entry.0.iter_mut().zip(LATENCY_BUCKETS) {
                 if seconds <= bound {
                     *bucket += 1;
@@ -506,4 +549,40 @@ fn status_page(shared: &Shared) -> String {
     }
     page.push_str("</table></body></html>\n");
     page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_app_and_status_and_queued_as_events() {
+        let ops = WorkerOps::default();
+        let record = |app: &'static str, status: u16| RequestRecord {
+            request_id: &[1; 16],
+            app,
+            user: "alice",
+            client: IpAddr::from([192, 0, 2, 1]),
+            method: "GET",
+            status,
+            bytes: 10,
+            started: Instant::now(),
+        };
+        ops.request(&record("wiki", 200));
+        ops.request(&record("wiki", 200));
+        ops.request(&record("wiki", 404));
+        ops.request(&record("mail", 200));
+        let c = ops.counters.borrow();
+        assert_eq!(c.requests[&("wiki".to_owned(), 200)], 2);
+        assert_eq!(c.requests[&("wiki".to_owned(), 404)], 1);
+        assert_eq!(c.requests[&("mail".to_owned(), 200)], 1);
+        assert_eq!(c.latency["wiki"].1, 3);
+        let pending = ops.pending.borrow();
+        assert_eq!(pending.len(), 4);
+        let event: serde_json::Value = serde_json::from_str(&pending[2].1).unwrap();
+        assert_eq!(event["type"], "request");
+        assert_eq!(event["status"], 404);
+        assert_eq!(event["decision"], "deny");
+        assert_eq!(event["user"], "alice");
+    }
 }
