@@ -95,6 +95,11 @@ state_dir = "state"
 workers = $workers
 public_name = "localhost"
 hsts = "off"
+events_file = "events.jsonl"
+[limits]
+# One load generator is one client address: per-address limits off for the benchmark.
+rate = 0
+connections_per_ip = 100000
 [listen]
 https = "127.0.0.1:$HTTPS"
 tunnel = "127.0.0.1:$TUNNEL"

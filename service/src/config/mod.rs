@@ -118,7 +118,7 @@ pub struct ServiceConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShieldLimits {
     /// `rate`: requests per second one client address may send (token bucket refill);
-    /// 0 = no limit. Default 100.
+    /// 0 = no limit. Default 1000 (a whole office behind one NAT address must fit).
     pub rate: u32,
     /// `burst`: requests a client may send at once above the rate. Default 2 × rate.
     pub burst: u32,
@@ -144,8 +144,8 @@ pub struct ShieldLimits {
 impl Default for ShieldLimits {
     fn default() -> Self {
         ShieldLimits {
-            rate: 100,
-            burst: 200,
+            rate: 1000,
+            burst: 2000,
             connections_per_ip: 256,
             connections: 20_000,
             header_timeout: Duration::from_secs(10),
