@@ -107,7 +107,8 @@ pub(crate) fn run(options: DemoOptions) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "# Written by `gatehouse demo`.\nstate_dir = \"state\"\npublic_name = \"localhost\"\n\n\
+            "# Written by `gatehouse demo`.\nstate_dir = \"state\"\npublic_name = \"localhost\"\n\
+             events_file = \"events.jsonl\"\n\n\
              [listen]\nhttps = \"127.0.0.1:{https}\"\ntunnel = \"127.0.0.1:{tunnel}\"\n\n{apps}",
             https = options.https_port,
             tunnel = options.tunnel_port,
@@ -198,6 +199,10 @@ pub(crate) fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!(
         "  e.g. curl --cacert {} {url}",
         dir.join("state/ca.pem").display()
+    );
+    println!(
+        "  Request and sign-in events: {}",
+        dir.join("events.jsonl").display()
     );
     println!("Ctrl-C stops everything.");
 
