@@ -670,24 +670,20 @@ fn nginx_as_the_internal_app() {
         "ec_paramgen_curve:P-256",
         "-nodes",
     ];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "2", "-subj", "/CN=Backend Test CA"],
-            &["-keyout", "ca.key", "-out", "ca.pem"],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "2", "-subj", "/CN=Other CA"],
-            &["-keyout", "other-ca.key", "-out", "other-ca.pem"],
-        ]
-        .concat(),
-    );
+    // The back end's CA, and another one that did not issue its certificate.
+    for (subject, name) in [("/CN=Backend Test CA", "ca"), ("/CN=Other CA", "other-ca")] {
+        let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-days", "2", "-subj", subject, "-keyout", &key, "-out", &cert,
+                ],
+            ]
+            .concat(),
+        );
+    }
     openssl(
         &[
             &["req"][..],
