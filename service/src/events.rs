@@ -65,6 +65,11 @@ pub(crate) fn sign_in(
 
 /// `2026-11-29T10:00:00Z` for Unix seconds (UTC, proleptic Gregorian).
 pub(crate) fn rfc3339(unix: u64) -> String {
+    rfc3339_into(unix, &mut [0; 20]).to_owned()
+}
+
+/// [`rfc3339`] written into `buf`, without allocating (years 0 to 9999).
+pub(crate) fn rfc3339_into(unix: u64, buf: &mut [u8; 20]) -> &str {
     let days = (unix / 86_400) as i64;
     let secs = unix % 86_400;
     // Howard Hinnant's days-to-civil algorithm.
@@ -76,13 +81,30 @@ pub(crate) fn rfc3339(unix: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(0, 9999) as u64;
+    let mut put = |at: usize, value: u64, width: usize| {
+        for i in 0..width {
+            buf[at + width - 1 - i] = b'0' + (value / 10u64.pow(i as u32) % 10) as u8;
+        }
+    };
+    put(0, year, 4);
+    put(5, month as u64, 2);
+    put(8, day as u64, 2);
+    put(11, secs / 3600, 2);
+    put(14, secs / 60 % 60, 2);
+    put(17, secs % 60, 2);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'Z'),
+    ] {
+        buf[at] = c;
+    }
+    // Digits and separators only.
+    std::str::from_utf8(&buf[..]).unwrap_or("")
 }
 
 #[cfg(test)]

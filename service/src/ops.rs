@@ -20,13 +20,15 @@ use gatehouse_http1::Limits;
 use monoio::net::{TcpListener, TcpStream};
 use serde::Serialize;
 
-use crate::events::rfc3339;
+use crate::events::rfc3339_into;
 use crate::{unix_now, Shared};
 
 /// Upper bounds (seconds) of the request latency histogram.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
+/// Lower-case hex digits.
+const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Events kept in memory for `GET /api/events` (per worker).
 const EVENT_RING: usize = 10_000;
 
@@ -112,7 +114,10 @@ impl Sink {
 #[derive(Default)]
 pub(crate) struct WorkerOps {
     counters: RefCell<Counters>,
-    pending: RefCell<Vec<(u64, String)>>,
+    /// Event lines not yet published, each ending in a newline (reused buffer).
+    pending: RefCell<Vec<u8>>,
+    /// The Unix millisecond stamp of each pending line.
+    pending_ms: RefCell<Vec<u64>>,
 }
 
 /// One finished request, for its event and the metrics.
@@ -129,10 +134,10 @@ pub(crate) struct RequestRecord<'a> {
 
 #[derive(Serialize)]
 struct RequestEvent<'a> {
-    time: String,
+    time: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
-    request_id: String,
+    request_id: &'a str,
     app: &'a str,
     user: &'a str,
     client: IpAddr,
@@ -170,10 +175,18 @@ impl WorkerOps {
             entry.1 += 1;
             entry.2 += seconds;
         }
+        // Time and id go through stack buffers, the line straight into the pending buffer:
+        // nothing is allocated per request once the buffers have grown.
+        let mut time = [0u8; 20];
+        let mut id = [0u8; 32];
+        for (pair, b) in id.chunks_exact_mut(2).zip(r.request_id) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
         let event = RequestEvent {
-            time: rfc3339(unix_now()),
+            time: rfc3339_into(unix_now(), &mut time),
             kind: "request",
-            request_id: gatehouse_core::hex::encode(r.request_id),
+            request_id: std::str::from_utf8(&id).unwrap_or(""),
             app: r.app,
             user: r.user,
             client: r.client,
@@ -194,7 +207,10 @@ impl WorkerOps {
             .sign_ins
             .entry((decision, reason.to_owned()))
             .or_default() += 1;
-        self.pending.borrow_mut().push((now_ms(), line));
+        let mut pending = self.pending.borrow_mut();
+        pending.extend_from_slice(line.as_bytes());
+        pending.push(b'\n');
+        self.pending_ms.borrow_mut().push(now_ms());
     }
 
     /// Counts a request turned away by the rate limit.
@@ -203,8 +219,13 @@ impl WorkerOps {
     }
 
     fn queue<T: Serialize>(&self, event: &T) {
-        if let Ok(line) = serde_json::to_string(event) {
-            self.pending.borrow_mut().push((now_ms(), line));
+        let mut pending = self.pending.borrow_mut();
+        let start = pending.len();
+        if serde_json::to_writer(&mut *pending, event).is_ok() {
+            pending.push(b'\n');
+            self.pending_ms.borrow_mut().push(now_ms());
+        } else {
+            pending.truncate(start);
         }
     }
 
@@ -220,27 +241,27 @@ impl WorkerOps {
             c.tunnels = tunnels;
             *published.counters.lock().unwrap_or_else(|e| e.into_inner()) = c.clone();
         }
-        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        let mut pending = self.pending.borrow_mut();
+        let mut stamps = self.pending_ms.borrow_mut();
         if pending.is_empty() {
             return;
         }
-        let mut text = String::with_capacity(pending.len() * 200);
-        for (_, line) in &pending {
-            text.push_str(line);
-            text.push('\n');
-        }
         {
             let mut out = sink.0.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = out.write_all(text.as_bytes());
+            let _ = out.write_all(&pending);
             let _ = out.flush();
         }
         let mut ring = published.events.lock().unwrap_or_else(|e| e.into_inner());
-        for event in pending {
+        let lines = pending.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+        for (line, ms) in lines.zip(stamps.iter()) {
             if ring.len() == EVENT_RING {
                 ring.pop_front();
             }
-            ring.push_back(event);
+            ring.push_back((*ms, String::from_utf8_lossy(line).into_owned()));
         }
+        // Keep the buffers' capacity for the next tick.
+        pending.clear();
+        stamps.clear();
     }
 }
 
@@ -578,8 +599,14 @@ mod tests {
         assert_eq!(c.requests[&("mail".to_owned(), 200)], 1);
         assert_eq!(c.latency["wiki"].1, 3);
         let pending = ops.pending.borrow();
-        assert_eq!(pending.len(), 4);
-        let event: serde_json::Value = serde_json::from_str(&pending[2].1).unwrap();
+        let lines: Vec<&[u8]> = pending
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(ops.pending_ms.borrow().len(), 4);
+        let event: serde_json::Value = serde_json::from_slice(lines[2]).unwrap();
+        assert_eq!(event["request_id"], "01".repeat(16));
         assert_eq!(event["type"], "request");
         assert_eq!(event["status"], 404);
         assert_eq!(event["decision"], "deny");
