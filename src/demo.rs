@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use bytes::BytesMut;
 use gatehouse_http1::rt::{Conn, ConnError};
 use gatehouse_http1::{BodyDecoder, Limits};
+use gatehouse_service::pages::escape;
 
 /// Host name the demo app is published at (`*.localhost` resolves to loopback everywhere).
 const DEMO_HOST: &str = "app.localhost";
@@ -302,11 +303,4 @@ pub(crate) fn app(port: u16) -> anyhow::Result<()> {
             });
         }
     })
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

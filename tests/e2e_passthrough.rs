@@ -470,11 +470,8 @@ fn two_connectors_one_killed_mid_run() {
     let url = stack.url(APP_HOST, "/drip?n=30&ms=100");
     let inflight: Vec<_> = (0..4)
         .map(|_| {
-            std::process::Command::new("curl")
-                .args(["-sS", "--max-time", "30", "--cacert"])
-                .arg(stack.ca_file())
-                .arg("--resolve")
-                .arg(format!("{APP_HOST}:{}:127.0.0.1", stack.https_port))
+            stack
+                .curl_command(APP_HOST)
                 .args([
                     "-o",
                     "/dev/null",
@@ -1011,14 +1008,12 @@ fn shielding_rate_limits_and_slow_clients() {
     // Ready-made requests from other addresses than the flood's (127.0.0.1): the per-address
     // limits must not touch them.
     let curl_from = |source: &str, args: &[&str]| {
-        let mut command = std::process::Command::new("curl");
-        command
-            .args(["-sS", "--max-time", "10", "--interface", source, "--cacert"])
-            .arg(stack.ca_file())
-            .arg("--resolve")
-            .arg(format!("{APP_HOST}:{}:127.0.0.1", stack.https_port))
-            .args(args);
-        command.output().unwrap()
+        stack
+            .curl_command(APP_HOST)
+            .args(["--interface", source])
+            .args(args)
+            .output()
+            .unwrap()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while text(&curl_from(
@@ -1125,11 +1120,8 @@ fn sigterm_drains_the_service_and_a_connector() {
     };
     let mut stack = stack_parts;
     let slow = |stack: &Stack| {
-        std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "20", "--cacert"])
-            .arg(stack.ca_file())
-            .arg("--resolve")
-            .arg(format!("{APP_HOST}:{}:127.0.0.1", stack.https_port))
+        stack
+            .curl_command(APP_HOST)
             .args([
                 "-w",
                 " %{http_code}",

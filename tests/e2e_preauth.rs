@@ -465,13 +465,7 @@ fn token_cookie_state_and_redirect_attacks_are_refused() {
     assert!(forged.body.contains("Sign-in state mismatch"), "{forged:?}");
     let first = fetch("ok.test", "/echo/y", vec![]);
     let first_login = first.set_cookie("__Host-gh-login-ok").unwrap();
-    let at_provider = oidc::parse_exchange(&String::from_utf8_lossy(
-        &std::process::Command::new("curl")
-            .args(["-sS", "-i", first.header("location").unwrap()])
-            .output()
-            .unwrap()
-            .stdout,
-    ));
+    let at_provider = oidc::provider_get(first.header("location").unwrap());
     let callback = at_provider.header("location").unwrap().to_owned();
     let replayed = get(
         &stack,
@@ -533,13 +527,7 @@ fn token_cookie_state_and_redirect_attacks_are_refused() {
     let location = answer.header("location").unwrap();
     assert!(location.contains("prompt=login"), "{location}");
     let login = answer.set_cookie("__Host-gh-login-old").unwrap();
-    let at_provider = oidc::parse_exchange(&String::from_utf8_lossy(
-        &std::process::Command::new("curl")
-            .args(["-sS", "-i", location])
-            .output()
-            .unwrap()
-            .stdout,
-    ));
+    let at_provider = oidc::provider_get(location);
     let callback = at_provider.header("location").unwrap().to_owned();
     let answer = get(
         &stack,
@@ -558,13 +546,7 @@ fn token_cookie_state_and_redirect_attacks_are_refused() {
     }
 
     // Bearer tokens of non-browser clients, checked like ID tokens.
-    let mint = |query: &str| {
-        let out = std::process::Command::new("curl")
-            .args(["-sS", &format!("{issuer}/mint?{query}")])
-            .output()
-            .unwrap();
-        text(&out)
-    };
+    let mint = |query: &str| oidc::provider_get(&format!("{issuer}/mint?{query}")).body;
     let bearer = |token: &str, path: &str| {
         fetch(
             "ok.test",

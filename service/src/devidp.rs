@@ -25,6 +25,9 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD
 use base64::Engine;
 use gatehouse_core::pkce::{constant_time_eq, s256_challenge};
 use gatehouse_core::Es256Signer;
+
+use crate::form::{percent_decode, percent_encode_into};
+use crate::pages::escape;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{hmac, pbkdf2};
@@ -973,7 +976,7 @@ fn basic_credentials(header: &[u8]) -> Option<(String, String)> {
     }
     let decoded = String::from_utf8(STANDARD.decode(value.trim()).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    Some((form_decode(id)?, form_decode(secret)?))
+    Some((percent_decode(id)?, percent_decode(secret)?))
 }
 
 /// `scheme://authority` of an http(s) URL without user info; `None` otherwise.
@@ -1002,7 +1005,7 @@ impl Form {
                 return None;
             }
             let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
-            pairs.push((form_decode(name)?, form_decode(value)?));
+            pairs.push((percent_decode(name)?, percent_decode(value)?));
         }
         Some(Form(pairs))
     }
@@ -1037,45 +1040,6 @@ fn form_body(req: &IdpRequest<'_>) -> Option<Form> {
     Form::parse(std::str::from_utf8(req.body).ok()?)
 }
 
-/// Decodes one form component: `+` is a space, `%XX` a byte; the result must be UTF-8.
-fn form_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hi = hex_digit(*bytes.get(i + 1)?)?;
-                let lo = hex_digit(*bytes.get(i + 2)?)?;
-                out.push((hi << 4) | lo);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).map(|d| d as u8)
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn percent_encode_into(out: &mut String, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-    }
-}
-
 /// `uri` with the present parameters appended to its query.
 fn append_query(uri: &str, params: &[(&str, Option<&str>)]) -> String {
     let mut out = uri.to_owned();
@@ -1089,22 +1053,6 @@ fn append_query(uri: &str, params: &[(&str, Option<&str>)]) -> String {
         out.push_str(name);
         out.push('=');
         percent_encode_into(&mut out, value);
-    }
-    out
-}
-
-/// Escapes text for HTML content and quoted attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
     }
     out
 }
@@ -1439,11 +1387,11 @@ mod tests {
 
     #[test]
     fn form_decoding() {
-        assert_eq!(form_decode("a+b%20c%2B").as_deref(), Some("a b c+"));
-        assert_eq!(form_decode("%C3%A9").as_deref(), Some("é"));
-        assert_eq!(form_decode("%zz"), None);
-        assert_eq!(form_decode("%4"), None);
-        assert_eq!(form_decode("%ff"), None, "invalid UTF-8");
+        assert_eq!(percent_decode("a+b%20c%2B").as_deref(), Some("a b c+"));
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%ff"), None, "invalid UTF-8");
         let form = Form::parse("a=1&&b=&c").expect("parses");
         assert_eq!(
             (form.get("a"), form.get("b"), form.get("c")),

@@ -12,6 +12,7 @@ pub mod config;
 mod control;
 pub mod devidp;
 mod events;
+pub mod form;
 mod front;
 mod ops;
 pub mod pages;

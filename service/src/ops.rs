@@ -516,12 +516,7 @@ fn events_since(shared: &Shared, since: u64) -> Vec<u8> {
 fn status_page(shared: &Shared) -> String {
     let c = totals(shared);
     let snapshot = shared.snapshot();
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
+    let esc = crate::pages::escape;
     let mut page = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Gatehouse status</title>\
          <style>body{font-family:sans-serif;margin:2rem}td,th{padding:.2rem .8rem;text-align:left}\

@@ -176,6 +176,14 @@ pub fn robots(out: &mut Vec<u8>, with_body: bool) {
     }
 }
 
+/// `text` safe inside HTML text and quoted attributes (`& < > " '` escaped, control
+/// characters as spaces).
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    escape_into(&mut out, text);
+    out
+}
+
 fn escape_into(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {

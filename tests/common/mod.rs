@@ -264,16 +264,21 @@ impl Stack {
         self.dir.join("state/ca.pem")
     }
 
-    /// curl against the front with `host` resolved to loopback.
-    pub fn curl(&self, host: &str, args: &[&str]) -> Output {
-        Command::new("curl")
+    /// A curl command against the front with `host` resolved to loopback (add arguments,
+    /// then run or spawn it).
+    pub fn curl_command(&self, host: &str) -> Command {
+        let mut command = Command::new("curl");
+        command
             .args(["-sS", "--max-time", "60", "--cacert"])
             .arg(self.ca_file())
             .arg("--resolve")
-            .arg(format!("{host}:{}:127.0.0.1", self.https_port))
-            .args(args)
-            .output()
-            .unwrap()
+            .arg(format!("{host}:{}:127.0.0.1", self.https_port));
+        command
+    }
+
+    /// curl against the front with `host` resolved to loopback.
+    pub fn curl(&self, host: &str, args: &[&str]) -> Output {
+        self.curl_command(host).args(args).output().unwrap()
     }
 
     /// The status code of `GET path` on `host` (a new connection each time).
@@ -320,17 +325,8 @@ impl Stack {
         let start = Instant::now();
         let mut in_a_row = 0;
         loop {
-            let out = self.curl(
-                host,
-                &[
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    &self.url(host, path),
-                ],
-            );
-            if String::from_utf8_lossy(&out.stdout) == "200" {
+            let status = self.status(host, path);
+            if status == "200" {
                 in_a_row += 1;
                 if in_a_row == 8 {
                     return;
@@ -340,8 +336,7 @@ impl Stack {
             in_a_row = 0;
             if start.elapsed() > Duration::from_secs(20) {
                 panic!(
-                    "not ready: {} / service log:\n{}",
-                    String::from_utf8_lossy(&out.stdout),
+                    "not ready: {status} / service log:\n{}",
                     self.log("service")
                 );
             }

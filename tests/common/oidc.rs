@@ -200,6 +200,15 @@ pub fn parse_exchange(raw: &str) -> Exchange {
     }
 }
 
+/// `GET url` at a provider (plain HTTP on loopback), no redirects followed.
+pub fn provider_get(url: &str) -> Exchange {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", url])
+        .output()
+        .unwrap();
+    parse_exchange(&String::from_utf8_lossy(&out.stdout))
+}
+
 /// Runs a sign-in against the misbehaving provider by hand (it answers the authorization
 /// request at once): app → provider → callback. Returns the callback's answer and the
 /// pending-login cookie that was used.
@@ -210,14 +219,7 @@ pub fn rogue_sign_in(stack: &Stack, host: &str, path: &str) -> (Exchange, String
     let login = start
         .set_cookie(&format!("__Host-gh-login-{app_name}"))
         .unwrap_or_else(|| panic!("no login cookie: {start:?}"));
-    let authorize = start.header("location").unwrap().to_owned();
-    let at_provider = parse_exchange(&String::from_utf8_lossy(
-        &Command::new("curl")
-            .args(["-sS", "-i", &authorize])
-            .output()
-            .unwrap()
-            .stdout,
-    ));
+    let at_provider = provider_get(start.header("location").unwrap());
     assert_eq!(at_provider.status, 302, "{at_provider:?}");
     let callback = at_provider.header("location").unwrap().to_owned();
     let answer = get(stack, host, &callback, &["-H", &format!("Cookie: {login}")]);
