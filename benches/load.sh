@@ -14,7 +14,8 @@
 # Usage: benches/load.sh [seconds per run, default 10]
 # Subsets (environment): LOAD_SIZES="1k 1m", LOAD_CONNS="64 256",
 # LOAD_TARGETS="direct nginx gh-pass gh-pre", LOAD_REPEAT=1 (rounds, interleaved),
-# LOAD_SCALING=1 (0 skips the 1-vs-2-worker runs).
+# LOAD_SCALING=1 (0 skips the 1-vs-2-worker runs), LOAD_IDLE=0 (N > 0 also measures resident
+# memory per idle keep-alive TLS connection with N connections, nginx proxy and service).
 # Needs: wrk, nginx, openssl, python3, curl (installed with apt-get when missing), and a
 # release build (`cargo build --release`, done here).
 set -euo pipefail
@@ -70,11 +71,12 @@ http {
 EOF
 cat > "$WORK/proxy.conf" <<EOF
 daemon off; worker_processes 1; error_log $WORK/proxy-error.log; pid $WORK/proxy.pid;
-events { worker_connections 4096; }
+events { worker_connections 16384; }
+worker_rlimit_nofile 20000;
 http {
   access_log off; client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp;
   fastcgi_temp_path $WORK/tmp; uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
-  keepalive_requests 1000000;
+  keepalive_requests 1000000; keepalive_timeout 600s;
   upstream backend { server 127.0.0.1:$BACKEND; keepalive 256; }
   server {
     listen 127.0.0.1:$PROXY ssl; ssl_certificate $WORK/proxy.pem; ssl_certificate_key $WORK/proxy.key;
@@ -85,6 +87,7 @@ http {
 EOF
 taskset -c "$SERVER_CPU" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null & PIDS+=($!)
 taskset -c "$SERVER_CPU" "$NGINX" -c "$WORK/proxy.conf" -p "$WORK" 2>/dev/null & PIDS+=($!)
+PROXY_MASTER=$!
 
 start_gatehouse() { # workers, pin (yes/no)
   local workers=$1 pin=$2
@@ -100,6 +103,8 @@ events_file = "events.jsonl"
 # One load generator is one client address: per-address limits off for the benchmark.
 rate = 0
 connections_per_ip = 100000
+# The idle-memory run keeps connections open while it opens the rest.
+keepalive_timeout = "10m"
 [listen]
 https = "127.0.0.1:$HTTPS"
 tunnel = "127.0.0.1:$TUNNEL"
@@ -210,6 +215,34 @@ done
 done
 echo "== resident memory after the runs: service $(awk '/VmRSS/ {print $2, $3}' /proc/$SERVICE_PID/status), connector $(awk '/VmRSS/ {print $2, $3}' /proc/$CONNECTOR_PID/status)"
 stop_gatehouse
+
+# Resident memory per idle keep-alive connection: N TLS connections, each sent one request
+# for the 1 KiB file and then left idle; RSS of the serving process before and after.
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+idle_memory() { # name pid port sni
+  local name=$1 pid=$2 port=$3 sni=$4 before after fifo="$WORK/idle.fifo"
+  before=$(rss_kib "$pid")
+  rm -f "$fifo"; mkfifo "$fifo"
+  # The client holds its connections until its stdin (the fifo) closes.
+  python3 benches/idle_clients.py 127.0.0.1 "$port" "$sni" /1k.bin "$LOAD_IDLE" < "$fifo" > "$WORK/idle.out" &
+  local client=$!
+  exec 9> "$fifo"
+  for _ in $(seq 1200); do grep -qE '^(ready|failed)' "$WORK/idle.out" && break; sleep 0.25; done
+  sleep 2 # let timers that release idle buffers run
+  after=$(rss_kib "$pid")
+  printf '  %-8s %s idle connections (%s): RSS %s KiB -> %s KiB, %s KiB per connection\n' "$name" \
+    "$LOAD_IDLE" "$(head -1 "$WORK/idle.out")" "$before" "$after" \
+    "$(awk -v a="$after" -v b="$before" -v n="$LOAD_IDLE" 'BEGIN {printf "%.2f", (a - b) / n}')"
+  exec 9>&-
+  wait "$client" 2>/dev/null || true
+}
+if [ "${LOAD_IDLE:-0}" -gt 0 ]; then
+  echo "== idle keep-alive connections: resident memory of the serving process"
+  idle_memory nginx "$(pgrep -P "$PROXY_MASTER" | head -1)" "$PROXY" proxy.test
+  start_gatehouse 1 yes
+  idle_memory gh-pass "$SERVICE_PID" "$HTTPS" pass.test
+  stop_gatehouse
+fi
 
 if [ "${LOAD_SCALING:-1}" = 1 ]; then
   echo "== thread-per-core scaling (gh-pass, 1k, 256 connections, servers unpinned)"
