@@ -396,13 +396,9 @@ mod loopback {
         let client_config = tls.client.clone();
         run(
             move |tcp| async move {
-                let mut s = TlsStream::handshake(
-                    tcp,
-                    rustls::ServerConnection::new(server_config).unwrap(),
-                    None,
-                )
-                .await
-                .unwrap();
+                let mut s = TlsStream::accept_with(tcp, server_config, None)
+                    .await
+                    .unwrap();
                 let chunk = vec![7u8; CHUNK];
                 let mut sent = 0;
                 while sent < total {
@@ -411,12 +407,14 @@ mod loopback {
                 }
             },
             move |tcp| async move {
-                let client = rustls::ClientConnection::new(
+                let mut s = TlsStream::connect(
+                    tcp,
                     client_config,
                     ServerName::try_from(NAME).unwrap(),
+                    None,
                 )
+                .await
                 .unwrap();
-                let mut s = TlsStream::handshake(tcp, client, None).await.unwrap();
                 let mut got = 0u64;
                 let mut buf = BytesMut::with_capacity(256 * 1024);
                 while got < total {
@@ -433,9 +431,7 @@ mod loopback {
         tcp: TcpStream,
         config: std::sync::Arc<rustls::ServerConfig>,
     ) -> TunnelHandle {
-        let s = TlsStream::handshake(tcp, rustls::ServerConnection::new(config).unwrap(), None)
-            .await
-            .unwrap();
+        let s = TlsStream::accept_with(tcp, config, None).await.unwrap();
         let (r, w) = s.into_split();
         let tunnel = spawn(
             r,
@@ -451,9 +447,9 @@ mod loopback {
         tcp: TcpStream,
         config: std::sync::Arc<rustls::ClientConfig>,
     ) -> TunnelHandle {
-        let client =
-            rustls::ClientConnection::new(config, ServerName::try_from(NAME).unwrap()).unwrap();
-        let s = TlsStream::handshake(tcp, client, None).await.unwrap();
+        let s = TlsStream::connect(tcp, config, ServerName::try_from(NAME).unwrap(), None)
+            .await
+            .unwrap();
         let (r, w) = s.into_split();
         spawn(
             r,

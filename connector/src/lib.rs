@@ -148,9 +148,7 @@ pub(crate) async fn call(
     let tcp = connect(address, deadline).await?;
     let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
         .map_err(|_| ConnectorError::Usage(format!("bad server name {server_name}")))?;
-    let client = rustls::ClientConnection::new(config, name)
-        .map_err(|e| ConnectorError::Tls(e.to_string()))?;
-    let tls = TlsStream::handshake(tcp, client, Some(deadline))
+    let tls = TlsStream::connect(tcp, config, name, Some(deadline))
         .await
         .map_err(|e| ConnectorError::Unreachable(format!("{address}: {e}")))?;
     let json = [("Content-Type", &b"application/json"[..])];

@@ -478,9 +478,7 @@ async fn dial(app: &AppRoute, host: &str, ctx: &ThreadCtx) -> Result<Backend, Co
     };
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|_| Code::UPSTREAM_UNREACHABLE)?;
-    let client =
-        rustls::ClientConnection::new(config, name).map_err(|_| Code::UPSTREAM_UNREACHABLE)?;
-    let tls = TlsStream::handshake(tcp, client, Some(deadline))
+    let tls = TlsStream::connect(tcp, config, name, Some(deadline))
         .await
         .map_err(|_| Code::UPSTREAM_UNREACHABLE)?;
     Ok(Backend::Tls(Box::new(Conn::new(

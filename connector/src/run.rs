@@ -342,9 +342,7 @@ async fn dial(shared: &Shared) -> Result<(Mux, Hello, u64), ConnectorError> {
     let tcp = connect(&address, deadline).await?;
     let server_name = rustls::pki_types::ServerName::try_from(name)
         .map_err(|e| ConnectorError::Usage(e.to_string()))?;
-    let client = rustls::ClientConnection::new(config, server_name)
-        .map_err(|e| ConnectorError::Tls(e.to_string()))?;
-    let tls = TlsStream::handshake(tcp, client, Some(deadline))
+    let tls = TlsStream::connect(tcp, config, server_name, Some(deadline))
         .await
         .map_err(|e| ConnectorError::Unreachable(format!("{address}: {e}")))?;
     let hello = Hello {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use gatehouse_core::hex::encode as hex;
 use gatehouse_core::translate::is_proxy_controlled;
 use gatehouse_http1::rt::{Conn, ConnError, TlsStream};
@@ -96,23 +96,77 @@ struct Proxied {
     min_body_rate: u32,
 }
 
+/// How long a keep-alive connection waits with a read buffer before it parks: the read is
+/// cancelled and its buffers go back to the worker's pools until the client sends again.
+const IDLE_PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// The buffers a request works in, taken from the worker's pool when a request starts and
+/// given back when it ends, so that an idle keep-alive connection holds none of them.
+pub(crate) struct FrontBuffers {
+    /// Heads built for the tunnel.
+    out: Vec<u8>,
+    /// The request head as received (to look at it again, or retry it on another tunnel).
+    saved: Vec<u8>,
+    /// Session-cookie opening, the rewritten Cookie field, the request's app and user.
+    scratch: Scratch,
+}
+
+/// A worker's idle [`FrontBuffers`] (one worker thread: no lock).
+#[derive(Default)]
+pub(crate) struct FrontBufferPool {
+    idle: std::cell::RefCell<Vec<FrontBuffers>>,
+}
+
+impl FrontBufferPool {
+    /// Buffers kept for reuse; more are freed when given back.
+    const KEEP: usize = 256;
+
+    fn take(&self) -> FrontBuffers {
+        self.idle
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| FrontBuffers {
+                out: Vec::with_capacity(2048),
+                saved: Vec::with_capacity(1024),
+                scratch: Scratch::new(),
+            })
+    }
+
+    fn give(&self, buffers: FrontBuffers) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < Self::KEEP {
+            idle.push(buffers);
+        }
+    }
+}
+
 /// Serves one client connection until it closes, errs or times out.
 pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: Rc<Worker>) {
-    let mut conn = Conn::new(tls, BytesMut::with_capacity(16 * 1024), Limits::default());
-    let mut out: Vec<u8> = Vec::with_capacity(2048);
-    let mut saved: Vec<u8> = Vec::with_capacity(1024);
-    let mut scratch = Scratch::new();
+    let read_buffer = worker.read_buffers.take().unwrap_or_default();
+    let mut conn = Conn::new(tls, read_buffer, Limits::default())
+        .release_when_idle(worker.read_buffers.clone(), IDLE_PARK_AFTER);
     let mut first = true;
     loop {
-        let snapshot = worker.snapshot();
         // The first head must come whole within the header timeout (slowloris); after a
         // response, an idle keep-alive connection waits up to the keep-alive timeout.
-        let limits = &snapshot.config.limits;
-        let wait = match std::mem::replace(&mut first, false) {
-            true => limits.header_timeout,
-            false => limits.keepalive_timeout,
+        let wait = {
+            let limits = &worker.snapshot().config.limits;
+            match std::mem::replace(&mut first, false) {
+                true => limits.header_timeout,
+                false => limits.keepalive_timeout,
+            }
         };
         let deadline = Instant::now() + wait;
+        if conn.wait_for_data(Some(deadline)).await.is_err() {
+            break;
+        }
+        let snapshot = worker.snapshot();
+        let mut buffers = worker.front_buffers.take();
+        let FrontBuffers {
+            out,
+            saved,
+            scratch,
+        } = &mut buffers;
         let request_id = worker.request_id();
         let mut started = Instant::now();
         let mut start = conn
@@ -120,15 +174,7 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                 started = Instant::now();
                 saved.clear();
                 saved.extend_from_slice(raw);
-                start(
-                    &worker,
-                    &snapshot,
-                    head,
-                    peer,
-                    &mut scratch,
-                    request_id,
-                    None,
-                )
+                start(&worker, &snapshot, head, peer, scratch, request_id, None)
             })
             .await;
         // Sign-in steps that need a provider's metadata or keys: fetch them, decide again.
@@ -137,7 +183,7 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                 break;
             };
             start = Ok(match worker.providers.load(provider).await {
-                Ok(_) => restart(&worker, &snapshot, &saved, peer, &mut scratch, request_id),
+                Ok(_) => restart(&worker, &snapshot, saved, peer, scratch, request_id),
                 Err(e) => {
                     let answer = flow::provider_unreachable(provider, &e);
                     let mut response = Vec::with_capacity(1024);
@@ -163,7 +209,7 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                     app: "",
                     user: "",
                     client: peer.ip(),
-                    method: method_of(&saved),
+                    method: method_of(saved),
                     status,
                     bytes: 0,
                     started,
@@ -180,9 +226,9 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                     *proxied,
                     &worker,
                     peer,
-                    &saved,
-                    &mut out,
-                    &mut scratch,
+                    saved,
+                    out,
+                    scratch,
                     &mut outcome,
                 )
                 .await;
@@ -191,7 +237,7 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                     app: &app,
                     user: &user,
                     client: peer.ip(),
-                    method: method_of(&saved),
+                    method: method_of(saved),
                     status: outcome.status,
                     bytes: outcome.bytes,
                     started,
@@ -247,6 +293,7 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
             }
             Err(_) => false,
         };
+        worker.front_buffers.give(buffers);
         // A draining service closes each connection after its current response.
         if !keep_alive || worker.draining.get() {
             break;

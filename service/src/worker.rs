@@ -78,6 +78,10 @@ pub(crate) struct Worker {
     pub(crate) draining: Cell<bool>,
     /// Counters and pending events, published every housekeeping tick.
     pub(crate) ops: crate::ops::WorkerOps,
+    /// Client connections' read buffers, held only while a connection is busy.
+    pub(crate) read_buffers: gatehouse_http1::rt::BufferPool,
+    /// Requests' working buffers, held only while a request is in progress.
+    pub(crate) front_buffers: crate::front::FrontBufferPool,
 }
 
 impl Worker {
@@ -245,6 +249,12 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
             shield: Default::default(),
             draining: Cell::new(false),
             ops: Default::default(),
+            read_buffers: gatehouse_http1::rt::BufferPool::new(gatehouse_http1::rt::PoolConfig {
+                buffer_size: 16 * 1024,
+                preallocate: 64,
+                max_leased: 1 << 20,
+            }),
+            front_buffers: Default::default(),
         });
         let _ = ready.send(Ok(()));
         // Draining cancels the front's pending accept: the listener closes at once.
@@ -325,7 +335,7 @@ async fn front_connection(tcp: TcpStream, peer: std::net::SocketAddr, worker: Rc
     };
     let config = worker.shared.front_tls.clone();
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let Ok(tls) = TlsStream::accept(tcp, |_| Some(config), Some(deadline)).await else {
+    let Ok(tls) = TlsStream::accept_with(tcp, config, Some(deadline)).await else {
         return;
     };
     front::serve(tls, peer, worker).await;

@@ -99,10 +99,9 @@ fn start_service(pki: &Pki, config: TunnelConfig, body: Vec<u8>) -> (u16, mpsc::
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             port_tx.send(listener.local_addr().unwrap().port()).unwrap();
             let (tcp, _) = listener.accept().await.unwrap();
-            let server = rustls::ServerConnection::new(tls).unwrap();
-            let stream = match TlsStream::handshake(
+            let stream = match TlsStream::accept_with(
                 tcp,
-                server,
+                tls,
                 Some(Instant::now() + Duration::from_secs(10)),
             )
             .await
@@ -197,14 +196,13 @@ fn start_connector(
     std::thread::spawn(move || {
         block_on(async move {
             let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-            let client = rustls::ClientConnection::new(
+            let Ok(stream) = TlsStream::connect(
+                tcp,
                 client_tls,
                 ServerName::try_from(SERVICE_NAME).unwrap(),
+                Some(Instant::now() + Duration::from_secs(10)),
             )
-            .unwrap();
-            let Ok(stream) =
-                TlsStream::handshake(tcp, client, Some(Instant::now() + Duration::from_secs(10)))
-                    .await
+            .await
             else {
                 return;
             };

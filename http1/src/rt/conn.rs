@@ -2,11 +2,11 @@
 
 use std::fmt;
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::Transport;
+use super::{BufferPool, Transport};
 
 use crate::{
     parse_request, parse_response, BodyDecoder, BodyEvent, Error, Field, Limits, RequestHead,
@@ -72,6 +72,9 @@ pub struct Conn<S> {
     limits: Limits,
     /// How much of `buf` was already scanned for a line end while waiting for a head.
     scanned: usize,
+    /// Where `buf` goes while the connection waits idle, and after how long (see
+    /// [`Conn::wait_for_data`]).
+    idle: Option<(BufferPool, Duration)>,
 }
 
 impl<S> fmt::Debug for Conn<S> {
@@ -96,7 +99,41 @@ impl<S: Transport> Conn<S> {
             buf,
             limits,
             scanned: 0,
+            idle: None,
         }
+    }
+
+    /// Makes [`Conn::wait_for_data`] give the read buffer back to `pool` while the connection
+    /// waits, and the transport park its own buffers after `park_after` of silence.
+    pub fn release_when_idle(mut self, pool: BufferPool, park_after: Duration) -> Self {
+        self.idle = Some((pool, park_after));
+        self
+    }
+
+    /// Waits until the peer has sent something (returns at once if bytes are buffered). With
+    /// [`Conn::release_when_idle`], an idle keep-alive connection holds no buffer meanwhile:
+    /// the read buffer returns to the pool and is taken again when data arrives.
+    pub async fn wait_for_data(&mut self, deadline: Option<Instant>) -> Result<(), ConnError> {
+        if !self.buf.is_empty() {
+            return Ok(());
+        }
+        let Some((pool, park_after)) = self.idle.clone() else {
+            return Ok(());
+        };
+        if self.buf.capacity() > 0 {
+            pool.give(std::mem::take(&mut self.buf));
+        }
+        let wait = self.io.wait_idle(park_after);
+        let res = match deadline {
+            None => wait.await,
+            Some(at) => match monoio::time::timeout_at(at.into(), wait).await {
+                Ok(done) => done,
+                Err(_) => return Err(ConnError::Timeout),
+            },
+        };
+        // Over the pool's cap, the next read grows an empty buffer instead.
+        self.buf = pool.take().unwrap_or_default();
+        res.map_err(ConnError::Io)
     }
 
     /// Reads until a complete request head is buffered, hands it to `f`, and consumes it.

@@ -15,5 +15,5 @@ mod transport;
 pub use client::{connect, fetch, ClientRequest, ClientResponse};
 pub use conn::{Conn, ConnError};
 pub use pool::{BufferPool, PoolConfig};
-pub use tls::{TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS};
+pub use tls::{Readiness, TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS};
 pub use transport::Transport;

@@ -1,23 +1,36 @@
-//! A thin adapter that drives rustls's sans-IO connection over monoio streams.
+//! A thin adapter that drives rustls's unbuffered (caller-owned buffer) connections over monoio
+//! streams.
 //!
-//! monoio-rustls would hide the connection after the handshake (no peer certificate, no SNI),
-//! so we drive `rustls::Connection` ourselves: ciphertext is read into a rented buffer and fed
-//! to `read_tls`, plaintext is drained with `reader()`, and `write_tls` output is written back.
+//! Why the unbuffered API: rustls's buffered connection keeps its own record buffers for the
+//! life of a connection (at least 4 KiB to read, plus a fresh `Vec` per record written). Here
+//! the ciphertext lives in buffers from a per-thread pool that a connection holds only while
+//! it reads or writes, so an idle keep-alive connection holds no buffer at all (see
+//! [`TlsStream::wait_idle`]), records are decrypted where they were read, and written records
+//! are encrypted straight into the outgoing buffer.
+//!
 //! [`TlsStream`] serves sequential users (HTTP client, HTTPS front); [`TlsStream::into_split`]
 //! gives a reader and a writer that run as two tasks on one thread (the tunnel).
 
 use std::cell::RefCell;
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::rc::Rc;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
-use rustls::pki_types::CertificateDer;
-
-/// Ciphertext read per socket read.
-const READ_CHUNK: usize = 64 * 1024;
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent,
+    Canceller, Splitable,
+};
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+    UnbufferedStatus, WriteTraffic,
+};
 
 /// Why a TLS connection failed.
 #[non_exhaustive]
@@ -52,46 +65,650 @@ impl From<io::Error> for TlsError {
     }
 }
 
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Tls(e)
+    }
+}
+
+/// Most plaintext bytes in one TLS record.
+const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// Per-thread pools of ciphertext buffers. Thread-per-core workers share nothing, so a
+/// thread-local stack is the whole pool: no lock, no hop between threads.
+mod pool {
+    use std::cell::RefCell;
+
+    /// Capacity of a read buffer: several full records per socket read.
+    pub(super) const INCOMING: usize = 64 * 1024;
+    /// Size of a write buffer: 64 KiB of plaintext in full records plus their overhead.
+    pub(super) const OUTGOING: usize = 64 * 1024 + 1024;
+    /// Buffers kept per thread and kind; beyond that, returned buffers are freed.
+    const KEEP: usize = 128;
+
+    thread_local! {
+        static INCOMING_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        static OUTGOING_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty read buffer with [`INCOMING`] bytes of capacity.
+    pub(super) fn take_incoming() -> Vec<u8> {
+        INCOMING_POOL
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(INCOMING))
+    }
+
+    pub(super) fn give_incoming(mut buf: Vec<u8>) {
+        if buf.capacity() != INCOMING {
+            return;
+        }
+        buf.clear();
+        INCOMING_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < KEEP {
+                p.push(buf);
+            }
+        });
+    }
+
+    /// A zeroed write buffer of [`OUTGOING`] bytes (length = capacity, so rustls can encrypt
+    /// into it as a plain slice without it being zeroed again).
+    pub(super) fn take_outgoing() -> Vec<u8> {
+        OUTGOING_POOL
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| vec![0; OUTGOING])
+    }
+
+    pub(super) fn give_outgoing(buf: Vec<u8>) {
+        if buf.len() != OUTGOING {
+            return;
+        }
+        OUTGOING_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < KEEP {
+                p.push(buf);
+            }
+        });
+    }
+
+    thread_local! {
+        /// Where a record whose plaintext spans several parts is gathered before encryption.
+        pub(super) static GATHER: RefCell<Box<[u8; super::MAX_FRAGMENT]>> =
+            RefCell::new(Box::new([0; super::MAX_FRAGMENT]));
+    }
+}
+
+/// Ciphertext waiting to be written, in a pooled buffer (empty `buf`: none held).
+#[derive(Default)]
+struct Outgoing {
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+impl Outgoing {
+    /// At least `need` writable bytes after the filled ones.
+    fn spare(&mut self, need: usize) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = pool::take_outgoing();
+        }
+        if self.buf.len() - self.filled < need {
+            // Larger than one pooled buffer (a batch of tunnel frames): grow this one.
+            let mut bigger = vec![0; (self.filled + need).max(2 * self.buf.len())];
+            bigger[..self.filled].copy_from_slice(&self.buf[..self.filled]);
+            pool::give_outgoing(std::mem::replace(&mut self.buf, bigger));
+        }
+        &mut self.buf[self.filled..]
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        self.spare(bytes.len())[..bytes.len()].copy_from_slice(bytes);
+        self.filled += bytes.len();
+    }
+
+    /// Gives the buffer back to the pool if nothing waits in it.
+    fn release(&mut self) {
+        if self.filled == 0 && !self.buf.is_empty() {
+            pool::give_outgoing(std::mem::take(&mut self.buf));
+        }
+    }
+
+    /// Writes the filled bytes.
+    async fn write_to<W: AsyncWriteRent>(&mut self, io: &mut W) -> io::Result<()> {
+        if self.filled == 0 {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = io.write_all(buf.slice(..self.filled)).await;
+        self.buf = slice.into_inner();
+        self.filled = 0;
+        res.map(|_| ())
+    }
+}
+
+/// The two kinds of unbuffered connection, behind one interface.
+trait Records {
+    type Data;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Records for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Records for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+enum Session {
+    Client(UnbufferedClientConnection),
+    Server(UnbufferedServerConnection),
+}
+
+/// What [`Core::process`] reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// The handshake needs more bytes from the peer.
+    Handshaking,
+    /// Application traffic: everything complete in the buffer was processed.
+    Traffic,
+    /// Both sides sent close_notify.
+    Closed,
+}
+
+/// The sans-IO part: one rustls connection plus what its unbuffered API reports only once.
+struct Core {
+    session: Session,
+    /// Handshake messages, alerts and key updates to send, encoded while processing what the
+    /// peer sent; writers send them before any application data they encrypt next.
+    queued: Vec<u8>,
+    /// The peer sent close_notify.
+    peer_closed: bool,
+    /// The error that ended the connection.
+    failed: Option<rustls::Error>,
+}
+
+impl Core {
+    fn new(session: Session) -> Self {
+        Core {
+            session,
+            queued: Vec::new(),
+            peer_closed: false,
+            failed: None,
+        }
+    }
+
+    fn common(&self) -> &rustls::CommonState {
+        match &self.session {
+            Session::Client(c) => c,
+            Session::Server(s) => s,
+        }
+    }
+
+    /// Processes the complete records in `incoming` and removes them from it: application data
+    /// is appended to `plain`, anything to send to `self.queued`.
+    fn process(
+        &mut self,
+        incoming: &mut Vec<u8>,
+        plain: &mut BytesMut,
+    ) -> Result<Progress, TlsError> {
+        self.check_failed()?;
+        let Core {
+            session,
+            queued,
+            peer_closed,
+            failed,
+        } = self;
+        let result = match session {
+            Session::Client(c) => process_records(c, incoming, plain, queued, peer_closed),
+            Session::Server(s) => process_records(s, incoming, plain, queued, peer_closed),
+        };
+        if let Err(TlsError::Tls(e)) = &result {
+            *failed = Some(e.clone());
+            // rustls queued an alert saying why: encode it so the caller can try to send it.
+            match session {
+                Session::Client(c) => encode_queued(c, incoming, queued),
+                Session::Server(s) => encode_queued(s, incoming, queued),
+            }
+        }
+        result
+    }
+
+    /// After a TLS error the connection is dead: rustls is not asked anything again (it may
+    /// still hold handshake messages that refer to bytes no longer in our buffer).
+    fn check_failed(&self) -> Result<(), TlsError> {
+        match &self.failed {
+            Some(e) => Err(TlsError::Tls(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Encrypts `parts` as one byte sequence into `out`, after anything queued.
+    fn encrypt(&mut self, parts: &[&[u8]], out: &mut Outgoing) -> Result<(), TlsError> {
+        self.check_failed()?;
+        self.move_queued(out);
+        let result = match &mut self.session {
+            Session::Client(c) => with_write_traffic(c, out, &mut self.peer_closed, |w, out| {
+                encrypt_parts(w, parts, out)
+            }),
+            Session::Server(s) => with_write_traffic(s, out, &mut self.peer_closed, |w, out| {
+                encrypt_parts(w, parts, out)
+            }),
+        };
+        if let Err(TlsError::Tls(e)) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    /// Encrypts a close_notify alert into `out`.
+    fn close_notify(&mut self, out: &mut Outgoing) -> Result<(), TlsError> {
+        self.check_failed()?;
+        self.move_queued(out);
+        let close = |w: &mut dyn RecordWriter, out: &mut Outgoing| loop {
+            match w.close_notify(out.spare(64)) {
+                Ok(n) => {
+                    out.filled += n;
+                    return Ok(());
+                }
+                Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                    out.spare(required_size);
+                }
+                Err(e) => return Err(io::Error::other(e.to_string()).into()),
+            }
+        };
+        match &mut self.session {
+            Session::Client(c) => with_write_traffic(c, out, &mut self.peer_closed, close),
+            Session::Server(s) => with_write_traffic(s, out, &mut self.peer_closed, close),
+        }
+    }
+
+    fn move_queued(&mut self, out: &mut Outgoing) {
+        if !self.queued.is_empty() {
+            out.extend(&self.queued);
+            // Handshake-sized: not kept for the life of the connection.
+            self.queued = Vec::new();
+        }
+    }
+}
+
+/// Runs `incoming` through `conn` until it needs more bytes (see [`Core::process`]).
+fn process_records<C: Records>(
+    conn: &mut C,
+    incoming: &mut Vec<u8>,
+    plain: &mut BytesMut,
+    queued: &mut Vec<u8>,
+    peer_closed: &mut bool,
+) -> Result<Progress, TlsError> {
+    loop {
+        let UnbufferedStatus { mut discard, state } = conn.process(incoming);
+        let mut failure = None;
+        let reached = match state {
+            Err(e) => {
+                failure = Some(TlsError::Tls(e));
+                None
+            }
+            Ok(ConnectionState::ReadTraffic(mut records)) => {
+                while let Some(record) = records.next_record() {
+                    match record {
+                        Ok(record) => {
+                            discard += record.discard;
+                            plain.extend_from_slice(record.payload);
+                        }
+                        Err(e) => {
+                            failure = Some(TlsError::Tls(e));
+                            break;
+                        }
+                    }
+                }
+                None
+            }
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                encode_into(&mut encode, queued);
+                None
+            }
+            // The caller sends `queued` before it waits for the peer again.
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                transmit.done();
+                None
+            }
+            Ok(ConnectionState::BlockedHandshake) => Some(Progress::Handshaking),
+            Ok(ConnectionState::WriteTraffic(_)) => Some(Progress::Traffic),
+            Ok(ConnectionState::PeerClosed) => {
+                *peer_closed = true;
+                None
+            }
+            Ok(ConnectionState::Closed) => {
+                *peer_closed = true;
+                Some(Progress::Closed)
+            }
+            // Early data is never enabled, so never accepted.
+            Ok(other) => {
+                failure = Some(TlsError::Tls(rustls::Error::General(format!(
+                    "unexpected TLS state {other:?}"
+                ))));
+                None
+            }
+        };
+        incoming.drain(..discard);
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if let Some(progress) = reached {
+            return Ok(progress);
+        }
+    }
+}
+
+/// Encodes everything rustls has queued to send (after an error: the alert). `incoming` is
+/// the buffer the failed call processed, after its discard.
+fn encode_queued<C: Records>(conn: &mut C, incoming: &mut Vec<u8>, queued: &mut Vec<u8>) {
+    for _ in 0..8 {
+        let UnbufferedStatus { discard, state } = conn.process(incoming);
+        let more = match state {
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                encode_into(&mut encode, queued);
+                true
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                transmit.done();
+                true
+            }
+            _ => false,
+        };
+        incoming.drain(..discard);
+        if !more {
+            return;
+        }
+    }
+}
+
+/// Appends one encoded handshake record to `queued`.
+fn encode_into<Data>(encode: &mut EncodeTlsData<'_, Data>, queued: &mut Vec<u8>) {
+    let start = queued.len();
+    let mut room = 4096;
+    loop {
+        queued.resize(start + room, 0);
+        match encode.encode(&mut queued[start..]) {
+            Ok(n) => {
+                queued.truncate(start + n);
+                return;
+            }
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                room = required_size;
+            }
+            Err(_) => {
+                queued.truncate(start);
+                return;
+            }
+        }
+    }
+}
+
+/// Gets the connection to the state where application data may be encrypted (encoding any
+/// handshake record rustls has queued first), then runs `f` in it.
+fn with_write_traffic<C: Records>(
+    conn: &mut C,
+    out: &mut Outgoing,
+    peer_closed: &mut bool,
+    f: impl FnOnce(&mut dyn RecordWriter, &mut Outgoing) -> Result<(), TlsError>,
+) -> Result<(), TlsError> {
+    loop {
+        let UnbufferedStatus { state, .. } = conn.process(&mut []);
+        match state? {
+            ConnectionState::WriteTraffic(mut write) => return f(&mut write, out),
+            ConnectionState::EncodeTlsData(mut encode) => {
+                let mut queued = Vec::new();
+                encode_into(&mut encode, &mut queued);
+                out.extend(&queued);
+            }
+            ConnectionState::TransmitTlsData(transmit) => transmit.done(),
+            ConnectionState::PeerClosed => *peer_closed = true,
+            ConnectionState::Closed => {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe).into());
+            }
+            ConnectionState::BlockedHandshake => {
+                return Err(rustls::Error::HandshakeNotComplete.into());
+            }
+            other => {
+                return Err(
+                    rustls::Error::General(format!("cannot write in TLS state {other:?}")).into(),
+                );
+            }
+        }
+    }
+}
+
+/// What is done in [`WriteTraffic`], object-safe over the connection's data type (and
+/// replaceable by a recorder in tests).
+trait RecordWriter {
+    fn encrypt(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, EncryptError>;
+    fn close_notify(&mut self, out: &mut [u8]) -> Result<usize, EncryptError>;
+}
+
+impl<Data> RecordWriter for WriteTraffic<'_, Data> {
+    fn encrypt(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, EncryptError> {
+        WriteTraffic::encrypt(self, plaintext, out)
+    }
+    fn close_notify(&mut self, out: &mut [u8]) -> Result<usize, EncryptError> {
+        self.queue_close_notify(out)
+    }
+}
+
+/// Encrypts `parts` as one byte sequence: records are filled across the parts (a frame
+/// header and its payload share a record). A run of full records inside one part is
+/// encrypted from where it lies; a record that spans parts is gathered first.
+fn encrypt_parts(
+    write: &mut dyn RecordWriter,
+    parts: &[&[u8]],
+    out: &mut Outgoing,
+) -> Result<(), TlsError> {
+    let mut remaining: usize = parts.iter().map(|p| p.len()).sum();
+    let (mut index, mut offset) = (0, 0);
+    while remaining > 0 {
+        while offset == parts[index].len() {
+            index += 1;
+            offset = 0;
+        }
+        let current = &parts[index][offset..];
+        let record = remaining.min(MAX_FRAGMENT);
+        if current.len() >= record {
+            // Whole records from this part alone.
+            let take = match current.len() >= MAX_FRAGMENT {
+                true => current.len() / MAX_FRAGMENT * MAX_FRAGMENT,
+                false => record,
+            };
+            encrypt_one(write, &current[..take], out)?;
+            offset += take;
+            remaining -= take;
+            continue;
+        }
+        pool::GATHER.with(|gather| {
+            let mut gather = gather.borrow_mut();
+            let mut filled = 0;
+            while filled < record {
+                while offset == parts[index].len() {
+                    index += 1;
+                    offset = 0;
+                }
+                let piece = &parts[index][offset..];
+                let n = piece.len().min(record - filled);
+                gather[filled..filled + n].copy_from_slice(&piece[..n]);
+                filled += n;
+                offset += n;
+            }
+            encrypt_one(write, &gather[..record], out)
+        })?;
+        remaining -= record;
+    }
+    Ok(())
+}
+
+fn encrypt_one(
+    write: &mut dyn RecordWriter,
+    plaintext: &[u8],
+    out: &mut Outgoing,
+) -> Result<(), TlsError> {
+    // Records of at most 16 KiB, each with at most 256 bytes of header, tag and padding.
+    let mut need = plaintext.len() + plaintext.len().div_ceil(MAX_FRAGMENT).max(1) * 256;
+    loop {
+        match write.encrypt(plaintext, out.spare(need)) {
+            Ok(n) => {
+                out.filled += n;
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                need = required_size;
+            }
+            Err(e) => return Err(io::Error::other(e.to_string()).into()),
+        }
+    }
+}
+
+/// A socket that can wait for data without lending a buffer to the kernel.
+pub trait Readiness {
+    /// Resolves once the socket has something to read (data, end of stream or an error).
+    fn wait_readable(&self) -> impl std::future::Future<Output = io::Result<()>>;
+}
+
+impl Readiness for monoio::net::TcpStream {
+    async fn wait_readable(&self) -> io::Result<()> {
+        self.readable(false).await
+    }
+}
+
 /// A TLS connection over stream `S`, used sequentially.
 pub struct TlsStream<S> {
     io: S,
-    tls: rustls::Connection,
-    /// Rented read buffer for ciphertext.
-    cipher_in: Vec<u8>,
-    /// Encrypted bytes waiting to be written.
-    cipher_out: Vec<u8>,
+    core: Core,
+    /// Ciphertext read but not processed yet (an incomplete record); no capacity while idle.
+    incoming: Vec<u8>,
+    outgoing: Outgoing,
+    /// Plaintext that arrived with the last handshake flight, for the first read.
+    early: BytesMut,
 }
 
 impl<S> fmt::Debug for TlsStream<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsStream")
-            .field("handshaking", &self.tls.is_handshaking())
+            .field("handshaking", &self.core.common().is_handshaking())
             .finish_non_exhaustive()
     }
 }
 
 impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
-    /// Runs the handshake of `tls` (client or server) over `io`.
-    pub async fn handshake(
+    /// Client side: connects to `name` with `config` over `io`.
+    pub async fn connect(
         io: S,
-        tls: impl Into<rustls::Connection>,
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+        deadline: Option<Instant>,
+    ) -> Result<Self, TlsError> {
+        let session = UnbufferedClientConnection::new(config, name)?;
+        Self::handshake(io, Session::Client(session), Vec::new(), deadline).await
+    }
+
+    /// Server side with one configuration.
+    pub async fn accept_with(
+        io: S,
+        config: Arc<rustls::ServerConfig>,
+        deadline: Option<Instant>,
+    ) -> Result<Self, TlsError> {
+        let session = UnbufferedServerConnection::new(config)?;
+        Self::handshake(io, Session::Server(session), Vec::new(), deadline).await
+    }
+
+    /// Server side: reads the ClientHello, lets `choose` pick the configuration from it (by
+    /// SNI or ALPN), then finishes the handshake. `choose` returning `None` refuses the
+    /// connection. The ClientHello is read with rustls's `Acceptor` and then processed again
+    /// by the chosen configuration's connection (only the handshake pays for that).
+    pub async fn accept(
+        io: S,
+        choose: impl FnOnce(&rustls::server::ClientHello<'_>) -> Option<Arc<rustls::ServerConfig>>,
+        deadline: Option<Instant>,
+    ) -> Result<Self, TlsError> {
+        let mut io = io;
+        let hello = async {
+            let mut acceptor = rustls::server::Acceptor::default();
+            let mut seen = Vec::with_capacity(4096);
+            loop {
+                let from = seen.len();
+                seen.reserve(4096);
+                let (res, buf) = io.read(seen.slice_mut(from..)).await;
+                seen = buf.into_inner();
+                if res? == 0 {
+                    return Err(TlsError::Eof);
+                }
+                let mut rest = &seen[from..];
+                while !rest.is_empty() {
+                    acceptor.read_tls(&mut rest)?;
+                }
+                match acceptor.accept() {
+                    Ok(Some(accepted)) => {
+                        let config = choose(&accepted.client_hello());
+                        return Ok((config, seen));
+                    }
+                    Ok(None) => {}
+                    Err((e, _alert)) => return Err(TlsError::Tls(e)),
+                }
+            }
+        };
+        let (config, seen) = match deadline {
+            None => hello.await?,
+            Some(at) => monoio::time::timeout_at(at.into(), hello)
+                .await
+                .map_err(|_| TlsError::Timeout)??,
+        };
+        let config = config.ok_or(TlsError::Tls(rustls::Error::General(
+            "no configuration for this client hello".into(),
+        )))?;
+        let session = UnbufferedServerConnection::new(config)?;
+        let mut incoming = pool::take_incoming();
+        incoming.extend_from_slice(&seen);
+        Self::handshake(io, Session::Server(session), incoming, deadline).await
+    }
+
+    async fn handshake(
+        io: S,
+        session: Session,
+        incoming: Vec<u8>,
         deadline: Option<Instant>,
     ) -> Result<Self, TlsError> {
         let mut stream = TlsStream {
             io,
-            tls: tls.into(),
-            cipher_in: Vec::with_capacity(READ_CHUNK),
-            cipher_out: Vec::with_capacity(16 * 1024),
+            core: Core::new(session),
+            incoming,
+            outgoing: Outgoing::default(),
+            early: BytesMut::new(),
         };
         let work = async {
-            while stream.tls.is_handshaking() {
-                stream.flush().await?;
-                if stream.tls.wants_read() && !stream.read_tls().await? {
+            loop {
+                let progress = stream.core.process(&mut stream.incoming, &mut stream.early);
+                // Our next flight, or the alert that says why we failed.
+                let flushed = stream.flush().await;
+                let progress = progress?;
+                flushed?;
+                if !stream.core.common().is_handshaking() {
+                    return Ok(());
+                }
+                if progress == Progress::Closed || !stream.fill().await? {
                     return Err(TlsError::Eof);
                 }
             }
-            // The last handshake flight (and TLS 1.3 tickets) may still be queued.
-            stream.flush().await
         };
         match deadline {
             None => work.await?,
@@ -99,125 +716,65 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
                 .await
                 .map_err(|_| TlsError::Timeout)??,
         }
-        // Writers flush after every call, which bounds the queue by the size of one write;
-        // rustls's own limit would make a large `write_all` fail half-way instead.
-        stream.tls.set_buffer_limit(None);
+        stream.release_idle_buffers();
         Ok(stream)
-    }
-
-    /// Server side: reads the ClientHello, lets `choose` pick the configuration from it (by
-    /// SNI or ALPN), then finishes the handshake. `choose` returning `None` refuses the
-    /// connection.
-    pub async fn accept(
-        io: S,
-        choose: impl FnOnce(
-            &rustls::server::ClientHello<'_>,
-        ) -> Option<std::sync::Arc<rustls::ServerConfig>>,
-        deadline: Option<Instant>,
-    ) -> Result<Self, TlsError> {
-        let mut io = io;
-        let hello = async {
-            let mut acceptor = rustls::server::Acceptor::default();
-            let mut buf = Vec::with_capacity(4096);
-            loop {
-                buf.clear();
-                let (res, b) = io.read(buf).await;
-                buf = b;
-                if res? == 0 {
-                    return Err(TlsError::Eof);
-                }
-                let mut rest = &buf[..];
-                while !rest.is_empty() {
-                    acceptor.read_tls(&mut rest)?;
-                }
-                match acceptor.accept() {
-                    Ok(Some(accepted)) => return Ok(accepted),
-                    Ok(None) => {}
-                    Err((e, _alert)) => return Err(TlsError::Tls(e)),
-                }
-            }
-        };
-        let accepted = match deadline {
-            None => hello.await?,
-            Some(at) => monoio::time::timeout_at(at.into(), hello)
-                .await
-                .map_err(|_| TlsError::Timeout)??,
-        };
-        let config = choose(&accepted.client_hello()).ok_or(TlsError::Tls(
-            rustls::Error::General("no configuration for this client hello".into()),
-        ))?;
-        let conn = accepted
-            .into_connection(config)
-            .map_err(|(e, _alert)| TlsError::Tls(e))?;
-        Self::handshake(io, conn, deadline).await
     }
 
     /// The ALPN protocol agreed in the handshake.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.tls.alpn_protocol()
+        self.core.common().alpn_protocol()
     }
 
     /// The peer's certificate chain (end entity first), if it sent one.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
-        self.tls.peer_certificates()
-    }
-
-    /// The server name the client asked for (server side, SNI).
-    pub fn server_name(&self) -> Option<&str> {
-        match &self.tls {
-            rustls::Connection::Server(s) => s.server_name(),
-            rustls::Connection::Client(_) => None,
-        }
+        self.core.common().peer_certificates()
     }
 
     /// Reads plaintext, appending to `dst`. Returns 0 when the peer closed the connection.
     pub async fn read(&mut self, dst: &mut BytesMut) -> Result<usize, TlsError> {
+        if !self.early.is_empty() {
+            let n = self.early.len();
+            dst.extend_from_slice(&self.early);
+            self.early = BytesMut::new();
+            return Ok(n);
+        }
         loop {
-            let leftover = feed(&mut self.tls, &self.cipher_in, dst);
-            self.cipher_in.clear();
-            match leftover? {
-                Plaintext::Closed => return Ok(0),
-                Plaintext::Bytes(0) => {}
-                Plaintext::Bytes(n) => return Ok(n),
+            let before = dst.len();
+            let progress = self.core.process(&mut self.incoming, dst);
+            // Alerts or key updates may need an answer.
+            let flushed = self.flush().await;
+            progress?;
+            flushed?;
+            let n = dst.len() - before;
+            if n > 0 {
+                self.release_idle_buffers();
+                return Ok(n);
             }
-            match drain_plaintext(&mut self.tls, dst)? {
-                Plaintext::Closed => return Ok(0),
-                Plaintext::Bytes(0) => {}
-                Plaintext::Bytes(n) => return Ok(n),
-            }
-            let buf = std::mem::take(&mut self.cipher_in);
-            let (res, buf) = self.io.read(buf).await;
-            self.cipher_in = buf;
-            if res? == 0 {
+            if self.core.peer_closed {
                 return Ok(0);
             }
-            let fed = feed(&mut self.tls, &self.cipher_in, dst);
-            self.cipher_in.clear();
-            // Alerts or key updates may need an answer.
-            self.flush().await?;
-            match fed? {
-                Plaintext::Closed => return Ok(0),
-                Plaintext::Bytes(0) => {}
-                Plaintext::Bytes(n) => return Ok(n),
+            if !self.fill().await? {
+                return Ok(0);
             }
         }
     }
 
     /// Encrypts and writes all of `data`.
     pub async fn write_all(&mut self, data: &[u8]) -> Result<(), TlsError> {
-        self.tls.writer().write_all(data)?;
-        self.flush().await
+        self.write_all_parts(&[data]).await
     }
 
     /// Encrypts `parts` (at most [`MAX_PARTS`]) as one byte sequence and writes them.
     pub async fn write_all_parts(&mut self, parts: &[&[u8]]) -> Result<(), TlsError> {
-        encrypt_parts(&mut self.tls, parts, &mut self.cipher_out)?;
-        self.flush().await
+        self.core.encrypt(parts, &mut self.outgoing)?;
+        self.flush().await?;
+        self.outgoing.release();
+        Ok(())
     }
 
     /// Sends close_notify and flushes it.
     pub async fn close(&mut self) -> Result<(), TlsError> {
-        self.tls.send_close_notify();
+        self.core.close_notify(&mut self.outgoing)?;
         self.flush().await
     }
 
@@ -227,72 +784,126 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         S: Splitable,
     {
         let (read, write) = self.io.into_split();
-        let tls = Rc::new(RefCell::new(self.tls));
+        let core = Rc::new(RefCell::new(self.core));
         (
             TlsReader {
                 io: read,
-                tls: tls.clone(),
-                cipher_in: self.cipher_in,
+                core: core.clone(),
+                incoming: self.incoming,
+                early: self.early,
             },
             TlsWriter {
                 io: write,
-                tls,
-                cipher_out: self.cipher_out,
+                core,
+                outgoing: self.outgoing,
             },
         )
     }
 
-    /// Reads ciphertext once during the handshake and feeds it to rustls; false on EOF.
-    /// Ciphertext past the end of the handshake stays in `cipher_in` for `read`.
-    async fn read_tls(&mut self) -> Result<bool, TlsError> {
-        let buf = std::mem::take(&mut self.cipher_in);
-        let (res, buf) = self.io.read(buf).await;
-        self.cipher_in = buf;
-        if res? == 0 {
-            return Ok(false);
-        }
-        match feed_handshake(&mut self.tls, &self.cipher_in) {
-            Ok(used) => {
-                self.cipher_in.drain(..used);
-                Ok(true)
-            }
-            Err(e) => {
-                self.cipher_in.clear();
-                // Tell the peer why (an alert) before failing.
-                let _ = self.flush().await;
-                Err(e)
-            }
-        }
+    /// Reads more ciphertext after what is buffered; false at end of stream.
+    async fn fill(&mut self) -> Result<bool, TlsError> {
+        read_more(&mut self.io, &mut self.incoming).await
     }
 
-    /// Writes everything rustls has queued.
+    /// Writes everything queued and encrypted.
     async fn flush(&mut self) -> Result<(), TlsError> {
-        while self.tls.wants_write() {
-            self.tls.write_tls(&mut self.cipher_out)?;
-        }
-        if !self.cipher_out.is_empty() {
-            let out = std::mem::take(&mut self.cipher_out);
-            let (res, mut out) = self.io.write_all(out).await;
-            out.clear();
-            self.cipher_out = out;
-            res?;
-        }
+        self.core.move_queued(&mut self.outgoing);
+        self.outgoing.write_to(&mut self.io).await?;
         Ok(())
     }
+
+    /// Gives the buffers back to the thread's pool when they hold nothing.
+    fn release_idle_buffers(&mut self) {
+        if self.incoming.is_empty() && self.incoming.capacity() > 0 {
+            pool::give_incoming(std::mem::take(&mut self.incoming));
+        }
+        self.outgoing.release();
+    }
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> TlsStream<S> {
+    /// Waits until the peer sends something, holding no buffer once `park_after` has passed
+    /// without a byte: the read in flight is cancelled, its buffer goes back to the pool and
+    /// the wait goes on as a readiness poll. A busy connection never gets that far, so it pays
+    /// nothing but a timer; an idle one costs only its TLS state.
+    pub async fn wait_idle(&mut self, park_after: Duration) -> Result<(), TlsError> {
+        if !self.incoming.is_empty() || !self.early.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.incoming);
+        let buf = match buf.capacity() {
+            0 => pool::take_incoming(),
+            _ => buf,
+        };
+        let (res, buf) = {
+            let canceller = Canceller::new();
+            let read = read_cancelable(&mut self.io, buf, canceller.handle());
+            let mut read = std::pin::pin!(read);
+            match monoio::time::timeout(park_after, read.as_mut()).await {
+                Ok(done) => done,
+                Err(_) => {
+                    // A read that completed while being cancelled keeps its bytes.
+                    canceller.cancel();
+                    read.await
+                }
+            }
+        };
+        self.incoming = buf;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(ECANCELED) => {
+                self.release_idle_buffers();
+                self.io.wait_readable().await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// `ECANCELED` on Linux: what a cancelled io_uring operation completes with.
+const ECANCELED: i32 = 125;
+
+async fn read_cancelable<S: CancelableAsyncReadRent>(
+    io: &mut S,
+    buf: Vec<u8>,
+    cancel: CancelHandle,
+) -> (io::Result<usize>, Vec<u8>) {
+    let from = buf.len();
+    let (res, slice) = io.cancelable_read(buf.slice_mut(from..), cancel).await;
+    (res, slice.into_inner())
+}
+
+/// Reads more ciphertext into `incoming` (taking a pooled buffer if it has none); false at
+/// end of stream.
+async fn read_more<R: AsyncReadRent>(io: &mut R, incoming: &mut Vec<u8>) -> Result<bool, TlsError> {
+    let mut buf = std::mem::take(incoming);
+    if buf.capacity() == 0 {
+        buf = pool::take_incoming();
+    }
+    if buf.capacity() - buf.len() < MAX_FRAGMENT + 1024 {
+        // A record larger than the room left (only during a large handshake message).
+        buf.reserve(MAX_FRAGMENT + 1024);
+    }
+    let from = buf.len();
+    let (res, slice) = io.read(buf.slice_mut(from..)).await;
+    *incoming = slice.into_inner();
+    Ok(res? > 0)
 }
 
 /// The reading half of a split [`TlsStream`].
 pub struct TlsReader<R> {
     io: R,
-    tls: Rc<RefCell<rustls::Connection>>,
-    cipher_in: Vec<u8>,
+    core: Rc<RefCell<Core>>,
+    incoming: Vec<u8>,
+    early: BytesMut,
 }
 
 /// The writing half of a split [`TlsStream`].
 pub struct TlsWriter<W> {
     io: W,
-    tls: Rc<RefCell<rustls::Connection>>,
-    cipher_out: Vec<u8>,
+    core: Rc<RefCell<Core>>,
+    outgoing: Outgoing,
 }
 
 impl<R: AsyncReadRent> TlsReader<R> {
@@ -300,38 +911,32 @@ impl<R: AsyncReadRent> TlsReader<R> {
     /// something to send (an alert, a key update), [`TlsReader::wants_write`] says so and
     /// the writer should be woken.
     pub async fn read(&mut self, dst: &mut BytesMut) -> Result<usize, TlsError> {
+        if !self.early.is_empty() {
+            let n = self.early.len();
+            dst.extend_from_slice(&self.early);
+            self.early = BytesMut::new();
+            return Ok(n);
+        }
         loop {
-            let leftover = feed(&mut self.tls.borrow_mut(), &self.cipher_in, dst);
-            self.cipher_in.clear();
-            match leftover? {
-                Plaintext::Closed => return Ok(0),
-                Plaintext::Bytes(0) => {}
-                Plaintext::Bytes(n) => return Ok(n),
+            let before = dst.len();
+            let peer_closed = {
+                let mut core = self.core.borrow_mut();
+                core.process(&mut self.incoming, dst)?;
+                core.peer_closed
+            };
+            let n = dst.len() - before;
+            if n > 0 {
+                return Ok(n);
             }
-            match drain_plaintext(&mut self.tls.borrow_mut(), dst)? {
-                Plaintext::Closed => return Ok(0),
-                Plaintext::Bytes(0) => {}
-                Plaintext::Bytes(n) => return Ok(n),
-            }
-            let buf = std::mem::take(&mut self.cipher_in);
-            let (res, buf) = self.io.read(buf).await;
-            self.cipher_in = buf;
-            if res? == 0 {
+            if peer_closed || !read_more(&mut self.io, &mut self.incoming).await? {
                 return Ok(0);
-            }
-            let fed = feed(&mut self.tls.borrow_mut(), &self.cipher_in, dst);
-            self.cipher_in.clear();
-            match fed? {
-                Plaintext::Closed => return Ok(0),
-                Plaintext::Bytes(0) => {}
-                Plaintext::Bytes(n) => return Ok(n),
             }
         }
     }
 
-    /// Whether rustls has queued ciphertext (to be written by the writer half).
+    /// Whether rustls has something queued to send (to be written by the writer half).
     pub fn wants_write(&self) -> bool {
-        self.tls.borrow().wants_write()
+        !self.core.borrow().queued.is_empty()
     }
 }
 
@@ -342,27 +947,25 @@ impl<W: AsyncWriteRent> TlsWriter<W> {
     }
 
     /// Encrypts `parts` (at most [`MAX_PARTS`]) as one byte sequence: TLS records are filled
-    /// across the parts, so a frame header and its payload share records without being copied
-    /// together first. Allocates nothing.
+    /// across the parts, so a frame header and its payload share records. Allocates nothing
+    /// once the write buffer is large enough.
     pub fn encrypt_parts(&mut self, parts: &[&[u8]]) -> Result<(), TlsError> {
-        encrypt_parts(&mut self.tls.borrow_mut(), parts, &mut self.cipher_out)
+        assert!(
+            parts.len() <= MAX_PARTS,
+            "encrypt_parts takes at most {MAX_PARTS} parts"
+        );
+        self.core.borrow_mut().encrypt(parts, &mut self.outgoing)
     }
 
     /// Ciphertext waiting to be written.
     pub fn pending(&self) -> usize {
-        self.cipher_out.len()
+        self.outgoing.filled
     }
 
     /// Writes the pending ciphertext (and anything rustls queued by itself, like alerts).
     pub async fn flush(&mut self) -> Result<(), TlsError> {
-        self.encrypt(&[])?;
-        if !self.cipher_out.is_empty() {
-            let out = std::mem::take(&mut self.cipher_out);
-            let (res, mut out) = self.io.write_all(out).await;
-            out.clear();
-            self.cipher_out = out;
-            res?;
-        }
+        self.core.borrow_mut().move_queued(&mut self.outgoing);
+        self.outgoing.write_to(&mut self.io).await?;
         Ok(())
     }
 
@@ -374,7 +977,7 @@ impl<W: AsyncWriteRent> TlsWriter<W> {
 
     /// Sends close_notify and shuts the socket's write side.
     pub async fn close(&mut self) -> Result<(), TlsError> {
-        self.tls.borrow_mut().send_close_notify();
+        self.core.borrow_mut().close_notify(&mut self.outgoing)?;
         self.flush().await?;
         self.io.shutdown().await?;
         Ok(())
@@ -384,121 +987,71 @@ impl<W: AsyncWriteRent> TlsWriter<W> {
 /// Most parts [`TlsWriter::encrypt_parts`] takes at once.
 pub const MAX_PARTS: usize = 4;
 
-/// Encrypts `parts` as one byte sequence into `cipher_out`; allocates nothing beyond it.
-fn encrypt_parts(
-    tls: &mut rustls::Connection,
-    parts: &[&[u8]],
-    cipher_out: &mut Vec<u8>,
-) -> Result<(), TlsError> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut done = 0;
-    while done < total {
-        let mut slices = [io::IoSlice::new(&[]); MAX_PARTS];
-        let count = remaining_slices(parts, done, &mut slices);
-        let n = tls.writer().write_vectored(&slices[..count])?;
-        if n == 0 {
-            return Err(TlsError::Io(io::ErrorKind::WriteZero.into()));
-        }
-        done += n;
-    }
-    while tls.wants_write() {
-        tls.write_tls(cipher_out)?;
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Writes the parts after the first `skip` bytes into `out` as I/O slices; returns how many.
-fn remaining_slices<'a>(
-    parts: &[&'a [u8]],
-    mut skip: usize,
-    out: &mut [io::IoSlice<'a>; MAX_PARTS],
-) -> usize {
-    assert!(
-        parts.len() <= MAX_PARTS,
-        "encrypt_parts takes at most {MAX_PARTS} parts"
-    );
-    let mut count = 0;
-    for part in parts {
-        if skip >= part.len() {
-            skip -= part.len();
-            continue;
-        }
-        out[count] = io::IoSlice::new(&part[skip..]);
-        count += 1;
-        skip = 0;
-    }
-    count
-}
-
-/// Feeds `ciphertext` to rustls until the handshake completes; returns how many bytes were
-/// used. Records after the handshake's end are application data, which rustls buffers only
-/// up to a limit, so they wait for `read`, which drains plaintext as it feeds.
-fn feed_handshake(tls: &mut rustls::Connection, ciphertext: &[u8]) -> Result<usize, TlsError> {
-    let mut rest = ciphertext;
-    while !rest.is_empty() && tls.is_handshaking() {
-        tls.read_tls(&mut rest)?;
-        tls.process_new_packets().map_err(TlsError::Tls)?;
-    }
-    Ok(ciphertext.len() - rest.len())
-}
-
-/// Feeds all of `ciphertext` to rustls, moving plaintext into `dst` as it is decrypted (rustls
-/// holds only a bounded amount of received plaintext).
-fn feed(
-    tls: &mut rustls::Connection,
-    mut ciphertext: &[u8],
-    dst: &mut BytesMut,
-) -> Result<Plaintext, TlsError> {
-    let mut total = 0;
-    let mut closed = false;
-    while !ciphertext.is_empty() {
-        tls.read_tls(&mut ciphertext)?;
-        tls.process_new_packets().map_err(TlsError::Tls)?;
-        match drain_plaintext(tls, dst)? {
-            Plaintext::Bytes(n) => total += n,
-            Plaintext::Closed => closed = true,
+    /// Records from several parts decrypt to the parts joined, whatever their sizes.
+    #[test]
+    fn parts_are_encrypted_as_one_sequence() {
+        let sizes: &[&[usize]] = &[
+            &[0],
+            &[9, 100],
+            &[9, 16 * 1024],
+            &[9, 40_000, 2],
+            &[16 * 1024, 16 * 1024 + 1],
+            &[3, 0, 5, 70_000],
+        ];
+        for parts_sizes in sizes {
+            let parts: Vec<Vec<u8>> = parts_sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+                .collect();
+            let expected: Vec<u8> = parts.concat();
+            let mut recorder = Recorder::default();
+            let mut out = Outgoing::default();
+            let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+            encrypt_parts(&mut recorder, &slices, &mut out).unwrap();
+            assert_eq!(recorder.plaintext, expected, "{parts_sizes:?}");
+            assert!(
+                recorder.records.iter().all(|&n| n <= MAX_FRAGMENT),
+                "{parts_sizes:?}"
+            );
+            // Only the last record may be short.
+            let full = recorder.records.len().saturating_sub(1);
+            assert!(
+                recorder.records[..full].iter().all(|&n| n == MAX_FRAGMENT),
+                "{parts_sizes:?}: {:?}",
+                recorder.records
+            );
         }
     }
-    Ok(match (total, closed) {
-        (0, true) => Plaintext::Closed,
-        (n, _) => Plaintext::Bytes(n),
-    })
-}
 
-/// What [`drain_plaintext`] found.
-enum Plaintext {
-    /// This many bytes were appended (0: none yet).
-    Bytes(usize),
-    /// The peer sent close_notify and everything before it was drained.
-    Closed,
-}
+    /// Stands in for rustls: records what it was asked to encrypt, in record-sized pieces.
+    #[derive(Default)]
+    struct Recorder {
+        plaintext: Vec<u8>,
+        records: Vec<usize>,
+    }
 
-/// Moves all decrypted plaintext into `dst`: one copy from rustls's buffer, with no
-/// zero-filling of `dst` first (`fill_buf` lends the decrypted chunk in place).
-fn drain_plaintext(
-    tls: &mut rustls::Connection,
-    dst: &mut BytesMut,
-) -> Result<Plaintext, TlsError> {
-    use std::io::BufRead;
-    let mut total = 0;
-    let mut reader = tls.reader();
-    loop {
-        let chunk = match reader.fill_buf() {
-            Ok(chunk) => chunk,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Ok(Plaintext::Bytes(total));
+    impl RecordWriter for Recorder {
+        fn close_notify(&mut self, _out: &mut [u8]) -> Result<usize, EncryptError> {
+            Ok(0)
+        }
+
+        fn encrypt(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, EncryptError> {
+            let required = plaintext.len() + plaintext.len().div_ceil(MAX_FRAGMENT) * 22;
+            if out.len() < required {
+                return Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                    required_size: required,
+                }));
             }
-            Err(e) => return Err(TlsError::Io(e)),
-        };
-        if chunk.is_empty() {
-            return Ok(match total {
-                0 => Plaintext::Closed,
-                n => Plaintext::Bytes(n),
-            });
+            self.plaintext.extend_from_slice(plaintext);
+            for chunk in plaintext.chunks(MAX_FRAGMENT) {
+                self.records.push(chunk.len());
+            }
+            Ok(required)
         }
-        let n = chunk.len();
-        dst.extend_from_slice(chunk);
-        reader.consume(n);
-        total += n;
     }
 }

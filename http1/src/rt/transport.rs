@@ -2,12 +2,13 @@
 
 use std::future::Future;
 use std::io;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent};
 
-use super::{TlsError, TlsStream};
+use super::{Readiness, TlsError, TlsStream};
 
 /// A byte stream with owned-buffer reads that append to a `BytesMut`.
 ///
@@ -30,6 +31,13 @@ pub trait Transport {
     ) -> impl Future<Output = io::Result<()>>;
     /// Ends the write side (TLS: close_notify first).
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>>;
+    /// Waits until the peer sends something, holding no read buffer after `park_after` of
+    /// silence where the transport can (TLS over TCP); others return at once and let the
+    /// next read wait.
+    fn wait_idle(&mut self, park_after: Duration) -> impl Future<Output = io::Result<()>> {
+        let _ = park_after;
+        async { Ok(()) }
+    }
 }
 
 impl<S: AsyncReadRent + AsyncWriteRent> Transport for S {
@@ -69,7 +77,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Transport for S {
     }
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> Transport for TlsStream<S> {
+impl<S> Transport for TlsStream<S>
+where
+    S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness,
+{
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         self.read(buf).await.map_err(into_io)
     }
@@ -91,6 +102,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> Transport for TlsStream<S> {
 
     async fn shutdown(&mut self) -> io::Result<()> {
         self.close().await.map_err(into_io)
+    }
+
+    async fn wait_idle(&mut self, park_after: Duration) -> io::Result<()> {
+        TlsStream::wait_idle(self, park_after)
+            .await
+            .map_err(into_io)
     }
 }
 

@@ -185,8 +185,7 @@ pub(crate) async fn call(
         let config = client_config(provider)?;
         let name = rustls::pki_types::ServerName::try_from(parsed.host.to_owned())
             .map_err(|_| format!("{} is not a server name", parsed.host))?;
-        let client = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
-        let tls = TlsStream::handshake(tcp, client, Some(deadline))
+        let tls = TlsStream::connect(tcp, config, name, Some(deadline))
             .await
             .map_err(|e| format!("TLS with {}: {e}", parsed.host))?;
         fetch(tls, &request, MAX_ANSWER, Some(deadline)).await
