@@ -140,11 +140,18 @@ impl FrontBufferPool {
     }
 }
 
-/// Serves one client connection until it closes, errs or times out.
-pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: Rc<Worker>) {
+/// The connection of a client that completed its TLS handshake. Boxed: it then lives once,
+/// outside the task's state (an async fn keeps its arguments apart from its locals).
+pub(crate) fn client(tls: TlsStream<TcpStream>, worker: &Worker) -> Box<Client> {
     let read_buffer = worker.read_buffers.take().unwrap_or_default();
-    let mut conn = Conn::new(tls, read_buffer, Limits::default())
-        .release_when_idle(worker.read_buffers.clone(), IDLE_PARK_AFTER);
+    Box::new(
+        Conn::new(tls, read_buffer, Limits::default())
+            .release_when_idle(worker.read_buffers.clone(), IDLE_PARK_AFTER),
+    )
+}
+
+/// Serves one client connection until it closes, errs or times out.
+pub(crate) async fn serve(mut conn: Box<Client>, peer: SocketAddr, worker: Rc<Worker>) {
     let mut first = true;
     loop {
         // The first head must come whole within the header timeout (slowloris); after a
@@ -178,11 +185,14 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
             })
             .await;
         // Sign-in steps that need a provider's metadata or keys: fetch them, decide again.
+        // Rare paths (provider calls, sign-in callbacks, the development provider, upgrades)
+        // are boxed, so their futures do not make every connection's task larger while it
+        // waits idle.
         for _ in 0..2 {
             let Ok(Start::NeedProvider(provider)) = &start else {
                 break;
             };
-            start = Ok(match worker.providers.load(provider).await {
+            start = Ok(match Box::pin(worker.providers.load(provider)).await {
                 Ok(_) => restart(&worker, &snapshot, saved, peer, scratch, request_id),
                 Err(e) => {
                     let answer = flow::provider_unreachable(provider, &e);
@@ -248,14 +258,14 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                     After::KeepAlive => true,
                     After::Close => false,
                     After::Upgraded(stream) => {
-                        tunnel_upgrade(conn, stream).await;
+                        Box::pin(tunnel_upgrade(*conn, stream)).await;
                         return;
                     }
                 }
             }
             Ok(Start::NeedProvider(_)) => false,
             Ok(Start::Callback(work)) => {
-                let answer = finish_login(&worker, &snapshot, &work).await;
+                let answer = Box::pin(finish_login(&worker, &snapshot, &work)).await;
                 let decision = match answer.reason.as_str() {
                     "signed_in" => events::Decision::Allow,
                     "sign_in_too_old_retry" => events::Decision::Retry,
@@ -275,7 +285,9 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
                 let (res, _) = conn.write_vec(response).await;
                 res.is_ok() && work.keep_alive
             }
-            Ok(Start::DevIdp(work)) => dev_idp(&mut conn, &worker, *work, &request_id).await,
+            Ok(Start::DevIdp(work)) => {
+                Box::pin(dev_idp(&mut conn, &worker, *work, &request_id)).await
+            }
             Err(ConnError::Http(e)) => {
                 // RFC 9112 6.1: after a framing error the connection must close.
                 let mut page = Vec::new();

@@ -335,10 +335,13 @@ async fn front_connection(tcp: TcpStream, peer: std::net::SocketAddr, worker: Rc
     };
     let config = worker.shared.front_tls.clone();
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let Ok(tls) = TlsStream::accept_with(tcp, config, Some(deadline)).await else {
+    // Boxed: the handshake's state is freed once it is done instead of sizing the
+    // connection's task for as long as the connection lives.
+    let Ok(tls) = Box::pin(TlsStream::accept_with(tcp, config, Some(deadline))).await else {
         return;
     };
-    front::serve(tls, peer, worker).await;
+    let conn = front::client(tls, &worker);
+    front::serve(conn, peer, worker).await;
 }
 
 /// A connection to the tunnel listener: a tunnel (by ALPN) or a control call.

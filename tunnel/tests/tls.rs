@@ -410,3 +410,88 @@ fn a_connection_cut_mid_stream_fails_on_both_ends_within_the_liveness_window() {
         "connector noticed after {connector_noticed:?}"
     );
 }
+
+/// An idle keep-alive connection gives its read buffers back while it waits (the front's
+/// idle-memory design), is served again when the client sends after the park, and still
+/// ends at its deadline.
+#[test]
+fn an_idle_connection_parks_its_buffers_and_is_served_again() {
+    use gatehouse_http1::rt::{BufferPool, Conn, ConnError, PoolConfig};
+    use gatehouse_http1::Limits;
+    let pki = pki();
+    let tls = service_tls_config(&pki.service_cert, &pki.service_key, &pki.ca.cert_pem()).unwrap();
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        block_on(async move {
+            let listener = TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let stream = TlsStream::accept_with(tcp, tls, None).await.unwrap();
+            let pool = BufferPool::new(PoolConfig {
+                buffer_size: 4096,
+                preallocate: 1,
+                max_leased: 4,
+            });
+            let buf = pool.take().unwrap();
+            let mut conn = Conn::new(stream, buf, Limits::default())
+                .release_when_idle(pool.clone(), Duration::from_millis(100));
+            let mut leased_while_parked = Vec::new();
+            for _ in 0..2 {
+                // While the client is silent for 400 ms, look at the pool after the park.
+                let probe = pool.clone();
+                let watcher = monoio::spawn(async move {
+                    monoio::time::sleep(Duration::from_millis(300)).await;
+                    probe.leased()
+                });
+                let deadline = Instant::now() + Duration::from_secs(5);
+                conn.wait_for_data(Some(deadline)).await.unwrap();
+                leased_while_parked.push(watcher.await);
+                let path = conn
+                    .read_request_head(Some(deadline), |head| {
+                        String::from_utf8_lossy(head.target).into_owned()
+                    })
+                    .await
+                    .unwrap();
+                let body = format!("served {path}");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let (res, _) = conn.write_vec(response.into_bytes()).await;
+                res.unwrap();
+            }
+            // Silent past the deadline: a timeout, not a hang.
+            let end = conn
+                .wait_for_data(Some(Instant::now() + Duration::from_millis(600)))
+                .await;
+            tx.send((leased_while_parked, matches!(end, Err(ConnError::Timeout))))
+                .unwrap();
+        })
+    });
+    let client = client_tls(&pki);
+    let answers = block_on(async move {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = ServerName::try_from(SERVICE_NAME).unwrap();
+        let mut tls = TlsStream::connect(tcp, client, name, None).await.unwrap();
+        let mut answers = Vec::new();
+        for path in ["/first", "/second"] {
+            monoio::time::sleep(Duration::from_millis(400)).await;
+            let request = format!("GET {path} HTTP/1.1\r\nhost: a\r\n\r\n");
+            tls.write_all(request.as_bytes()).await.unwrap();
+            let mut got = bytes::BytesMut::new();
+            while !got.ends_with(path.as_bytes()) {
+                assert!(tls.read(&mut got).await.unwrap() > 0, "closed early");
+            }
+            answers.push(String::from_utf8_lossy(&got).into_owned());
+        }
+        // Stay connected (silent) until the server has timed out.
+        monoio::time::sleep(Duration::from_millis(900)).await;
+        answers
+    });
+    assert!(answers[0].ends_with("served /first"), "{answers:?}");
+    assert!(answers[1].ends_with("served /second"), "{answers:?}");
+    let (leased, timed_out) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(leased, vec![0, 0], "no read buffer held while parked");
+    assert!(timed_out, "the parked wait ends at its deadline");
+}

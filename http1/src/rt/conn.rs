@@ -123,17 +123,13 @@ impl<S: Transport> Conn<S> {
         if self.buf.capacity() > 0 {
             pool.give(std::mem::take(&mut self.buf));
         }
-        let wait = self.io.wait_idle(park_after);
-        let res = match deadline {
-            None => wait.await,
-            Some(at) => match monoio::time::timeout_at(at.into(), wait).await {
-                Ok(done) => done,
-                Err(_) => return Err(ConnError::Timeout),
-            },
-        };
+        let res = self.io.wait_idle(park_after, deadline).await;
         // Over the pool's cap, the next read grows an empty buffer instead.
         self.buf = pool.take().unwrap_or_default();
-        res.map_err(ConnError::Io)
+        match res {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(ConnError::Timeout),
+            other => other.map_err(ConnError::Io),
+        }
     }
 
     /// Reads until a complete request head is buffered, hands it to `f`, and consumes it.

@@ -825,8 +825,14 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> Tl
     /// Waits until the peer sends something, holding no buffer once `park_after` has passed
     /// without a byte: the read in flight is cancelled, its buffer goes back to the pool and
     /// the wait goes on as a readiness poll. A busy connection never gets that far, so it pays
-    /// nothing but a timer; an idle one costs only its TLS state.
-    pub async fn wait_idle(&mut self, park_after: Duration) -> Result<(), TlsError> {
+    /// nothing but a timer; an idle one costs only its TLS state. Fails with
+    /// [`TlsError::Timeout`] at `deadline`. One timer serves both limits, since every timer
+    /// a waiting task holds is part of its memory.
+    pub async fn wait_idle(
+        &mut self,
+        park_after: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<(), TlsError> {
         if !self.incoming.is_empty() || !self.early.is_empty() {
             return Ok(());
         }
@@ -835,13 +841,16 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> Tl
             0 => pool::take_incoming(),
             _ => buf,
         };
+        let park_at = Instant::now() + park_after;
+        let first = deadline.map_or(park_at, |d| d.min(park_at));
+        let mut timer = std::pin::pin!(monoio::time::sleep_until(first.into()));
         let (res, buf) = {
             let canceller = Canceller::new();
             let read = read_cancelable(&mut self.io, buf, canceller.handle());
             let mut read = std::pin::pin!(read);
-            match monoio::time::timeout(park_after, read.as_mut()).await {
-                Ok(done) => done,
-                Err(_) => {
+            match race(read.as_mut(), timer.as_mut()).await {
+                Some(done) => done,
+                None => {
                     // A read that completed while being cancelled keeps its bytes.
                     canceller.cancel();
                     read.await
@@ -850,15 +859,39 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> Tl
         };
         self.incoming = buf;
         match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(ECANCELED) => {
-                self.release_idle_buffers();
-                self.io.wait_readable().await?;
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(ECANCELED) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.release_idle_buffers();
+        let Some(deadline) = deadline else {
+            self.io.wait_readable().await?;
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(TlsError::Timeout);
+        }
+        timer.as_mut().reset(deadline.into());
+        let readable = self.io.wait_readable();
+        match race(std::pin::pin!(readable), timer).await {
+            Some(ready) => Ok(ready?),
+            None => Err(TlsError::Timeout),
         }
     }
+}
+
+/// Polls `work` until it completes (`Some`) or `timer` fires first (`None`).
+async fn race<F: std::future::Future>(
+    mut work: std::pin::Pin<&mut F>,
+    mut timer: std::pin::Pin<&mut monoio::time::Sleep>,
+) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(done) = work.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(done));
+        }
+        std::future::Future::poll(timer.as_mut(), cx).map(|()| None)
+    })
+    .await
 }
 
 /// `ECANCELED` on Linux: what a cancelled io_uring operation completes with.

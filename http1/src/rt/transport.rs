@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use monoio::buf::IoBufMut;
@@ -33,9 +33,13 @@ pub trait Transport {
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>>;
     /// Waits until the peer sends something, holding no read buffer after `park_after` of
     /// silence where the transport can (TLS over TCP); others return at once and let the
-    /// next read wait.
-    fn wait_idle(&mut self, park_after: Duration) -> impl Future<Output = io::Result<()>> {
-        let _ = park_after;
+    /// next read wait. `TimedOut` at `deadline`.
+    fn wait_idle(
+        &mut self,
+        park_after: Duration,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = io::Result<()>> {
+        let _ = (park_after, deadline);
         async { Ok(()) }
     }
 }
@@ -104,10 +108,15 @@ where
         self.close().await.map_err(into_io)
     }
 
-    async fn wait_idle(&mut self, park_after: Duration) -> io::Result<()> {
-        TlsStream::wait_idle(self, park_after)
-            .await
-            .map_err(into_io)
+    async fn wait_idle(
+        &mut self,
+        park_after: Duration,
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
+        match TlsStream::wait_idle(self, park_after, deadline).await {
+            Err(TlsError::Timeout) => Err(io::ErrorKind::TimedOut.into()),
+            other => other.map_err(into_io),
+        }
     }
 }
 
