@@ -15,7 +15,10 @@
 # Subsets (environment): LOAD_SIZES="1k 1m", LOAD_CONNS="64 256",
 # LOAD_TARGETS="direct nginx gh-pass gh-pre", LOAD_REPEAT=1 (rounds, interleaved),
 # LOAD_SCALING=1 (0 skips the 1-vs-2-worker runs), LOAD_IDLE=0 (N > 0 also measures resident
-# memory per idle keep-alive TLS connection with N connections, nginx proxy and service).
+# memory per idle keep-alive TLS connection with N connections, nginx proxy and service),
+# LOAD_PERF=1 (records a perf profile of service and connector during each Gatehouse run;
+# LOAD_PERF=dwarf for call graphs through code without frame pointers),
+# LOAD_GH=path (a gatehouse binary to measure instead of building this checkout).
 # Needs: wrk, nginx, openssl, python3, curl (installed with apt-get when missing), and a
 # release build (`cargo build --release`, done here).
 set -euo pipefail
@@ -34,8 +37,8 @@ need wrk || apt_install wrk
 need openssl || apt_install openssl
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
-cargo build --release --quiet
-GH="$ROOT/target/release/gatehouse"
+if [ -z "${LOAD_GH:-}" ]; then cargo build --release --quiet; fi
+GH="${LOAD_GH:-$ROOT/target/release/gatehouse}"
 
 WORK="$(mktemp -d /tmp/gatehouse-load.XXXXXX)"
 # nginx workers run as nobody: they must be able to read the files.
@@ -169,7 +172,17 @@ run() {
   local name=$1 size=$2 conns=$3 url=$4; shift 4
   local out before=0
   [[ $name == gh-* ]] && before=$(( $(ticks "$SERVICE_PID") + $(ticks "$CONNECTOR_PID") ))
+  local perf_data="$WORK/perf-$name-$size-$conns.data" perf_pid=""
+  if [[ -n ${LOAD_PERF:-} && $name == gh-* ]]; then
+    local graph=-g; [ "$LOAD_PERF" = dwarf ] && graph="--call-graph=dwarf,16384"
+    perf record -q -F 499 $graph -p "$SERVICE_PID,$CONNECTOR_PID" -o "$perf_data" -- sleep "$DURATION" 2>/dev/null &
+    perf_pid=$!
+  fi
   out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$@" "$url" 2>&1)
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" || true
+    echo "  perf profile: $perf_data (perf report -i $perf_data --no-children --sort dso,symbol)"
+  fi
   local rps p50 p99 rate non2xx
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")

@@ -25,8 +25,10 @@ use crate::{connect, tls};
 /// Time to connect (and finish TLS) to a back end.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Idle back-end connections kept per app and thread.
-const POOL_PER_APP: usize = 32;
+/// Idle back-end connections kept per app and thread: as many as a busy thread has requests
+/// in flight, so that a steady load never closes and reopens back-end connections (nginx's
+/// `keepalive` cache plays the same part).
+const POOL_PER_APP: usize = 256;
 
 /// A connection to a back end.
 enum Backend {
@@ -177,7 +179,9 @@ pub(crate) async fn handle(
     let fresh = pooled.is_none();
     let backend = match pooled {
         Some(b) => b,
-        None => match dial(app, &parts.internal_host, &ctx).await {
+        // Boxed, like the TLS exchange and upgrades below: rare or per-connection paths whose
+        // futures would otherwise size every request's task.
+        None => match Box::pin(dial(app, &parts.internal_host, &ctx)).await {
             Ok(b) => b,
             Err(code) => {
                 stream.reset(code);
@@ -201,7 +205,7 @@ pub(crate) async fn handle(
             .await;
         }
         Backend::Tls(conn) => {
-            exchange(
+            Box::pin(exchange(
                 *conn,
                 &open,
                 &stream,
@@ -211,7 +215,7 @@ pub(crate) async fn handle(
                 &ctx,
                 &key,
                 |c| Backend::Tls(Box::new(c)),
-            )
+            ))
             .await;
         }
     }
@@ -370,7 +374,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
         return false;
     }
     if status == 101 {
-        upgraded(conn, stream).await;
+        Box::pin(upgraded(conn, stream)).await;
         return false;
     }
     if no_body {
@@ -411,9 +415,12 @@ fn finish<T>(
 ) -> bool {
     if reusable {
         let mut pool = ctx.pool.borrow_mut();
-        let idle = pool.entry(key.to_owned()).or_default();
-        if idle.len() < POOL_PER_APP {
-            idle.push(wrap(conn));
+        match pool.get_mut(key) {
+            Some(idle) if idle.len() < POOL_PER_APP => idle.push(wrap(conn)),
+            Some(_) => {}
+            None => {
+                pool.insert(key.to_owned(), vec![wrap(conn)]);
+            }
         }
     }
     reusable

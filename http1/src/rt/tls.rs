@@ -347,6 +347,8 @@ impl Core {
 }
 
 /// Runs `incoming` through `conn` until it needs more bytes (see [`Core::process`]).
+/// Processed bytes are skipped as rustls reports them and removed once at the end: removing
+/// them after every record would move the rest of a large read again for each record.
 fn process_records<C: Records>(
     conn: &mut C,
     incoming: &mut Vec<u8>,
@@ -354,8 +356,9 @@ fn process_records<C: Records>(
     queued: &mut Vec<u8>,
     peer_closed: &mut bool,
 ) -> Result<Progress, TlsError> {
-    loop {
-        let UnbufferedStatus { mut discard, state } = conn.process(incoming);
+    let mut done = 0;
+    let outcome = loop {
+        let UnbufferedStatus { mut discard, state } = conn.process(&mut incoming[done..]);
         let mut failure = None;
         let reached = match state {
             Err(e) => {
@@ -404,14 +407,16 @@ fn process_records<C: Records>(
                 None
             }
         };
-        incoming.drain(..discard);
+        done += discard;
         if let Some(e) = failure {
-            return Err(e);
+            break Err(e);
         }
         if let Some(progress) = reached {
-            return Ok(progress);
+            break Ok(progress);
         }
-    }
+    };
+    incoming.drain(..done);
+    outcome
 }
 
 /// Encodes everything rustls has queued to send (after an error: the alert). `incoming` is
