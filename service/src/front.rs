@@ -37,7 +37,7 @@ enum Start {
     /// Answer from the edge with a page (or robots.txt) and go on if `keep_alive`.
     Local { response: Vec<u8>, keep_alive: bool },
     /// Forward on a tunnel stream.
-    Proxy(Box<Proxied>),
+    Proxy(Proxied),
     /// A sign-in step needs the provider's metadata or fresh keys first; then the head is
     /// looked at again.
     NeedProvider(Box<Provider>),
@@ -73,10 +73,11 @@ struct Proxied {
     stream: StreamHandle,
     tunnel: Rc<Tunnel>,
     request_id: [u8; 16],
-    group: String,
+    /// The app, as an index into the `config.apps` of the request's snapshot (no copy of
+    /// its settings per request).
+    app: usize,
     response_timeout: Duration,
     idle_timeout: Duration,
-    hsts: Option<String>,
     head_request: bool,
     http11: bool,
     keep_alive: bool,
@@ -233,8 +234,9 @@ pub(crate) async fn serve(mut conn: Box<Client>, peer: SocketAddr, worker: Rc<Wo
                 let user = std::mem::take(&mut scratch.user);
                 let after = proxy(
                     &mut conn,
-                    *proxied,
+                    proxied,
                     &worker,
+                    &snapshot,
                     peer,
                     saved,
                     out,
@@ -915,14 +917,17 @@ fn forward(
             );
         }
     };
-    Start::Proxy(Box::new(Proxied {
+    Start::Proxy(Proxied {
         stream,
         tunnel,
         request_id,
-        group: app.group.clone(),
+        app: config
+            .apps
+            .iter()
+            .position(|a| std::ptr::eq(a, app))
+            .unwrap_or_default(),
         response_timeout: app.response_timeout,
         idle_timeout: app.idle_timeout,
-        hsts: config.hsts.clone(),
         head_request: head.is_head(),
         http11: head.version == Version::Http11,
         keep_alive: head.keep_alive,
@@ -934,7 +939,7 @@ fn forward(
         _in_flight: worker.shield.request_started(),
         max_body_size: config.limits.max_body_size,
         min_body_rate: config.limits.min_body_rate,
-    }))
+    })
 }
 
 /// What goes into one OPEN frame.
@@ -1104,12 +1109,14 @@ async fn proxy(
     conn: &mut Client,
     mut p: Proxied,
     worker: &Worker,
+    snapshot: &Snapshot,
     peer: SocketAddr,
     saved: &[u8],
     out: &mut Vec<u8>,
     scratch: &mut Scratch,
     outcome: &mut Outcome,
 ) -> After {
+    let hsts = snapshot.config.hsts.as_deref();
     let mut keep_alive = p.keep_alive;
     // Request body, with backpressure from the tunnel's credit.
     if p.body != BodyKind::Empty {
@@ -1206,7 +1213,7 @@ async fn proxy(
                 // 100 was answered here already; other interim responses (103) pass.
                 if r.status != 100 {
                     out.clear();
-                    write_head(out, &r, &p, false, Framing::None);
+                    write_head(out, &r, &p, hsts, false, Framing::None);
                     if conn.write_vec(std::mem::take(out)).await.0.is_err() {
                         return After::Close;
                     }
@@ -1234,7 +1241,7 @@ async fn proxy(
                     "Connector connection lost",
                     &format!(
                         "No other connector of group \"{}\" could take the request.",
-                        p.group
+                        snapshot.config.apps[p.app].group
                     ),
                     &p.request_id,
                 )
@@ -1258,7 +1265,7 @@ async fn proxy(
                         continue;
                     }
                 }
-                page(conn, outcome, 502, "Connector connection lost", &format!("The connection to the connector of group \"{}\" was lost before the application answered.", p.group), &p.request_id).await;
+                page(conn, outcome, 502, "Connector connection lost", &format!("The connection to the connector of group \"{}\" was lost before the application answered.", snapshot.config.apps[p.app].group), &p.request_id).await;
                 return After::Close;
             }
             StreamEvent::Data(_) | StreamEvent::End => {
@@ -1316,6 +1323,7 @@ async fn proxy(
         out,
         &response,
         &p,
+        hsts,
         response.status != 101 && !keep_alive,
         framing,
     );
@@ -1422,13 +1430,35 @@ enum Framing {
     Close,
 }
 
+/// Appends `n` in decimal (no allocation, unlike `to_string`).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// Writes the client-facing response head: the back end's end-to-end fields, our framing
 /// and connection fields, and HSTS.
-fn write_head(out: &mut Vec<u8>, r: &Response, p: &Proxied, close: bool, framing: Framing) {
+fn write_head(
+    out: &mut Vec<u8>,
+    r: &Response,
+    p: &Proxied,
+    hsts: Option<&str>,
+    close: bool,
+    framing: Framing,
+) {
     let version = if p.http11 { "HTTP/1.1" } else { "HTTP/1.0" };
     out.extend_from_slice(version.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(r.status.to_string().as_bytes());
+    push_decimal(out, u64::from(r.status));
     out.push(b' ');
     out.extend_from_slice(pages::reason(r.status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -1457,7 +1487,7 @@ fn write_head(out: &mut Vec<u8>, r: &Response, p: &Proxied, close: bool, framing
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if let (Some(hsts), false) = (&p.hsts, has_hsts) {
+    if let (Some(hsts), false) = (hsts, has_hsts) {
         out.extend_from_slice(b"Strict-Transport-Security: ");
         out.extend_from_slice(hsts.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -1465,7 +1495,7 @@ fn write_head(out: &mut Vec<u8>, r: &Response, p: &Proxied, close: bool, framing
     match framing {
         Framing::Length(n) | Framing::Announce(n) => {
             out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            push_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
