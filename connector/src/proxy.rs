@@ -706,7 +706,7 @@ fn write_request_head(
         }
         BodyLength::Known(n) => {
             out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(gatehouse_http1::decimal(n, &mut [0; 20]));
             out.extend_from_slice(b"\r\n");
         }
         BodyLength::Streamed => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),

@@ -53,4 +53,4 @@ pub use hop::{end_to_end, is_hop_by_hop, HOP_BY_HOP};
 pub use limits::Limits;
 pub use request::{parse_request, RequestHead, TargetForm};
 pub use response::{parse_response, RequestMethod, ResponseHead};
-pub use write::{HeadWriter, CONTINUE_100};
+pub use write::{decimal, HeadWriter, CONTINUE_100};

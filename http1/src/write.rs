@@ -81,17 +81,7 @@ impl<'d> HeadWriter<'d> {
     /// machinery.
     pub fn field_u64(&mut self, name: &[u8], value: u64) -> Result<&mut Self, Error> {
         let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = value;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.field(name, &digits[at..])
+        self.field(name, decimal(value, &mut digits))
     }
 
     /// Ends the head with the empty line.
@@ -117,4 +107,20 @@ pub(crate) fn write_field(name: &[u8], value: &[u8], dst: &mut Vec<u8>) -> Resul
     dst.extend_from_slice(value);
     dst.extend_from_slice(b"\r\n");
     Ok(())
+}
+
+/// `value` in decimal, written at the end of `digits` (no allocation, no formatting
+/// machinery): for status codes and lengths in heads.
+pub fn decimal(value: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    let mut n = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[at..]
 }

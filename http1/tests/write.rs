@@ -111,3 +111,14 @@ fn rfc9110_7_6_1_hop_by_hop_fields_and_those_named_in_connection_are_removed() {
     assert!(is_hop_by_hop(b"X-SECRET", &fields));
     assert!(!is_hop_by_hop(b"Accept", &fields));
 }
+
+#[test]
+fn decimal_numbers_are_written_without_allocation() {
+    let mut digits = [0; 20];
+    for n in [0u64, 7, 404, 1_048_576, u64::MAX] {
+        assert_eq!(
+            gatehouse_http1::decimal(n, &mut digits),
+            n.to_string().as_bytes()
+        );
+    }
+}

@@ -1431,18 +1431,8 @@ enum Framing {
 }
 
 /// Appends `n` in decimal (no allocation, unlike `to_string`).
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(gatehouse_http1::decimal(n, &mut [0; 20]));
 }
 
 /// Writes the client-facing response head: the back end's end-to-end fields, our framing
