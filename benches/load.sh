@@ -297,6 +297,19 @@ for key in order:
     x = lambda a, i: f"{a / base[i]:.2f}" if base and base[i] else "-"
     print(f"{name:8} {size:4} {conns:>5} {rps:>9.0f} {x(rps, 0):>8} {p50:>8.2f} {p99:>8.2f} {x(p99, 2):>6} "
           f"{tr:>8.1f} {x(tr, 3):>7} {len(runs[key]):>6}")
+print()
+print("chart: x nginx in requests/s (1k) or transfer rate (1m); '|' is nginx (1.00)")
+for key in order:
+    name, size, conns = key
+    base = med.get(("nginx", size, conns))
+    # The scaling runs are unpinned: not comparable with the pinned nginx run.
+    if name == "nginx" or name.startswith("gh-w") or not base:
+        continue
+    i = 0 if size == "1k" else 3
+    ratio = med[key][i] / base[i]
+    bar = ("#" * round(min(ratio, 3.0) * 20)).ljust(20)
+    bar = bar[:20] + "|" + bar[20:]
+    print(f"{name:8} {size:3} c={conns:<4} {bar:<62} {ratio:.2f}")
 for size, conns in sorted({(k[1], k[2]) for k in order}):
     a, b = med.get(("gh-pass", size, conns)), med.get(("gh-pre", size, conns))
     if a and b:
