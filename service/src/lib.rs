@@ -113,9 +113,9 @@ pub(crate) struct Shared {
     /// The development provider, when `[dev_idp]` is configured.
     pub(crate) dev_idp: Option<devidp::DevIdp>,
     /// What each worker publishes for the admin listener (one per worker, by id).
-    pub(crate) ops: Vec<ops::Published>,
+    pub(crate) ops: Arc<Vec<ops::Published>>,
     /// Where event lines are written.
-    pub(crate) events: ops::Sink,
+    pub(crate) events: ops::EventsOut,
 }
 
 impl fmt::Debug for Shared {
@@ -260,9 +260,12 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         port => format!("https://{}:{port}", config.public_name),
     };
     let dev_settings = config.dev_idp.clone();
-    let events = ops::Sink::open(config.events_file.as_deref()).map_err(|e| {
-        ServiceError::io(config.events_file.as_deref().unwrap_or(Path::new("-")), e)
-    })?;
+    let published: Arc<Vec<ops::Published>> =
+        Arc::new((0..workers).map(|_| ops::Published::default()).collect());
+    let events =
+        ops::EventsOut::start(config.events_file.as_deref(), published.clone()).map_err(|e| {
+            ServiceError::io(config.events_file.as_deref().unwrap_or(Path::new("-")), e)
+        })?;
     let admin = match config.admin_listen {
         Some(addr) => {
             Some(std::net::TcpListener::bind(addr).map_err(|e| ServiceError::Bind(addr, e))?)
@@ -312,7 +315,7 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
             signer,
             assertion_issuer: origin.clone(),
             dev_idp,
-            ops: (0..workers).map(|_| ops::Published::default()).collect(),
+            ops: published,
             events,
         }
     });
@@ -408,6 +411,8 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
     for thread in threads {
         let _ = thread.join();
     }
+    // The workers' last events are handed over; write them before the process ends.
+    shared.events.flush(Duration::from_secs(5));
     Ok(())
 }
 

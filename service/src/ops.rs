@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -91,13 +91,34 @@ pub(crate) struct Published {
     events: Mutex<VecDeque<(u64, String)>>,
 }
 
-/// Where event lines go, besides the in-memory ring.
-pub(crate) struct Sink(Mutex<Box<dyn std::io::Write + Send>>);
+/// Where event lines go: workers hand over each tick's lines, and a thread of their own
+/// writes them to standard output or the events file and keeps the latest in each worker's
+/// ring for `/api/events`. So no worker blocks on a file write, copies lines into the ring,
+/// or shares the sink's lock with another worker.
+pub(crate) struct EventsOut {
+    batches: mpsc::Sender<Batch>,
+}
 
-impl Sink {
-    /// Standard output, or a file appended to.
-    pub(crate) fn open(path: Option<&std::path::Path>) -> std::io::Result<Sink> {
-        let out: Box<dyn std::io::Write + Send> = match path {
+/// What the events thread is handed.
+enum Batch {
+    /// One worker's lines of one tick, each ending in a newline, and their stamps.
+    Lines {
+        worker: usize,
+        lines: Vec<u8>,
+        stamps: Vec<u64>,
+    },
+    /// Everything before this is written: say so.
+    Flush(mpsc::Sender<()>),
+}
+
+impl EventsOut {
+    /// Opens the sink (standard output, or a file appended to) and starts the thread that
+    /// writes to it and fills `rings`.
+    pub(crate) fn start(
+        path: Option<&std::path::Path>,
+        rings: Arc<Vec<Published>>,
+    ) -> std::io::Result<EventsOut> {
+        let mut sink: Box<dyn std::io::Write + Send> = match path {
             Some(path) => Box::new(
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -106,7 +127,55 @@ impl Sink {
             ),
             None => Box::new(std::io::stdout()),
         };
-        Ok(Sink(Mutex::new(out)))
+        let (tx, rx) = mpsc::channel::<Batch>();
+        std::thread::Builder::new()
+            .name("gatehouse-events".into())
+            .spawn(move || {
+                for batch in rx {
+                    match batch {
+                        Batch::Lines {
+                            worker,
+                            lines,
+                            stamps,
+                        } => {
+                            let _ = sink.write_all(&lines);
+                            let _ = sink.flush();
+                            if let Some(published) = rings.get(worker) {
+                                published.remember(&lines, &stamps);
+                            }
+                        }
+                        Batch::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })?;
+        Ok(EventsOut { batches: tx })
+    }
+
+    fn send(&self, batch: Batch) {
+        let _ = self.batches.send(batch);
+    }
+
+    /// Waits (at most `timeout`) until every line handed over so far is written: at exit.
+    pub(crate) fn flush(&self, timeout: std::time::Duration) {
+        let (tx, rx) = mpsc::channel();
+        self.send(Batch::Flush(tx));
+        let _ = rx.recv_timeout(timeout);
+    }
+}
+
+impl Published {
+    /// Keeps `lines` (one event per line) with their stamps in the ring of latest events.
+    fn remember(&self, lines: &[u8], stamps: &[u64]) {
+        let mut ring = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let lines = lines.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+        for (line, ms) in lines.zip(stamps.iter()) {
+            if ring.len() == EVENT_RING {
+                ring.pop_front();
+            }
+            ring.push_back((*ms, String::from_utf8_lossy(line).into_owned()));
+        }
     }
 }
 
@@ -232,8 +301,9 @@ impl WorkerOps {
     /// Publishes the tables and hands the pending lines to the sink and the ring.
     pub(crate) fn publish(
         &self,
+        worker: usize,
         published: &Published,
-        sink: &Sink,
+        events: &EventsOut,
         tunnels: BTreeMap<String, (usize, usize)>,
     ) {
         {
@@ -246,22 +316,16 @@ impl WorkerOps {
         if pending.is_empty() {
             return;
         }
-        {
-            let mut out = sink.0.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = out.write_all(&pending);
-            let _ = out.flush();
-        }
-        let mut ring = published.events.lock().unwrap_or_else(|e| e.into_inner());
-        let lines = pending.split(|&b| b == b'\n').filter(|l| !l.is_empty());
-        for (line, ms) in lines.zip(stamps.iter()) {
-            if ring.len() == EVENT_RING {
-                ring.pop_front();
-            }
-            ring.push_back((*ms, String::from_utf8_lossy(line).into_owned()));
-        }
-        // Keep the buffers' capacity for the next tick.
-        pending.clear();
-        stamps.clear();
+        // The next tick's buffers start at this one's size: one allocation per tick, none
+        // per request.
+        let (lines_cap, stamps_cap) = (pending.capacity(), stamps.capacity());
+        let lines = std::mem::replace(&mut *pending, Vec::with_capacity(lines_cap));
+        let stamps = std::mem::replace(&mut *stamps, Vec::with_capacity(stamps_cap));
+        events.send(Batch::Lines {
+            worker,
+            lines,
+            stamps,
+        });
     }
 }
 
@@ -387,7 +451,7 @@ fn answer(
 /// The published counters of all workers, summed.
 fn totals(shared: &Shared) -> Counters {
     let mut sum = Counters::default();
-    for worker in &shared.ops {
+    for worker in shared.ops.iter() {
         let c = worker.counters.lock().unwrap_or_else(|e| e.into_inner());
         for (k, v) in &c.requests {
             *sum.requests.entry(k.clone()).or_default() += v;
@@ -494,7 +558,7 @@ fn metrics(shared: &Shared) -> String {
 /// Events after `since` (Unix milliseconds), oldest first, at most 1000: a JSON array.
 fn events_since(shared: &Shared, since: u64) -> Vec<u8> {
     let mut events: Vec<(u64, String)> = Vec::new();
-    for worker in &shared.ops {
+    for worker in shared.ops.iter() {
         let ring = worker.events.lock().unwrap_or_else(|e| e.into_inner());
         events.extend(ring.iter().filter(|(t, _)| *t > since).cloned());
     }

@@ -120,7 +120,12 @@ impl Worker {
             })
             .collect();
         if let Some(published) = self.shared.ops.get(usize::from(self.id)) {
-            self.ops.publish(published, &self.shared.events, tunnels);
+            self.ops.publish(
+                usize::from(self.id),
+                published,
+                &self.shared.events,
+                tunnels,
+            );
         }
     }
 
