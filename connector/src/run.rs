@@ -425,11 +425,14 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
     // Identities are resolved here, in the order the OPEN frames arrived, before the
     // streams' tasks run in whatever order.
     let mut identities = proxy::TunnelIdentities::default();
+    let handlers = crate::handlers::Handlers::new(ctx.clone());
     while let Some((open, stream)) = mux.accept().await {
         match identities.resolve(&open) {
-            Ok(identity) => {
-                monoio::spawn(proxy::handle(open, stream, ctx.clone(), identity));
-            }
+            Ok(identity) => handlers.submit(crate::handlers::Job {
+                open,
+                stream,
+                identity,
+            }),
             // Never forward a pre-authenticated request without its identity.
             Err(()) => stream.reset(gatehouse_tunnel::Code::REFUSED_STREAM),
         }
