@@ -87,9 +87,17 @@ impl Drop for Handlers {
 /// Runs jobs until the tunnel is done or enough handlers are idle.
 async fn handler(first: Job, ctx: Rc<ThreadCtx>, pool: Rc<Pool>) {
     let mailbox = Rc::new(Mailbox::default());
+    let mut buffers = proxy::RequestBuffers::default();
     let mut job = first;
     loop {
-        proxy::handle(job.open, job.stream, ctx.clone(), job.identity).await;
+        proxy::handle(
+            job.open,
+            job.stream,
+            ctx.clone(),
+            job.identity,
+            &mut buffers,
+        )
+        .await;
         {
             let mut idle = pool.idle.borrow_mut();
             if idle.len() >= MAX_IDLE || pool.closed.get() {

@@ -1,5 +1,6 @@
 //! One request from a tunnel stream to an internal app and back.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -140,12 +141,56 @@ impl TunnelIdentities {
     }
 }
 
+/// Buffers a request handler reuses for every request it serves (none is allocated per
+/// request once they have grown to fit).
+#[derive(Default)]
+pub(crate) struct RequestBuffers {
+    /// The back-end connection pool key: app and internal host.
+    key: String,
+    /// The request head for the back end.
+    head: Vec<u8>,
+    /// The response fields for the tunnel.
+    fields: ResponseFields,
+}
+
+/// Response fields, names and values back to back in one buffer.
+#[derive(Default)]
+struct ResponseFields {
+    bytes: Vec<u8>,
+    /// Name and value of each field, as ranges of `bytes`.
+    spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+impl ResponseFields {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+    }
+
+    /// Adds a field whose value `write_value` appends to the buffer it is given.
+    fn push(&mut self, name: &[u8], write_value: impl FnOnce(&mut Vec<u8>)) {
+        let name_start = self.bytes.len();
+        self.bytes.extend_from_slice(name);
+        let value_start = self.bytes.len();
+        write_value(&mut self.bytes);
+        self.spans
+            .push((name_start..value_start, value_start..self.bytes.len()));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|(n, v)| (&self.bytes[n.clone()], &self.bytes[v.clone()]))
+    }
+}
+
 /// Serves one stream: the request in `open`, its body from `stream`.
 pub(crate) async fn handle(
     open: Open,
     stream: StreamHandle,
     ctx: Rc<ThreadCtx>,
     identity: Option<Rc<KeptIdentity>>,
+    buffers: &mut RequestBuffers,
 ) {
     let config = ctx.config();
     let Some(app) = config.apps.iter().find(|a| a.name == open.app()) else {
@@ -155,27 +200,24 @@ pub(crate) async fn handle(
     let client_host = open
         .fields()
         .find(|(n, _)| n.eq_ignore_ascii_case(b"host"))
-        .map(|(_, v)| v.to_vec())
-        .unwrap_or_default();
+        .map_or(&b""[..], |(_, v)| v);
     // The hosts of this request, worked out once: the target comes only from configuration.
-    let Some(parts) = mapping_parts(app, &client_host) else {
+    let Some(parts) = mapping_parts(app, client_host) else {
         stream.reset(Code::UPSTREAM_UNREACHABLE);
         return;
     };
-    let key = format!("{}|{}", app.name, parts.internal_host);
-    let mut head = Vec::with_capacity(1024);
-    if !write_request_head(
-        &mut head,
-        &open,
-        app,
-        &parts,
-        &client_host,
-        identity.as_deref(),
-    ) {
+    let RequestBuffers { key, head, fields } = buffers;
+    key.clear();
+    key.push_str(&app.name);
+    key.push('|');
+    key.push_str(&parts.internal_host);
+    let key = &*key;
+    head.clear();
+    if !write_request_head(head, &open, app, &parts, client_host, identity.as_deref()) {
         stream.reset(Code::PROTOCOL_ERROR);
         return;
     }
-    let pooled = ctx.pool.borrow_mut().get_mut(&key).and_then(Vec::pop);
+    let pooled = ctx.pool.borrow_mut().get_mut(key).and_then(Vec::pop);
     let fresh = pooled.is_none();
     let backend = match pooled {
         Some(b) => b,
@@ -196,10 +238,10 @@ pub(crate) async fn handle(
                 &open,
                 &stream,
                 (app, &parts),
-                head,
+                (head, fields),
                 fresh,
                 &ctx,
-                &key,
+                key,
                 Backend::Plain,
             )
             .await;
@@ -210,10 +252,10 @@ pub(crate) async fn handle(
                 &open,
                 &stream,
                 (app, &parts),
-                head,
+                (head, fields),
                 fresh,
                 &ctx,
-                &key,
+                key,
                 |c| Backend::Tls(Box::new(c)),
             ))
             .await;
@@ -228,8 +270,8 @@ async fn exchange<T: Transport + Splittable + 'static>(
     mut conn: Conn<T>,
     open: &Open,
     stream: &StreamHandle,
-    (app, mapping_parts): (&AppRoute, &MappingParts),
-    head: Vec<u8>,
+    (app, mapping_parts): (&AppRoute, &MappingParts<'_>),
+    (head, fields_out): (&mut Vec<u8>, &mut ResponseFields),
     fresh: bool,
     ctx: &ThreadCtx,
     key: &str,
@@ -239,7 +281,8 @@ async fn exchange<T: Transport + Splittable + 'static>(
         head: open.method() == b"HEAD",
         connect: false,
     };
-    let (res, _) = conn.write_vec(head).await;
+    let (res, written) = conn.write_vec(std::mem::take(head)).await;
+    *head = written;
     if res.is_err() {
         if !fresh && open.end {
             // Stale pooled connection: the caller's next request dials afresh.
@@ -297,7 +340,6 @@ async fn exchange<T: Transport + Splittable + 'static>(
 
     // Response head.
     let deadline = Instant::now() + Duration::from_millis(app.response_timeout_ms);
-    let mut fields_out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let (status, body_kind, reusable) = loop {
         fields_out.clear();
         let head = conn
@@ -306,13 +348,14 @@ async fn exchange<T: Transport + Splittable + 'static>(
                     if is_response_hop(f.name) {
                         continue;
                     }
-                    let value = translate_field(f.name, f.value, app, mapping_parts);
-                    fields_out.push((f.name.to_vec(), value));
+                    fields_out.push(f.name, |out| {
+                        translate_field(f.name, f.value, app, mapping_parts, out)
+                    });
                 }
                 let upgrade = h.status == 101;
                 if upgrade {
                     if let Some(v) = h.fields.get("upgrade") {
-                        fields_out.push((b"Upgrade".to_vec(), v.to_vec()));
+                        fields_out.push(b"Upgrade", |out| out.extend_from_slice(v));
                     }
                 }
                 (h.status, h.body(method), h.reusable(method))
@@ -367,8 +410,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
         },
         fields: fields_out
             .iter()
-            .filter(|(n, _)| !n.eq_ignore_ascii_case(b"content-length"))
-            .map(|(n, v)| (n.as_slice(), v.as_slice())),
+            .filter(|(n, _)| !n.eq_ignore_ascii_case(b"content-length")),
     });
     if responded.is_err() {
         return false;
@@ -501,9 +543,9 @@ fn parse_pin(text: &str) -> Option<[u8; 32]> {
 
 /// The internal host for this request: the configured one, with `*` replaced by the label
 /// the client's host matched for wildcard apps. The client never chooses anything else.
-fn internal_host(app: &AppRoute, client_host: &[u8]) -> Option<String> {
+fn internal_host<'a>(app: &'a AppRoute, client_host: &[u8]) -> Option<Cow<'a, str>> {
     let Some(suffix) = app.internal_host.strip_prefix('*') else {
-        return Some(app.internal_host.clone());
+        return Some(Cow::Borrowed(&app.internal_host));
     };
     let host = std::str::from_utf8(client_host).ok()?;
     let host = host
@@ -517,26 +559,29 @@ fn internal_host(app: &AppRoute, client_host: &[u8]) -> Option<String> {
         && label
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    valid.then(|| format!("{label}{suffix}"))
+    valid.then(|| Cow::Owned(format!("{label}{suffix}")))
 }
 
-/// The owned pieces of the app's URL mapping (hosts resolved for this request).
-struct MappingParts {
-    external_host: String,
-    internal_host: String,
+/// The pieces of the app's URL mapping (hosts resolved for this request; owned only for
+/// wildcard apps, whose hosts depend on the request).
+struct MappingParts<'a> {
+    external_host: Cow<'a, str>,
+    internal_host: Cow<'a, str>,
 }
 
 /// The external and internal host of a request whose Host field is `client_host`; `None`
 /// when a wildcard app's label is not a valid one.
-fn mapping_parts(app: &AppRoute, client_host: &[u8]) -> Option<MappingParts> {
+fn mapping_parts<'a>(app: &'a AppRoute, client_host: &[u8]) -> Option<MappingParts<'a>> {
     let internal_host = internal_host(app, client_host)?;
     let external_host = if app.external_host.starts_with('*') {
         let host = String::from_utf8_lossy(client_host);
-        host.rsplit_once(':')
-            .map_or(host.as_ref(), |(h, _)| h)
-            .to_ascii_lowercase()
+        Cow::Owned(
+            host.rsplit_once(':')
+                .map_or(host.as_ref(), |(h, _)| h)
+                .to_ascii_lowercase(),
+        )
     } else {
-        app.external_host.clone()
+        Cow::Borrowed(app.external_host.as_str())
     };
     Some(MappingParts {
         external_host,
@@ -544,7 +589,7 @@ fn mapping_parts(app: &AppRoute, client_host: &[u8]) -> Option<MappingParts> {
     })
 }
 
-fn mapping<'a>(app: &'a AppRoute, parts: &'a MappingParts) -> Mapping<'a> {
+fn mapping<'a>(app: &'a AppRoute, parts: &'a MappingParts<'_>) -> Mapping<'a> {
     Mapping {
         external: Origin {
             https: true,
@@ -561,28 +606,34 @@ fn mapping<'a>(app: &'a AppRoute, parts: &'a MappingParts) -> Mapping<'a> {
     }
 }
 
-/// A response field's value, translated from internal to external URLs where it names one.
-fn translate_field(name: &[u8], value: &[u8], app: &AppRoute, parts: &MappingParts) -> Vec<u8> {
+/// Appends a response field's value to `out`, translated from internal to external URLs
+/// where it names one.
+fn translate_field(
+    name: &[u8],
+    value: &[u8],
+    app: &AppRoute,
+    parts: &MappingParts<'_>,
+    out: &mut Vec<u8>,
+) {
     if !app.translate_urls {
-        return value.to_vec();
+        out.extend_from_slice(value);
+        return;
     }
     let map = mapping(app, parts);
-    let mut out = Vec::new();
+    // Each translation appends its result, or leaves `out` untouched and says so.
     let changed = if name.eq_ignore_ascii_case(b"location")
         || name.eq_ignore_ascii_case(b"content-location")
     {
-        translate::translate_location(value, &map, &mut out)
+        translate::translate_location(value, &map, out)
     } else if name.eq_ignore_ascii_case(b"refresh") {
-        translate::translate_refresh(value, &map, &mut out)
+        translate::translate_refresh(value, &map, out)
     } else if name.eq_ignore_ascii_case(b"set-cookie") {
-        translate::translate_set_cookie(value, &map, &mut out)
+        translate::translate_set_cookie(value, &map, out)
     } else {
         false
     };
-    if changed {
-        out
-    } else {
-        value.to_vec()
+    if !changed {
+        out.extend_from_slice(value);
     }
 }
 
