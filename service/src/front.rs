@@ -21,6 +21,7 @@ use monoio::net::TcpStream;
 use crate::auth::{self, flow, policy, Gate, Scratch};
 use crate::config::{App, Preauth, Provider, ServiceConfig};
 use crate::ops::RequestRecord;
+use crate::shield::ConnectionSlot;
 use crate::worker::{Tunnel, Worker};
 use crate::{events, pages, routes, unix_now, Snapshot};
 
@@ -151,9 +152,15 @@ pub(crate) fn client(tls: TlsStream<TcpStream>, worker: &Worker) -> Box<Client> 
     )
 }
 
-/// Serves one client connection until it closes, errs or times out.
-pub(crate) async fn serve(mut conn: Box<Client>, peer: SocketAddr, worker: Rc<Worker>) {
-    let mut first = true;
+/// Serves one client connection until it closes, errs, times out or parks (`first`: no
+/// request was served on it yet).
+pub(crate) async fn serve(
+    mut conn: Box<Client>,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    slot: ConnectionSlot,
+    mut first: bool,
+) {
     loop {
         // The first head must come whole within the header timeout (slowloris); after a
         // response, an idle keep-alive connection waits up to the keep-alive timeout.
@@ -165,8 +172,13 @@ pub(crate) async fn serve(mut conn: Box<Client>, peer: SocketAddr, worker: Rc<Wo
             }
         };
         let deadline = Instant::now() + wait;
-        if conn.wait_for_data(Some(deadline)).await.is_err() {
-            break;
+        match conn.wait_for_data_or_park(Some(deadline)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                monoio::spawn(parked(conn, peer, worker, slot, deadline));
+                return;
+            }
+            Err(_) => break,
         }
         let snapshot = worker.snapshot();
         let mut buffers = worker.front_buffers.take();
@@ -314,6 +326,37 @@ pub(crate) async fn serve(mut conn: Box<Client>, peer: SocketAddr, worker: Rc<Wo
         }
     }
     let _ = conn.shutdown().await;
+}
+
+/// A keep-alive connection silent for the park delay (see `crate::parked`): it waits for the
+/// client's next request here, in a task of a few hundred bytes, and is served again in a new
+/// task when the client sends; at its deadline, or when the worker drains, it closes.
+async fn parked(
+    conn: Box<Client>,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    slot: ConnectionSlot,
+    deadline: Instant,
+) {
+    let (key, kick) = worker.parked.park(deadline);
+    let readable = {
+        let mut ready = std::pin::pin!(conn.wait_readable());
+        let mut fired = std::pin::pin!(kick.fired());
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(r) = std::future::Future::poll(ready.as_mut(), cx) {
+                return std::task::Poll::Ready(r.is_ok());
+            }
+            std::future::Future::poll(fired.as_mut(), cx).map(|()| false)
+        })
+        .await
+    };
+    worker.parked.unpark(key);
+    if readable && !worker.draining.get() {
+        monoio::spawn(serve(conn, peer, worker, slot, false));
+    } else {
+        let mut conn = conn;
+        let _ = conn.shutdown().await;
+    }
 }
 
 /// The method of a saved request head (for events).

@@ -16,6 +16,7 @@ pub mod form;
 mod front;
 mod ops;
 pub mod pages;
+pub(crate) mod parked;
 mod routes;
 mod shield;
 pub mod state;

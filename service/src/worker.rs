@@ -86,6 +86,8 @@ pub(crate) struct Worker {
     pub(crate) read_buffers: gatehouse_http1::rt::BufferPool,
     /// Requests' working buffers, held only while a request is in progress.
     pub(crate) front_buffers: crate::front::FrontBufferPool,
+    /// Idle keep-alive connections waiting in small tasks, with their deadlines.
+    pub(crate) parked: crate::parked::ParkedSet,
 }
 
 impl Worker {
@@ -265,6 +267,7 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
                 max_leased: 1 << 20,
             }),
             front_buffers: Default::default(),
+            parked: Default::default(),
         });
         let _ = ready.send(Ok(()));
         // Draining cancels the front's pending accept: the listener closes at once.
@@ -286,12 +289,15 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
             worker.refresh();
             worker.publish();
             worker.expire(unix_now());
+            worker.parked.expire(Instant::now());
         }
         // Draining (SIGTERM): take no new client connections, let the requests in flight
         // finish (their connections close after the response), then tell the connectors to
         // go elsewhere.
         worker.draining.set(true);
         front_accept.cancel();
+        // Idle keep-alive connections close now; busy ones after their response.
+        worker.parked.kick_all();
         let drain_deadline = Instant::now() + worker.snapshot().config.limits.drain_timeout;
         while worker.shield.requests_in_flight() > 0 && Instant::now() < drain_deadline {
             monoio::time::sleep(Duration::from_millis(50)).await;
@@ -337,7 +343,7 @@ async fn accept_loop<F, Fut>(
 async fn front_connection(tcp: TcpStream, peer: std::net::SocketAddr, worker: Rc<Worker>) {
     let limits = &worker.snapshot.borrow().config.limits.clone();
     // Over this worker's share of the connection limits: closed before any TLS work.
-    let Some(_slot) = worker
+    let Some(slot) = worker
         .shield
         .connection(peer.ip(), limits, worker.shared.workers)
     else {
@@ -351,7 +357,7 @@ async fn front_connection(tcp: TcpStream, peer: std::net::SocketAddr, worker: Rc
         return;
     };
     let conn = front::client(tls, &worker);
-    front::serve(conn, peer, worker).await;
+    front::serve(conn, peer, worker, slot, true).await;
 }
 
 /// A connection to the tunnel listener: a tunnel (by ALPN) or a control call.

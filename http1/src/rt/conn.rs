@@ -114,22 +114,53 @@ impl<S: Transport> Conn<S> {
     /// [`Conn::release_when_idle`], an idle keep-alive connection holds no buffer meanwhile:
     /// the read buffer returns to the pool and is taken again when data arrives.
     pub async fn wait_for_data(&mut self, deadline: Option<Instant>) -> Result<(), ConnError> {
-        if !self.buf.is_empty() {
+        if self.wait_for_data_or_park(deadline).await? {
             return Ok(());
         }
+        let readable = self.io.wait_readable();
+        let res = match deadline {
+            None => readable.await,
+            Some(at) => match monoio::time::timeout_at(at.into(), readable).await {
+                Ok(done) => done,
+                Err(_) => return Err(ConnError::Timeout),
+            },
+        };
+        res.map_err(ConnError::Io)?;
+        self.wait_for_data_or_park(deadline).await.map(|_| ())
+    }
+
+    /// Like [`Conn::wait_for_data`], but returns `false` once the connection has parked
+    /// (silent for the park delay, every buffer given back) instead of waiting on: the caller
+    /// may then wait for [`Conn::wait_readable`] in a task much smaller than the one that
+    /// serves requests.
+    pub async fn wait_for_data_or_park(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<bool, ConnError> {
+        if !self.buf.is_empty() {
+            return Ok(true);
+        }
         let Some((pool, park_after)) = self.idle.clone() else {
-            return Ok(());
+            return Ok(true);
         };
         if self.buf.capacity() > 0 {
             pool.give(std::mem::take(&mut self.buf));
         }
-        let res = self.io.wait_idle(park_after, deadline).await;
-        // Over the pool's cap, the next read grows an empty buffer instead.
-        self.buf = pool.take().unwrap_or_default();
-        match res {
+        match self.io.wait_or_park(park_after, deadline).await {
+            Ok(true) => {
+                // Over the pool's cap, the next read grows an empty buffer instead.
+                self.buf = pool.take().unwrap_or_default();
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(ConnError::Timeout),
-            other => other.map_err(ConnError::Io),
+            Err(e) => Err(ConnError::Io(e)),
         }
+    }
+
+    /// After a park: waits until the peer sends something, holding no buffer.
+    pub async fn wait_readable(&self) -> Result<(), ConnError> {
+        self.io.wait_readable().await.map_err(ConnError::Io)
     }
 
     /// Reads until a complete request head is buffered, hands it to `f`, and consumes it.

@@ -827,19 +827,18 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
 }
 
 impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> TlsStream<S> {
-    /// Waits until the peer sends something, holding no buffer once `park_after` has passed
-    /// without a byte: the read in flight is cancelled, its buffer goes back to the pool and
-    /// the wait goes on as a readiness poll. A busy connection never gets that far, so it pays
-    /// nothing but a timer; an idle one costs only its TLS state. Fails with
-    /// [`TlsError::Timeout`] at `deadline`. One timer serves both limits, since every timer
-    /// a waiting task holds is part of its memory.
-    pub async fn wait_idle(
+    /// Waits until the peer sends something (`true`), for at most `park_after`: then the read
+    /// in flight is cancelled, its buffer goes back to the pool, and this returns `false`
+    /// ("parked": the connection holds no buffer; [`TlsStream::wait_readable`] waits on without
+    /// one). A busy connection never gets that far, so it pays nothing but a timer. Fails with
+    /// [`TlsError::Timeout`] if `deadline` comes first.
+    pub async fn wait_or_park(
         &mut self,
         park_after: Duration,
         deadline: Option<Instant>,
-    ) -> Result<(), TlsError> {
+    ) -> Result<bool, TlsError> {
         if !self.incoming.is_empty() || !self.early.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let buf = std::mem::take(&mut self.incoming);
         let buf = match buf.capacity() {
@@ -848,12 +847,12 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> Tl
         };
         let park_at = Instant::now() + park_after;
         let first = deadline.map_or(park_at, |d| d.min(park_at));
-        let mut timer = std::pin::pin!(monoio::time::sleep_until(first.into()));
+        let timer = std::pin::pin!(monoio::time::sleep_until(first.into()));
         let (res, buf) = {
             let canceller = Canceller::new();
             let read = read_cancelable(&mut self.io, buf, canceller.handle());
             let mut read = std::pin::pin!(read);
-            match race(read.as_mut(), timer.as_mut()).await {
+            match race(read.as_mut(), timer).await {
                 Some(done) => done,
                 None => {
                     // A read that completed while being cancelled keeps its bytes.
@@ -864,24 +863,21 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> Tl
         };
         self.incoming = buf;
         match res {
-            Ok(_) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(ECANCELED) => {}
-            Err(e) => return Err(e.into()),
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(ECANCELED) => {
+                self.release_idle_buffers();
+                match deadline.is_some_and(|d| Instant::now() >= d) {
+                    true => Err(TlsError::Timeout),
+                    false => Ok(false),
+                }
+            }
+            Err(e) => Err(e.into()),
         }
-        self.release_idle_buffers();
-        let Some(deadline) = deadline else {
-            self.io.wait_readable().await?;
-            return Ok(());
-        };
-        if Instant::now() >= deadline {
-            return Err(TlsError::Timeout);
-        }
-        timer.as_mut().reset(deadline.into());
-        let readable = self.io.wait_readable();
-        match race(std::pin::pin!(readable), timer).await {
-            Some(ready) => Ok(ready?),
-            None => Err(TlsError::Timeout),
-        }
+    }
+
+    /// Waits until the socket has something to read, lending no buffer to the kernel.
+    pub async fn wait_readable(&self) -> io::Result<()> {
+        self.io.wait_readable().await
     }
 }
 

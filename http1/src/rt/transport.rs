@@ -31,15 +31,20 @@ pub trait Transport {
     ) -> impl Future<Output = io::Result<()>>;
     /// Ends the write side (TLS: close_notify first).
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>>;
-    /// Waits until the peer sends something, holding no read buffer after `park_after` of
-    /// silence where the transport can (TLS over TCP); others return at once and let the
-    /// next read wait. `TimedOut` at `deadline`.
-    fn wait_idle(
+    /// Waits until the peer sends something (`true`); where the transport can hold no read
+    /// buffer while it waits (TLS over TCP), it gives up after `park_after` of silence and
+    /// returns `false` ("parked"). Others return `true` at once and let the next read wait.
+    /// `TimedOut` at `deadline`.
+    fn wait_or_park(
         &mut self,
         park_after: Duration,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = io::Result<()>> {
+    ) -> impl Future<Output = io::Result<bool>> {
         let _ = (park_after, deadline);
+        async { Ok(true) }
+    }
+    /// After a park: waits until the socket has something to read, without a buffer.
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
         async { Ok(()) }
     }
 }
@@ -108,15 +113,19 @@ where
         self.close().await.map_err(into_io)
     }
 
-    async fn wait_idle(
+    async fn wait_or_park(
         &mut self,
         park_after: Duration,
         deadline: Option<Instant>,
-    ) -> io::Result<()> {
-        match TlsStream::wait_idle(self, park_after, deadline).await {
+    ) -> io::Result<bool> {
+        match TlsStream::wait_or_park(self, park_after, deadline).await {
             Err(TlsError::Timeout) => Err(io::ErrorKind::TimedOut.into()),
             other => other.map_err(into_io),
         }
+    }
+
+    async fn wait_readable(&self) -> io::Result<()> {
+        TlsStream::wait_readable(self).await
     }
 }
 
