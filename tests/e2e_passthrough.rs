@@ -203,6 +203,48 @@ fn requests_pass_through_with_forwarding_headers_and_nothing_spoofed() {
     assert_eq!(text(&out), "404");
 }
 
+/// A keep-alive connection that goes quiet parks (gives back its buffers and leaves its
+/// serving task); it is served again when the client sends, and closed at its keep-alive
+/// deadline by the worker's housekeeping.
+#[test]
+fn a_parked_keep_alive_connection_is_served_again_and_closed_at_its_deadline() {
+    let (backend, port) = backend(None);
+    let mut stack = Stack::start(
+        "parked",
+        &[echo_app(port)],
+        "[limits]\nkeepalive_timeout = \"2s\"\n",
+    );
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+    let script = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[2]))), server_hostname=sys.argv[3])
+s.settimeout(10)
+def get(path):
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {sys.argv[3]}\r\n\r\n".encode())
+    data = b""
+    while not data.endswith(b"}"):
+        chunk = s.recv(65536)
+        if not chunk: return "closed"
+        data += chunk
+    return data.split(b"\r\n")[0].decode() + " " + str(path.encode() in data)
+first = get("/echo/before-park")
+time.sleep(1.0)  # parked after 250 ms of silence
+second = get("/echo/after-park")
+time.sleep(1.0)  # parked again, deadline 2 s after the second response
+third = get("/echo/parked-again")
+started = time.time()
+end = s.recv(1)  # no request: the deadline closes the connection
+print(first, "|", second, "|", third, "|", end == b"", 1.5 < time.time() - started < 4.5)
+"#;
+    assert_eq!(
+        stack.python_client(script),
+        "HTTP/1.1 200 OK True | HTTP/1.1 200 OK True | HTTP/1.1 200 OK True | True True"
+    );
+    drop(backend);
+}
+
 #[test]
 fn keep_alive_and_pipelining() {
     let (stack, _backend, log) = ready_stack("keepalive");
