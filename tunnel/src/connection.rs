@@ -114,6 +114,9 @@ pub struct Connection {
     ready: VecDeque<StreamId>,
     events: VecDeque<Event>,
     send_window: i64,
+    /// Body bytes queued on all streams and not sent yet: with the connection's credit it
+    /// bounds what a sender holds for one tunnel (not only per stream).
+    pending_total: usize,
     recv_window: u32,
     /// Bytes consumed by the application but not yet returned to the peer as credit.
     recv_unacked: u32,
@@ -162,6 +165,7 @@ impl Connection {
             ready: VecDeque::new(),
             events: VecDeque::new(),
             send_window: i64::from(config.connection_window),
+            pending_total: 0,
             recv_window: config.connection_window,
             recv_unacked: 0,
             hello_received: false,
@@ -246,6 +250,7 @@ impl Connection {
             stream.pending_len -= n;
             stream.send_window -= n as i64;
             self.send_window -= n as i64;
+            self.pending_total -= n;
             let end = stream.pending.is_empty() && stream.end_queued;
             if end {
                 stream.end_sent = true;
@@ -384,6 +389,7 @@ impl Connection {
         }
         if !data.is_empty() {
             stream.pending_len += data.len();
+            self.pending_total += data.len();
             stream.pending.push_back(data);
         }
         stream.end_queued = end;
@@ -391,15 +397,19 @@ impl Connection {
         Ok(())
     }
 
-    /// How many more bytes a stream can usefully queue now: its credit minus what is queued.
-    /// When this is 0, an [`Event::Writable`] follows as soon as credit returns.
+    /// How many more bytes a stream can usefully queue now: its credit minus what it has
+    /// queued, and no more than the connection's credit minus what all streams have queued
+    /// (so a sender holds at most about one connection window per tunnel, however many
+    /// streams it serves). When this is 0, an [`Event::Writable`] follows as soon as credit
+    /// returns.
     pub fn send_capacity(&mut self, id: StreamId) -> usize {
-        let conn_credit = self.send_window;
+        let conn_room = (self.send_window.max(0) as usize).saturating_sub(self.pending_total);
         let Some(stream) = self.streams.get_mut(&id) else {
             return 0;
         };
-        let room = (stream.send_window.min(conn_credit).max(0) as usize)
-            .saturating_sub(stream.pending_len);
+        let room = (stream.send_window.max(0) as usize)
+            .saturating_sub(stream.pending_len)
+            .min(conn_room);
         if room == 0 && !stream.end_queued {
             stream.blocked = true;
         }
@@ -719,7 +729,8 @@ impl Connection {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        let room = stream.send_window.min(self.send_window) - stream.pending_len as i64;
+        let room = (stream.send_window - stream.pending_len as i64)
+            .min(self.send_window - self.pending_total as i64);
         if stream.blocked && room > 0 {
             stream.blocked = false;
             self.events.push_back(Event::Writable { stream: id });
@@ -745,6 +756,7 @@ impl Connection {
     /// connection so one abandoned stream cannot starve the others.
     fn remove_stream(&mut self, id: StreamId) -> Option<()> {
         let stream = self.streams.remove(&id)?;
+        self.pending_total -= stream.pending_len;
         self.credit_connection(stream.recv_buffered);
         Some(())
     }
@@ -775,6 +787,7 @@ impl Connection {
             self.streams.remove(&id);
             self.events.push_back(Event::Reset { stream: id, code });
         }
+        self.pending_total = 0;
         self.ready.clear();
     }
 

@@ -511,3 +511,46 @@ fn a_stream_that_keeps_up_earns_a_larger_window_up_to_the_cap() {
         "but not past the cap: {grown}"
     );
 }
+
+/// A sender with many streams queues at most about one connection window in total, not one
+/// stream window per stream (the connector streaming 256 large responses held 190 MiB).
+#[test]
+fn all_streams_together_queue_no_more_than_the_connection_window() {
+    let config = TunnelConfig {
+        stream_window: 256 * 1024,
+        connection_window: 1024 * 1024,
+        ..TunnelConfig::default()
+    };
+    let mut p = Pair::new(config);
+    let ids: Vec<StreamId> = (0..16)
+        .map(|i| open(&mut p.service.conn, &format!("/{i}"), false))
+        .collect();
+    p.pump();
+    let mut queued = 0;
+    for &id in &ids {
+        let room = p.service.conn.send_capacity(id);
+        assert!(room <= config.stream_window as usize);
+        if room > 0 {
+            p.service
+                .conn
+                .send_data(id, Bytes::from(vec![1u8; room]), false)
+                .unwrap();
+            queued += room;
+        }
+    }
+    assert_eq!(
+        queued, config.connection_window as usize,
+        "16 x 256 KiB capped at 1 MiB"
+    );
+    // Credit coming back lets the blocked streams go on, all data arrives.
+    for _ in 0..50 {
+        p.pump();
+        collect(&mut p.connector, |_| true);
+    }
+    let resumed: usize = ids
+        .iter()
+        .map(|&id| p.service.conn.send_capacity(id))
+        .filter(|&room| room > 0)
+        .count();
+    assert!(resumed > 0, "credit returned to blocked streams");
+}
