@@ -28,6 +28,9 @@ use crate::{events, pages, routes, unix_now, Snapshot};
 /// Time a client gets to send a development-provider form body.
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Most body bytes written together with a response head (see `proxy`).
+const COALESCE_LIMIT: usize = 16 * 1024;
+
 /// How often a request refused by a connector (never processed) is tried on another tunnel.
 const RETRIES: usize = 2;
 
@@ -1370,6 +1373,28 @@ async fn proxy(
         response.status != 101 && !keep_alive,
         framing,
     );
+    // A small body that came with the head goes out in the same write: one TLS record and
+    // one send for a typical small response instead of two. An event that is not body data
+    // is handled after the write, in order.
+    let mut body_done = response.end;
+    let mut early = None;
+    if matches!(framing, Framing::Length(_)) {
+        while !body_done && out.len() < COALESCE_LIMIT {
+            match p.stream.try_next() {
+                Some(StreamEvent::Data(data)) => {
+                    outcome.bytes += data.len() as u64;
+                    out.extend_from_slice(&data);
+                    p.stream.consume(data.len());
+                }
+                Some(StreamEvent::End) => body_done = true,
+                Some(other) => {
+                    early = Some(other);
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
     let (res, buf) = conn.write_vec(std::mem::take(out)).await;
     *out = buf;
     if res.is_err() {
@@ -1378,7 +1403,7 @@ async fn proxy(
     if response.status == 101 {
         return After::Upgraded(p.stream);
     }
-    if response.end {
+    if body_done {
         return keep_alive.into();
     }
     // Response body: each DATA payload goes out as it is (a slice of the tunnel's read
@@ -1386,12 +1411,15 @@ async fn proxy(
     let mut size_line = [0u8; 20];
     loop {
         let idle = Instant::now() + p.idle_timeout;
-        let event = match monoio::time::timeout_at(idle.into(), p.stream.next()).await {
-            Ok(event) => event,
-            Err(_) => {
-                p.stream.reset(Code::CANCEL);
-                return After::Close;
-            }
+        let event = match early.take() {
+            Some(event) => event,
+            None => match monoio::time::timeout_at(idle.into(), p.stream.next()).await {
+                Ok(event) => event,
+                Err(_) => {
+                    p.stream.reset(Code::CANCEL);
+                    return After::Close;
+                }
+            },
         };
         match event {
             StreamEvent::Data(data) => {

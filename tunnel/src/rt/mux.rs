@@ -217,6 +217,15 @@ impl StreamHandle {
         .await
     }
 
+    /// The next event if one is already queued, without waiting (terminal events as in
+    /// [`StreamHandle::next`]).
+    pub fn try_next(&self) -> Option<StreamEvent> {
+        if let Some(event) = self.mailbox.events.borrow_mut().pop_front() {
+            return Some(event);
+        }
+        (self.mailbox.finished.get() || self.mux.closed.get()).then_some(StreamEvent::Closed)
+    }
+
     /// Queues body bytes (and the end), first waiting until the stream has credit, so a slow
     /// peer holds back the sender instead of growing buffers.
     ///
