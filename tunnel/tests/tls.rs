@@ -495,3 +495,57 @@ fn an_idle_connection_parks_its_buffers_and_is_served_again() {
     assert_eq!(leased, vec![0, 0], "no read buffer held while parked");
     assert!(timed_out, "the parked wait ends at its deadline");
 }
+
+/// A peer that updates its traffic keys mid-connection (TLS 1.3 KeyUpdate, as OpenSSL and
+/// rustls clients may) keeps talking to our unbuffered TLS adapter: the data after the update
+/// is read, and our answer (after our own key update in reply) is read by the peer.
+#[test]
+fn a_peer_key_update_mid_connection_is_followed() {
+    let pki = pki();
+    let tls = service_tls_config(&pki.service_cert, &pki.service_key, &pki.ca.cert_pem()).unwrap();
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        block_on(async move {
+            let listener = TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut stream = TlsStream::accept_with(tcp, tls, None).await.unwrap();
+            let mut got = bytes::BytesMut::new();
+            for round in 0..3 {
+                let want = format!("ping {round}\n");
+                while !got.ends_with(want.as_bytes()) {
+                    assert!(stream.read(&mut got).await.unwrap() > 0, "closed early");
+                }
+                stream
+                    .write_all(format!("pong {round}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            String::from_utf8(got.to_vec()).unwrap()
+        })
+    });
+    // The peer: rustls's ordinary buffered client over a blocking socket.
+    let name = ServerName::try_from(SERVICE_NAME).unwrap();
+    let mut client = rustls::ClientConnection::new(client_tls(&pki), name).unwrap();
+    let mut sock = StdStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answers = String::new();
+    for round in 0..3 {
+        if round > 0 {
+            client.refresh_traffic_keys().unwrap();
+        }
+        let mut tls = rustls::Stream::new(&mut client, &mut sock);
+        tls.write_all(format!("ping {round}\n").as_bytes()).unwrap();
+        tls.flush().unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\n") {
+            tls.read_exact(&mut byte).unwrap();
+            line.push(byte[0]);
+        }
+        answers.push_str(std::str::from_utf8(&line).unwrap());
+    }
+    assert_eq!(answers, "pong 0\npong 1\npong 2\n");
+    assert_eq!(server.join().unwrap(), "ping 0\nping 1\nping 2\n");
+}
