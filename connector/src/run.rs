@@ -181,9 +181,6 @@ pub fn run(state_dir: &Path) -> Result<(), ConnectorError> {
 /// On SIGTERM, how long requests in flight may take to finish before tunnels close.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
-/// After sending GOAWAY, how long an idle tunnel stays open for streams already on the way.
-const GOAWAY_GRACE: Duration = Duration::from_millis(1000);
-
 /// Pulls the configuration (at start and every [`CONFIG_PULL`]) and renews the certificate
 /// once it is older than the renewal age.
 async fn control_loop(shared: Arc<Shared>, term: Arc<AtomicBool>) {
@@ -398,7 +395,7 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
         let mux = mux.clone();
         let shared = shared.clone();
         monoio::spawn(async move {
-            let mut draining_since: Option<Instant> = None;
+            let mut draining = false;
             let mut stopping_since: Option<Instant> = None;
             while !mux.is_closed() {
                 monoio::time::sleep(Duration::from_millis(200)).await;
@@ -412,18 +409,19 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .covered(hello.worker, hello.workers);
-                if (replaced || stopping) && draining_since.is_none() {
-                    draining_since = Some(Instant::now());
+                if (replaced || stopping) && !draining {
+                    draining = true;
                     mux.go_away();
                 }
                 // SIGTERM: requests in flight get `DRAIN_DEADLINE` to finish.
                 let since = stopping.then(|| *stopping_since.get_or_insert_with(Instant::now));
                 let overdue = since.is_some_and(|t| t.elapsed() >= DRAIN_DEADLINE);
-                // Streams the service opened before it read our GOAWAY are still on their
-                // way: an idle tunnel closes only after a grace period, so they are served
-                // instead of lost.
-                let graced = draining_since.is_some_and(|t| t.elapsed() >= GOAWAY_GRACE);
-                if graced && (mux.open_streams() == 0 || overdue) {
+                // Streams the service opened before it read our GOAWAY may still be on their
+                // way: an idle tunnel closes only once the service has answered the PING
+                // that followed the GOAWAY, so they are refused (and retried elsewhere)
+                // instead of lost with the connection.
+                let settled = draining && mux.goaway_acknowledged();
+                if (settled && mux.open_streams() == 0) || overdue {
                     mux.handle().close();
                 }
             }

@@ -126,6 +126,10 @@ pub struct Connection {
     last_heard: Instant,
     ping_sent: Option<Instant>,
     ping_counter: u64,
+    /// The PING sent right after our GOAWAY, until its PONG comes back: see
+    /// [`Connection::goaway_acknowledged`].
+    goaway_ping: Option<[u8; 8]>,
+    goaway_acknowledged: bool,
     error: Option<ConnectionError>,
 }
 
@@ -174,6 +178,8 @@ impl Connection {
             last_heard: now,
             ping_sent: None,
             ping_counter: 0,
+            goaway_ping: None,
+            goaway_acknowledged: false,
             error: None,
         };
         conn.queue_frame(&Frame::Hello(Hello {
@@ -457,7 +463,8 @@ impl Connection {
     }
 
     /// Stops new streams: sends GOAWAY naming the last stream this end processes. Existing
-    /// streams go on (graceful drain).
+    /// streams go on (graceful drain). A PING follows it, see
+    /// [`Connection::goaway_acknowledged`].
     pub fn go_away(&mut self, code: Code) {
         if !self.goaway_sent {
             self.goaway_sent = true;
@@ -466,7 +473,19 @@ impl Connection {
                 code,
                 debug: Bytes::new(),
             }));
+            self.ping_counter += 1;
+            let opaque = self.ping_counter.to_be_bytes();
+            self.queue_frame(&Frame::Ping(Ping { opaque }));
+            self.goaway_ping = Some(opaque);
         }
+    }
+
+    /// Whether the peer has answered the PING that followed our GOAWAY. Frames arrive in
+    /// order, so every stream the peer opened before it read the GOAWAY has arrived by then
+    /// (and was refused): a draining end may close once its streams are done, and loses
+    /// nothing still on the wire.
+    pub fn goaway_acknowledged(&self) -> bool {
+        self.goaway_acknowledged
     }
 
     /// Sends a configuration document (service side).
@@ -521,8 +540,11 @@ impl Connection {
                 self.queue_frame(&Frame::Pong(ping));
                 Ok(())
             }
-            Frame::Pong(_) => {
+            Frame::Pong(pong) => {
                 self.ping_sent = None;
+                if self.goaway_ping == Some(pong.opaque) {
+                    self.goaway_acknowledged = true;
+                }
                 Ok(())
             }
             Frame::GoAway(goaway) => {

@@ -554,3 +554,25 @@ fn all_streams_together_queue_no_more_than_the_connection_window() {
         .count();
     assert!(resumed > 0, "credit returned to blocked streams");
 }
+
+/// The PING after a GOAWAY is answered only after everything the peer sent before reading the
+/// GOAWAY: a stream opened in that window has arrived (refused) when the GOAWAY counts as
+/// acknowledged, so a draining end that then closes loses nothing on the wire.
+#[test]
+fn goaway_is_acknowledged_after_streams_already_on_the_way() {
+    let mut p = Pair::new(TunnelConfig::default());
+    // The service opens a stream before it has read the connector's GOAWAY.
+    let late = open(&mut p.service.conn, "/late", true);
+    p.connector.conn.go_away(Code::NO_ERROR);
+    assert!(!p.connector.conn.goaway_acknowledged());
+    p.pump();
+    assert!(p.connector.conn.goaway_acknowledged());
+    assert!(
+        p.service
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Refused { stream } if *stream == late)),
+        "the late stream was refused (retriable), not lost: {:?}",
+        p.service.events
+    );
+}

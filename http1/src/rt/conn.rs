@@ -114,19 +114,20 @@ impl<S: Transport> Conn<S> {
     /// [`Conn::release_when_idle`], an idle keep-alive connection holds no buffer meanwhile:
     /// the read buffer returns to the pool and is taken again when data arrives.
     pub async fn wait_for_data(&mut self, deadline: Option<Instant>) -> Result<(), ConnError> {
-        if self.wait_for_data_or_park(deadline).await? {
-            return Ok(());
+        // Parked again after a readiness that brought nothing (possible on the legacy
+        // driver): wait again.
+        while !self.wait_for_data_or_park(deadline).await? {
+            let readable = self.io.wait_readable();
+            let res = match deadline {
+                None => readable.await,
+                Some(at) => match monoio::time::timeout_at(at.into(), readable).await {
+                    Ok(done) => done,
+                    Err(_) => return Err(ConnError::Timeout),
+                },
+            };
+            res.map_err(ConnError::Io)?;
         }
-        let readable = self.io.wait_readable();
-        let res = match deadline {
-            None => readable.await,
-            Some(at) => match monoio::time::timeout_at(at.into(), readable).await {
-                Ok(done) => done,
-                Err(_) => return Err(ConnError::Timeout),
-            },
-        };
-        res.map_err(ConnError::Io)?;
-        self.wait_for_data_or_park(deadline).await.map(|_| ())
+        Ok(())
     }
 
     /// Like [`Conn::wait_for_data`], but returns `false` once the connection has parked

@@ -185,6 +185,12 @@ impl Mux {
     pub fn is_going_away(&self) -> bool {
         self.inner.going_away.get()
     }
+
+    /// Whether the peer answered the PING that followed our GOAWAY: every stream it opened
+    /// before reading the GOAWAY has arrived (see `Connection::goaway_acknowledged`).
+    pub fn goaway_acknowledged(&self) -> bool {
+        self.inner.handle.with(|c| c.goaway_acknowledged())
+    }
 }
 
 /// One stream of a [`Mux`]. Dropping it before both sides finished resets the stream.
