@@ -113,7 +113,7 @@ impl<'b> Control<'b> {
         let Some(expected) = BY_LENGTH.get(name.len()) else {
             return;
         };
-        if expected.is_empty() || !name.eq_ignore_ascii_case(expected) {
+        if expected.is_empty() || !chars::token_equals_lower(name, expected) {
             return;
         }
         // Two small groups of plain branches: LLVM turns four or more comparisons of one
@@ -311,11 +311,7 @@ pub(crate) fn field_line(window: &[u8], pos: usize) -> Result<Line<'_>, Error> {
         b' ' | b'\t' => return Err(Error::ObsFold),
         _ => {}
     }
-    let (len, valid) = chars::scan_name(&window[pos..]);
-    if !valid {
-        return Err(Error::FieldName);
-    }
-    let name_end = pos + len;
+    let name_end = pos + chars::token_len(&window[pos..]);
     match window.get(name_end) {
         None => return Ok(Line::Incomplete),
         Some(b':') if name_end > pos => {}
