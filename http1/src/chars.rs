@@ -1,7 +1,8 @@
 //! Byte classes of RFC 9110/9112 and word-at-a-time scanners over them.
 //!
-//! The scanners read sixteen bytes per step with SSE2 on x86_64, and eight bytes per step with
-//! plain `u64` arithmetic elsewhere and for the tail: a step either proves all its bytes
+//! The scanners read thirty-two bytes per step with AVX2 on x86_64 CPUs that have it, sixteen
+//! with SSE2 on the others, and eight bytes per step with plain `u64` arithmetic elsewhere and
+//! for the tail: a step either proves all its bytes
 //! ordinary or points at the first one that is not, which the caller then looks at by itself.
 
 /// RFC 9110 5.6.2: `tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" /
@@ -108,18 +109,45 @@ impl Class {
     }
 }
 
-/// Index of the first byte of `bytes` in `class`, or `bytes.len()`: sixteen bytes per step
-/// with SSE2, then eight per step, then one.
+/// Index of the first byte of `bytes` in `class`, or `bytes.len()`: thirty-two bytes per step
+/// with AVX2 where the CPU has it, then sixteen with SSE2, then eight, then one.
 #[inline(always)]
 fn find_first(bytes: &[u8], class: Class) -> usize {
-    let mut i = 0;
+    // Most values end within 32 bytes; those are scanned inline, and only longer ones pay the
+    // call into the AVX2 loop.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(pair) = bytes.get(..32) {
+        let hits = pair_mask(pair, class);
+        if hits != 0 {
+            return hits.trailing_zeros() as usize;
+        }
+        let start = match avx2::find_first(&bytes[32..], class) {
+            Ok(hit) => return 32 + hit,
+            Err(rest) => 32 + rest,
+        };
+        return find_first_from(bytes, start, class);
+    }
+    find_first_from(bytes, 0, class)
+}
+
+/// Hits of `class` in 32 bytes, as a bit per byte.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn pair_mask(pair: &[u8], class: Class) -> u32 {
+    let (low, high) = pair.split_at(16);
+    class.block_mask(low.try_into().expect("16 bytes"))
+        | class.block_mask(high.try_into().expect("16 bytes")) << 16
+}
+
+/// [`find_first`] without AVX2, from index `from` on.
+#[inline(always)]
+fn find_first_from(bytes: &[u8], from: usize, class: Class) -> usize {
+    let mut i = from;
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     {
         // Two blocks per step: one branch per 32 bytes on long values (cookies, user agents).
         while let Some(pair) = bytes.get(i..i + 32) {
-            let (low, high) = pair.split_at(16);
-            let hits = class.block_mask(low.try_into().expect("16 bytes"))
-                | class.block_mask(high.try_into().expect("16 bytes")) << 16;
+            let hits = pair_mask(pair, class);
             if hits != 0 {
                 return i + hits.trailing_zeros() as usize;
             }
@@ -152,7 +180,7 @@ fn find_first(bytes: &[u8], class: Class) -> usize {
 /// Sixteen bytes per step with SSE2, which every x86_64 CPU has (it is in the baseline target,
 /// and the module is compiled only when `target_feature = "sse2"` is on). The intrinsics take no
 /// pointers except the one unaligned load of a borrowed 16-byte array. This is the crate's only
-/// `unsafe`; `tests::word_scanners_agree_with_bytewise_scan_for_every_byte_at_every_position`
+/// `unsafe` besides the AVX2 module below; `tests::word_scanners_agree_with_bytewise_scan_for_every_byte_at_every_position`
 /// and the `h1_request_head` fuzz target exercise it.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[allow(unsafe_code)]
@@ -199,6 +227,73 @@ mod sse2 {
         let below = _mm_cmplt_epi8(v, _mm_set1_epi8(0x21));
         let del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
         _mm_movemask_epi8(_mm_or_si128(below, del)) as u32
+    }
+}
+
+/// Thirty-two bytes per step with AVX2, which most x86_64 CPUs in service have but the baseline
+/// target does not promise: checked at run time (std caches the answer, so a check is one load).
+/// Long field values (cookies, user agents, accept lists) take half the steps of SSE2.
+/// `tests::word_scanners_agree_with_bytewise_scan_for_every_byte_at_every_position` and the
+/// `h1_request_head` fuzz target exercise it on CPUs that have AVX2, and check the SSE2 path
+/// beside it.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use super::Class;
+    use std::arch::x86_64::{
+        __m256i, _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256,
+        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
+    };
+
+    /// `Ok(index)` of the first byte in `class` within the whole 32-byte blocks at the start of
+    /// `bytes`, or `Err(index)` where those blocks end (0 without AVX2).
+    #[inline(always)]
+    pub(super) fn find_first(bytes: &[u8], class: Class) -> Result<usize, usize> {
+        if bytes.len() < 32 || !std::is_x86_feature_detected!("avx2") {
+            return Err(0);
+        }
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { find_first_avx2(bytes, class) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn find_first_avx2(bytes: &[u8], class: Class) -> Result<usize, usize> {
+        let mut i = 0;
+        while let Some(block) = bytes.get(i..i + 32) {
+            // SAFETY: `block` is 32 readable bytes and `loadu` has no alignment requirement.
+            let v = unsafe { _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()) };
+            let hits = match class {
+                Class::Ctl => ctl_mask(v),
+                Class::NonVchar => non_vchar_mask(v),
+            };
+            if hits != 0 {
+                return Ok(i + hits.trailing_zeros() as usize);
+            }
+            i += 32;
+        }
+        Err(i)
+    }
+
+    /// Bit i set when byte i is below 0x20 or is 0x7f (obs-text bytes are not flagged).
+    #[target_feature(enable = "avx2")]
+    fn ctl_mask(v: __m256i) -> u32 {
+        // Signed compares: obs-text bytes (0x80..) are negative, so "below 0x20" must also
+        // require "not negative".
+        let below = _mm256_and_si256(
+            _mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), v),
+            _mm256_cmpgt_epi8(v, _mm256_set1_epi8(-1)),
+        );
+        let del = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(0x7f));
+        _mm256_movemask_epi8(_mm256_or_si256(below, del)) as u32
+    }
+
+    /// Bit i set when byte i is outside 0x21..=0x7e.
+    #[target_feature(enable = "avx2")]
+    fn non_vchar_mask(v: __m256i) -> u32 {
+        // Negative (0x80..) bytes are below 0x21 in a signed compare, which is what we want.
+        let below = _mm256_cmpgt_epi8(_mm256_set1_epi8(0x21), v);
+        let del = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(0x7f));
+        _mm256_movemask_epi8(_mm256_or_si256(below, del)) as u32
     }
 }
 
@@ -313,8 +408,12 @@ mod tests {
                     if pos + 2 < len {
                         buf[pos + 2] = 0;
                     }
-                    assert_eq!(find_ctl(&buf), find_ctl_slow(&buf), "{buf:?}");
-                    assert_eq!(find_non_vchar(&buf), find_non_vchar_slow(&buf), "{buf:?}");
+                    let (ctl, non_vchar) = (find_ctl_slow(&buf), find_non_vchar_slow(&buf));
+                    assert_eq!(find_ctl(&buf), ctl, "{buf:?}");
+                    assert_eq!(find_non_vchar(&buf), non_vchar, "{buf:?}");
+                    // Without AVX2 (what `find_first` falls back to, or all it has).
+                    assert_eq!(find_first_from(&buf, 0, Class::Ctl), ctl, "{buf:?}");
+                    assert_eq!(find_first_from(&buf, 0, Class::NonVchar), non_vchar);
                 }
             }
         }
