@@ -13,7 +13,7 @@
 #
 # Usage: benches/load.sh [seconds per run, default 10]
 # Subsets (environment): LOAD_SIZES="1k 1m", LOAD_CONNS="64 256",
-# LOAD_TARGETS="direct nginx gh-pass gh-pre", LOAD_REPEAT=1 (rounds, interleaved),
+# LOAD_TARGETS="direct nginx nginx-nolog gh-pass gh-pre", LOAD_REPEAT=1 (rounds, interleaved),
 # LOAD_SCALING=1 (0 skips the 1-vs-2-worker runs), LOAD_IDLE=0 (N > 0 also measures resident
 # memory per idle keep-alive TLS connection with N connections, nginx proxy and service),
 # LOAD_PERF=1 (records a perf profile of service and connector during each Gatehouse run;
@@ -47,20 +47,29 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # The event log alone grows by hundreds of megabytes per run: keep only perf profiles.
+  if [ -n "${LOAD_PERF:-}" ]; then
+    find "$WORK" -mindepth 1 -maxdepth 1 ! -name 'perf-*.data' -exec rm -rf {} +
+  else
+    rm -rf "$WORK"
+  fi
 }
 trap cleanup EXIT
 
 CPUS=$(nproc)
 if [ "$CPUS" -ge 2 ]; then SERVER_CPU=0; CLIENT_CPU=1; else SERVER_CPU=0; CLIENT_CPU=0; fi
 
-BACKEND=18900; PROXY=18901; HTTPS=18902; TUNNEL=18903
+BACKEND=18900; PROXY=18901; HTTPS=18902; TUNNEL=18903; PROXY_NOLOG=18904
 mkdir -p "$WORK/www" "$WORK/tmp"
 head -c 1024 /dev/urandom > "$WORK/www/1k.bin"
 head -c 1048576 /dev/urandom > "$WORK/www/1m.bin"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=proxy.test -keyout "$WORK/proxy.key" -out "$WORK/proxy.pem" 2>/dev/null
 
-# One worker each, like the one core they get; access logs off for all.
+# One worker each, like the one core they get. The back end logs nothing (it is the same for
+# every run). The proxy logs each request to a buffered access log, as Gatehouse writes a JSON
+# event per request (batched every 200 ms); the same proxy without its log answers on a second
+# port (target nginx-nolog), to show what the log costs.
 cat > "$WORK/nginx.conf" <<EOF
 daemon off; worker_processes 1; error_log $WORK/error.log; pid $WORK/nginx.pid;
 events { worker_connections 4096; }
@@ -77,12 +86,18 @@ daemon off; worker_processes 1; error_log $WORK/proxy-error.log; pid $WORK/proxy
 events { worker_connections 16384; }
 worker_rlimit_nofile 20000;
 http {
-  access_log off; client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp;
+  access_log $WORK/proxy-access.log combined buffer=64k flush=1s; client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp;
   fastcgi_temp_path $WORK/tmp; uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
   keepalive_requests 1000000; keepalive_timeout 600s;
   upstream backend { server 127.0.0.1:$BACKEND; keepalive 256; }
   server {
     listen 127.0.0.1:$PROXY ssl; ssl_certificate $WORK/proxy.pem; ssl_certificate_key $WORK/proxy.key;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_buffering on; }
+  }
+  server {
+    listen 127.0.0.1:$PROXY_NOLOG ssl; ssl_certificate $WORK/proxy.pem; ssl_certificate_key $WORK/proxy.key;
+    access_log off;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_buffering on; }
   }
@@ -201,7 +216,7 @@ run() {
     rss=" cpu $(awk -v u="$used" -v r="$requests" -v hz="$hz" 'BEGIN {printf "%.1f", u / hz * 1e6 / r}') us/req;"
     rss+=" rss service $(awk '/VmRSS/ {print $2}' "/proc/$SERVICE_PID/status") KiB, connector $(awk '/VmRSS/ {print $2}' "/proc/$CONNECTOR_PID/status") KiB"
   fi
-  printf '  %-8s %-3s c=%-4s %10s req/s  p50 %-9s p99 %-9s %10s/s  non-2xx %s%s\n' \
+  printf '  %-11s %-3s c=%-4s %10s req/s  p50 %-9s p99 %-9s %10s/s  non-2xx %s%s\n' \
     "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$rate" "${non2xx:-0}" "$rss"
 }
 
@@ -211,10 +226,11 @@ COOKIE=$(session_cookie)
 for round in $(seq "${LOAD_REPEAT:-1}"); do
 for size in ${LOAD_SIZES:-1k 1m}; do
   for conns in ${LOAD_CONNS:-64 256}; do
-    for target in ${LOAD_TARGETS:-direct nginx gh-pass gh-pre}; do
+    for target in ${LOAD_TARGETS:-direct nginx nginx-nolog gh-pass gh-pre}; do
       case $target in
         direct) run direct "$size" "$conns" "http://127.0.0.1:$BACKEND/$size.bin" ;;
         nginx) run nginx "$size" "$conns" "https://127.0.0.1:$PROXY/$size.bin" ;;
+        nginx-nolog) run nginx-nolog "$size" "$conns" "https://127.0.0.1:$PROXY_NOLOG/$size.bin" ;;
         # The same request bytes as gh-pre (a browser sends its cookies either way), so
         # the difference between the two is what pre-authentication does.
         gh-pass) run gh-pass "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" \
@@ -289,13 +305,13 @@ for line in open(sys.argv[1]):
         order.append(key)
     runs[key].append((float(rps), ms(p50), ms(p99), rate(tr)))
 med = {k: tuple(statistics.median(v[i] for v in runs[k]) for i in range(4)) for k in order}
-print(f"{'run':8} {'size':4} {'conns':>5} {'req/s':>9} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x p99':>6} {'MB/s':>8} {'x MB/s':>7} {'rounds':>6}")
+print(f"{'run':11} {'size':4} {'conns':>5} {'req/s':>9} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x p99':>6} {'MB/s':>8} {'x MB/s':>7} {'rounds':>6}")
 for key in order:
     name, size, conns = key
     rps, p50, p99, tr = med[key]
     base = med.get(("nginx", size, conns))
     x = lambda a, i: f"{a / base[i]:.2f}" if base and base[i] else "-"
-    print(f"{name:8} {size:4} {conns:>5} {rps:>9.0f} {x(rps, 0):>8} {p50:>8.2f} {p99:>8.2f} {x(p99, 2):>6} "
+    print(f"{name:11} {size:4} {conns:>5} {rps:>9.0f} {x(rps, 0):>8} {p50:>8.2f} {p99:>8.2f} {x(p99, 2):>6} "
           f"{tr:>8.1f} {x(tr, 3):>7} {len(runs[key]):>6}")
 print()
 print("chart: x nginx in requests/s (1k) or transfer rate (1m); '|' is nginx (1.00)")
@@ -309,7 +325,7 @@ for key in order:
     ratio = med[key][i] / base[i]
     bar = ("#" * round(min(ratio, 3.0) * 20)).ljust(20)
     bar = bar[:20] + "|" + bar[20:]
-    print(f"{name:8} {size:3} c={conns:<4} {bar:<62} {ratio:.2f}")
+    print(f"{name:11} {size:3} c={conns:<4} {bar:<62} {ratio:.2f}")
 for size, conns in sorted({(k[1], k[2]) for k in order}):
     a, b = med.get(("gh-pass", size, conns)), med.get(("gh-pre", size, conns))
     if a and b:

@@ -87,8 +87,41 @@ impl std::hash::Hash for dyn RequestKey + '_ {
 #[derive(Default)]
 pub(crate) struct Published {
     counters: Mutex<Counters>,
-    /// (Unix milliseconds, JSON line) of the latest events.
-    events: Mutex<VecDeque<(u64, String)>>,
+    /// The latest events.
+    events: Mutex<EventRing>,
+}
+
+/// The latest events of one worker: the batches the events thread was handed, kept whole (no
+/// copy or allocation per line), oldest first. Holds at least the latest [`EVENT_RING`]
+/// events, and at most one batch more.
+#[derive(Default)]
+struct EventRing {
+    /// (Unix millisecond stamp of each line, the lines, each ending in a newline).
+    batches: VecDeque<(Vec<u64>, Vec<u8>)>,
+    /// Lines in `batches`.
+    count: usize,
+}
+
+impl EventRing {
+    fn push(&mut self, stamps: Vec<u64>, lines: Vec<u8>) {
+        self.count += stamps.len();
+        self.batches.push_back((stamps, lines));
+        while let Some((oldest, _)) = self.batches.front() {
+            if self.count - oldest.len() < EVENT_RING {
+                break;
+            }
+            self.count -= oldest.len();
+            self.batches.pop_front();
+        }
+    }
+
+    /// (stamp, line) of every event, oldest first.
+    fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.batches.iter().flat_map(|(stamps, lines)| {
+            let lines = lines.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+            stamps.iter().copied().zip(lines)
+        })
+    }
 }
 
 /// Where event lines go: workers hand over each tick's lines, and a thread of their own
@@ -141,7 +174,7 @@ impl EventsOut {
                             let _ = sink.write_all(&lines);
                             let _ = sink.flush();
                             if let Some(published) = rings.get(worker) {
-                                published.remember(&lines, &stamps);
+                                published.remember(lines, stamps);
                             }
                         }
                         Batch::Flush(done) => {
@@ -167,15 +200,9 @@ impl EventsOut {
 
 impl Published {
     /// Keeps `lines` (one event per line) with their stamps in the ring of latest events.
-    fn remember(&self, lines: &[u8], stamps: &[u64]) {
+    fn remember(&self, lines: Vec<u8>, stamps: Vec<u64>) {
         let mut ring = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let lines = lines.split(|&b| b == b'\n').filter(|l| !l.is_empty());
-        for (line, ms) in lines.zip(stamps.iter()) {
-            if ring.len() == EVENT_RING {
-                ring.pop_front();
-            }
-            ring.push_back((*ms, String::from_utf8_lossy(line).into_owned()));
-        }
+        ring.push(stamps, lines);
     }
 }
 
@@ -252,8 +279,10 @@ impl WorkerOps {
             pair[0] = HEX[usize::from(b >> 4)];
             pair[1] = HEX[usize::from(b & 0xf)];
         }
+        // One clock read for the event's time and its stamp.
+        let stamp = now_ms();
         let event = RequestEvent {
-            time: rfc3339_into(unix_now(), &mut time),
+            time: rfc3339_into(stamp / 1000, &mut time),
             kind: "request",
             request_id: std::str::from_utf8(&id).unwrap_or(""),
             app: r.app,
@@ -265,7 +294,7 @@ impl WorkerOps {
             bytes: r.bytes,
             latency_ms: (seconds * 1e6).round() / 1e3,
         };
-        self.queue(&event);
+        self.queue(&event, stamp);
     }
 
     /// Counts a sign-in decision (its event line is `line`).
@@ -287,12 +316,12 @@ impl WorkerOps {
         self.counters.borrow_mut().rate_limited += 1;
     }
 
-    fn queue<T: Serialize>(&self, event: &T) {
+    fn queue<T: Serialize>(&self, event: &T, stamp: u64) {
         let mut pending = self.pending.borrow_mut();
         let start = pending.len();
         if serde_json::to_writer(&mut *pending, event).is_ok() {
             pending.push(b'\n');
-            self.pending_ms.borrow_mut().push(now_ms());
+            self.pending_ms.borrow_mut().push(stamp);
         } else {
             pending.truncate(start);
         }
@@ -560,7 +589,12 @@ fn events_since(shared: &Shared, since: u64) -> Vec<u8> {
     let mut events: Vec<(u64, String)> = Vec::new();
     for worker in shared.ops.iter() {
         let ring = worker.events.lock().unwrap_or_else(|e| e.into_inner());
-        events.extend(ring.iter().filter(|(t, _)| *t > since).cloned());
+        // The lines are our own JSON, so UTF-8; one that were not would be left out.
+        events.extend(
+            ring.iter()
+                .filter(|(t, _)| *t > since)
+                .filter_map(|(t, line)| Some((t, std::str::from_utf8(line).ok()?.to_owned()))),
+        );
     }
     events.sort_by_key(|(t, _)| *t);
     events.truncate(1000);
@@ -634,6 +668,32 @@ fn status_page(shared: &Shared) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_ring_keeps_the_latest_events_in_order_and_drops_whole_old_batches() {
+        let mut ring = EventRing::default();
+        let batch = |first: u64, n: u64| {
+            let stamps: Vec<u64> = (first..first + n).collect();
+            let lines: Vec<u8> = stamps
+                .iter()
+                .flat_map(|t| format!("{{\"n\":{t}}}\n").into_bytes())
+                .collect();
+            (stamps, lines)
+        };
+        let mut next = 0;
+        for n in [4000, 4000, 4000, 3000] {
+            let (stamps, lines) = batch(next, n);
+            ring.push(stamps, lines);
+            next += n;
+        }
+        // 15,000 pushed: the first batch (4,000) went, since 11,000 remain without it.
+        assert_eq!(ring.count, 11_000);
+        let kept: Vec<(u64, Vec<u8>)> = ring.iter().map(|(t, l)| (t, l.to_vec())).collect();
+        assert_eq!(kept.len(), 11_000);
+        assert_eq!(kept[0], (4000, b"{\"n\":4000}".to_vec()));
+        assert_eq!(kept.last().map(|k| k.0), Some(14_999));
+        assert!(kept.windows(2).all(|w| w[0].0 < w[1].0));
+    }
 
     #[test]
     fn requests_are_counted_by_app_and_status_and_queued_as_events() {
