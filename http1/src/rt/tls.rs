@@ -81,14 +81,21 @@ mod pool {
 
     /// Capacity of a read buffer: several full records per socket read.
     pub(super) const INCOMING: usize = 64 * 1024;
-    /// Size of a write buffer: 64 KiB of plaintext in full records plus their overhead.
+    /// Size of a large write buffer: 64 KiB of plaintext in full records plus their overhead.
     pub(super) const OUTGOING: usize = 64 * 1024 + 1024;
-    /// Buffers kept per thread and kind; beyond that, returned buffers are freed.
+    /// Size of a small write buffer: a response head with a small body, a few tunnel frames.
+    /// Most writes fit; zeroing one costs a sixteenth of a large one.
+    pub(super) const OUTGOING_SMALL: usize = 4 * 1024;
+    /// Buffers kept per thread and kind; beyond that, returned buffers are freed. Writes in
+    /// flight hold their buffer until the kernel took the bytes, so under load hundreds can be
+    /// out at once: small ones are cheap to keep (4 MiB for all), large ones are not.
     const KEEP: usize = 128;
+    const KEEP_SMALL: usize = 1024;
 
     thread_local! {
         static INCOMING_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
         static OUTGOING_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        static OUTGOING_SMALL_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     }
 
     /// An empty read buffer with [`INCOMING`] bytes of capacity.
@@ -111,21 +118,29 @@ mod pool {
         });
     }
 
-    /// A zeroed write buffer of [`OUTGOING`] bytes (length = capacity, so rustls can encrypt
-    /// into it as a plain slice without it being zeroed again).
-    pub(super) fn take_outgoing() -> Vec<u8> {
+    /// A zeroed write buffer of at least `need` bytes: [`OUTGOING_SMALL`] if that is enough,
+    /// else [`OUTGOING`] (length = capacity, so rustls can encrypt into it as a plain slice
+    /// without it being zeroed again).
+    pub(super) fn take_outgoing(need: usize) -> Vec<u8> {
+        if need <= OUTGOING_SMALL {
+            return OUTGOING_SMALL_POOL
+                .with(|p| p.borrow_mut().pop())
+                .unwrap_or_else(|| vec![0; OUTGOING_SMALL]);
+        }
         OUTGOING_POOL
             .with(|p| p.borrow_mut().pop())
             .unwrap_or_else(|| vec![0; OUTGOING])
     }
 
     pub(super) fn give_outgoing(buf: Vec<u8>) {
-        if buf.len() != OUTGOING {
-            return;
-        }
-        OUTGOING_POOL.with(|p| {
+        let (pool, keep) = match buf.len() {
+            OUTGOING => (&OUTGOING_POOL, KEEP),
+            OUTGOING_SMALL => (&OUTGOING_SMALL_POOL, KEEP_SMALL),
+            _ => return,
+        };
+        pool.with(|p| {
             let mut p = p.borrow_mut();
-            if p.len() < KEEP {
+            if p.len() < keep {
                 p.push(buf);
             }
         });
@@ -149,11 +164,16 @@ impl Outgoing {
     /// At least `need` writable bytes after the filled ones.
     fn spare(&mut self, need: usize) -> &mut [u8] {
         if self.buf.is_empty() {
-            self.buf = pool::take_outgoing();
+            self.buf = pool::take_outgoing(need);
         }
         if self.buf.len() - self.filled < need {
-            // Larger than one pooled buffer (a batch of tunnel frames): grow this one.
-            let mut bigger = vec![0; (self.filled + need).max(2 * self.buf.len())];
+            // A small buffer that filled up moves to a large one; larger than a large one (a
+            // batch of tunnel frames) grows this one.
+            let wanted = self.filled + need;
+            let mut bigger = match wanted <= pool::OUTGOING {
+                true => pool::take_outgoing(wanted),
+                false => vec![0; wanted.max(2 * self.buf.len())],
+            };
             bigger[..self.filled].copy_from_slice(&self.buf[..self.filled]);
             pool::give_outgoing(std::mem::replace(&mut self.buf, bigger));
         }
