@@ -264,6 +264,9 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
             read_buffers: gatehouse_http1::rt::BufferPool::new(gatehouse_http1::rt::PoolConfig {
                 buffer_size: 16 * 1024,
                 preallocate: 64,
+                // Every client connection waiting for its next request holds one: keep what
+                // a few hundred busy connections need instead of reallocating them.
+                keep_idle: 1024,
                 max_leased: 1 << 20,
             }),
             front_buffers: Default::default(),

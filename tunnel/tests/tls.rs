@@ -431,6 +431,7 @@ fn an_idle_connection_parks_its_buffers_and_is_served_again() {
             let pool = BufferPool::new(PoolConfig {
                 buffer_size: 4096,
                 preallocate: 1,
+                keep_idle: 1,
                 max_leased: 4,
             });
             let buf = pool.take().unwrap();

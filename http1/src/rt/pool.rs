@@ -14,6 +14,10 @@ pub struct PoolConfig {
     pub buffer_size: usize,
     /// Buffers allocated up front; default 256.
     pub preallocate: usize,
+    /// Idle buffers kept once they come back; default 256. Under load more can be out at
+    /// once than were preallocated; keeping them (up to this many) spares allocating and
+    /// faulting in a fresh buffer for every wait of every connection beyond that.
+    pub keep_idle: usize,
     /// Most buffers out at once; default 65 536. `take` returns `None` beyond it, which is how
     /// the caller learns to shed load instead of growing without bound.
     pub max_leased: usize,
@@ -24,6 +28,7 @@ impl Default for PoolConfig {
         PoolConfig {
             buffer_size: 16 * 1024,
             preallocate: 256,
+            keep_idle: 256,
             max_leased: 65_536,
         }
     }
@@ -89,7 +94,7 @@ impl BufferPool {
         let size = inner.config.buffer_size;
         // `try_reclaim` succeeds only if this handle is the sole owner of the allocation, so
         // a pooled buffer never aliases data still in flight elsewhere.
-        if buf.try_reclaim(size) && inner.idle.len() < inner.config.preallocate.max(1) {
+        if buf.try_reclaim(size) && inner.idle.len() < inner.config.keep_idle.max(1) {
             let key = inner.idle.insert(buf);
             inner.idle_keys.push(key);
         }
@@ -115,6 +120,7 @@ mod tests {
         let pool = BufferPool::new(PoolConfig {
             buffer_size: 1024,
             preallocate: 2,
+            keep_idle: 2,
             max_leased: 3,
         });
         let a = pool.take().unwrap();
@@ -141,6 +147,7 @@ mod tests {
         let pool = BufferPool::new(PoolConfig {
             buffer_size: 64,
             preallocate: 1,
+            keep_idle: 1,
             max_leased: 2,
         });
         let mut buf = pool.take().unwrap();
