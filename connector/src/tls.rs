@@ -57,6 +57,8 @@ pub fn service_config(
         .map_err(tls_err)?;
     config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = vec![alpn.to_vec()];
+    // After the handshake, TLS 1.3 traffic runs on our record layer, which needs the keys.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -87,6 +89,8 @@ pub fn backend_config(
         }
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // After the handshake, TLS 1.3 traffic runs on our record layer, which needs the keys.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

@@ -45,6 +45,8 @@ impl TunnelTls {
             // No tickets: a revoked connector can never resume a session from before (TLS-3).
             config.send_tls13_tickets = 0;
             config.alpn_protocols = vec![alpn.to_vec()];
+            // After the handshake, TLS 1.3 traffic runs on our record layer, which needs the keys.
+            config.enable_secret_extraction = true;
             Ok(Arc::new(config))
         };
         let required = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
@@ -130,6 +132,8 @@ impl SniResolver {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(self));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // After the handshake, TLS 1.3 traffic runs on our record layer, which needs the keys.
+        config.enable_secret_extraction = true;
         Ok(Arc::new(config))
     }
 }

@@ -511,6 +511,10 @@ fn a_peer_key_update_mid_connection_is_followed() {
             let listener = TcpListener::from_std(listener).unwrap();
             let (tcp, _) = listener.accept().await.unwrap();
             let mut stream = TlsStream::accept_with(tcp, tls, None).await.unwrap();
+            assert!(
+                stream.on_own_record_layer(),
+                "TLS 1.3 moves to our record layer"
+            );
             let mut got = bytes::BytesMut::new();
             for round in 0..3 {
                 let want = format!("ping {round}\n");
@@ -549,4 +553,64 @@ fn a_peer_key_update_mid_connection_is_followed() {
     }
     assert_eq!(answers, "pong 0\npong 1\npong 2\n");
     assert_eq!(server.join().unwrap(), "ping 0\nping 1\nping 2\n");
+}
+
+/// A record changed on the wire is refused: our record layer fails the read with a decryption
+/// error and tells the peer why (a bad_record_mac alert), and nothing of it reaches the reader.
+#[test]
+fn a_tampered_record_is_refused_with_bad_record_mac() {
+    let pki = pki();
+    let tls = service_tls_config(&pki.service_cert, &pki.service_key, &pki.ca.cert_pem()).unwrap();
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        block_on(async move {
+            let listener = TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut stream = TlsStream::accept_with(tcp, tls, None).await.unwrap();
+            assert!(stream.on_own_record_layer());
+            let mut got = bytes::BytesMut::new();
+            // The first record is intact; the second was changed on the wire.
+            while !got.ends_with(b"intact\n") {
+                assert!(stream.read(&mut got).await.unwrap() > 0, "closed early");
+            }
+            let second = loop {
+                match stream.read(&mut got).await {
+                    Ok(0) => break Ok(0),
+                    Ok(_) => continue,
+                    Err(e) => break Err(e.to_string()),
+                }
+            };
+            (String::from_utf8(got.to_vec()).unwrap(), second)
+        })
+    });
+    let name = ServerName::try_from(SERVICE_NAME).unwrap();
+    let mut client = rustls::ClientConnection::new(client_tls(&pki), name).unwrap();
+    let mut sock = StdStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    while client.is_handshaking() {
+        client.complete_io(&mut sock).unwrap();
+    }
+    client.writer().write_all(b"intact\n").unwrap();
+    client.write_tls(&mut sock).unwrap();
+    client.writer().write_all(b"changed\n").unwrap();
+    let mut wire = Vec::new();
+    client.write_tls(&mut wire).unwrap();
+    // Flip a bit in the ciphertext, after the 5-byte record header.
+    wire[7] ^= 0x01;
+    sock.write_all(&wire).unwrap();
+    let (got, second) = server.join().unwrap();
+    assert_eq!(got, "intact\n", "nothing of the changed record is read");
+    let error = second.expect_err("the changed record fails the read");
+    assert!(error.contains("decrypt"), "{error}");
+    // The peer learns why.
+    let mut alert = Vec::new();
+    let _ = sock.read_to_end(&mut alert);
+    let mut alert = &alert[..];
+    client.read_tls(&mut alert).unwrap();
+    assert_eq!(
+        client.process_new_packets().unwrap_err(),
+        rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)
+    );
 }

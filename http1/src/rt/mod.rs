@@ -10,6 +10,7 @@ mod client;
 mod conn;
 mod pool;
 mod tls;
+mod tls13;
 mod transport;
 
 pub use client::{connect, fetch, ClientRequest, ClientResponse};

@@ -18,6 +18,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::tls13::Tls13Records;
 use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{
@@ -237,6 +238,11 @@ impl Records for UnbufferedServerConnection {
 enum Session {
     Client(UnbufferedClientConnection),
     Server(UnbufferedServerConnection),
+    /// TLS 1.3 after the handshake, on our own record layer (see [`super::tls13`]).
+    Records(Box<Tls13Records>),
+    /// The rustls connection was consumed by a move to [`Session::Records`] that failed
+    /// (`Core::failed` says why).
+    Gone,
 }
 
 /// What [`Core::process`] reached.
@@ -253,6 +259,8 @@ enum Progress {
 /// The sans-IO part: one rustls connection plus what its unbuffered API reports only once.
 struct Core {
     session: Session,
+    /// The configuration allows handing the traffic keys to our record layer.
+    extractable: bool,
     /// Handshake messages, alerts and key updates to send, encoded while processing what the
     /// peer sent; writers send them before any application data they encrypt next.
     queued: Vec<u8>,
@@ -263,19 +271,76 @@ struct Core {
 }
 
 impl Core {
-    fn new(session: Session) -> Self {
+    fn new(session: Session, extractable: bool) -> Self {
         Core {
             session,
+            extractable,
             queued: Vec::new(),
             peer_closed: false,
             failed: None,
         }
     }
 
-    fn common(&self) -> &rustls::CommonState {
+    /// rustls's state, while rustls runs the connection.
+    fn common(&self) -> Option<&rustls::CommonState> {
         match &self.session {
-            Session::Client(c) => c,
-            Session::Server(s) => s,
+            Session::Client(c) => Some(c),
+            Session::Server(s) => Some(s),
+            Session::Records(_) | Session::Gone => None,
+        }
+    }
+
+    fn is_handshaking(&self) -> bool {
+        self.common().is_some_and(|c| c.is_handshaking())
+    }
+
+    fn alpn_protocol(&self) -> Option<&[u8]> {
+        match &self.session {
+            Session::Records(r) => r.alpn_protocol(),
+            _ => self.common()?.alpn_protocol(),
+        }
+    }
+
+    fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        match &self.session {
+            Session::Records(r) => r.peer_certificates(),
+            _ => self.common()?.peer_certificates(),
+        }
+    }
+
+    /// After the handshake: moves a TLS 1.3 connection onto our record layer when the
+    /// configuration allows it (`enable_secret_extraction`); anything else stays on rustls.
+    fn switch_to_records(&mut self) {
+        let Some(common) = self.common() else {
+            return;
+        };
+        let version = common.protocol_version();
+        let suite = common.negotiated_cipher_suite().map(|s| s.suite());
+        if !self.extractable
+            || !self.queued.is_empty()
+            || self.failed.is_some()
+            || common.is_handshaking()
+            || !super::tls13::supported(version, suite)
+        {
+            return;
+        }
+        let alpn = common.alpn_protocol().map(<[u8]>::to_vec);
+        let peer = common.peer_certificates().map(<[_]>::to_vec);
+        let records = match std::mem::replace(&mut self.session, Session::Gone) {
+            Session::Server(s) => s
+                .dangerous_into_kernel_connection()
+                .and_then(|(secrets, kernel)| Tls13Records::server(secrets, kernel, alpn, peer)),
+            Session::Client(c) => c
+                .dangerous_into_kernel_connection()
+                .and_then(|(secrets, kernel)| Tls13Records::client(secrets, kernel, alpn, peer)),
+            other => {
+                self.session = other;
+                return;
+            }
+        };
+        match records {
+            Ok(records) => self.session = Session::Records(Box::new(records)),
+            Err(e) => self.failed = Some(e),
         }
     }
 
@@ -292,10 +357,31 @@ impl Core {
             queued,
             peer_closed,
             failed,
+            ..
         } = self;
         let result = match session {
             Session::Client(c) => process_records(c, incoming, plain, queued, peer_closed),
             Session::Server(s) => process_records(s, incoming, plain, queued, peer_closed),
+            Session::Records(r) => {
+                let before = plain.len();
+                match r.open(incoming, plain, queued) {
+                    Ok(opened) => {
+                        incoming.drain(..opened.consumed);
+                        *peer_closed |= opened.peer_closed;
+                        Ok(Progress::Traffic)
+                    }
+                    Err(e) => {
+                        // Records before the bad one are delivered; the error comes with the
+                        // next call (the alert is queued now).
+                        *failed = Some(e.clone());
+                        return match plain.len() > before {
+                            true => Ok(Progress::Traffic),
+                            false => Err(TlsError::Tls(e)),
+                        };
+                    }
+                }
+            }
+            Session::Gone => return Err(TlsError::Tls(rustls::Error::HandshakeNotComplete)),
         };
         if let Err(TlsError::Tls(e)) = &result {
             *failed = Some(e.clone());
@@ -303,6 +389,7 @@ impl Core {
             match session {
                 Session::Client(c) => encode_queued(c, incoming, queued),
                 Session::Server(s) => encode_queued(s, incoming, queued),
+                Session::Records(_) | Session::Gone => {}
             }
         }
         result
@@ -328,6 +415,8 @@ impl Core {
             Session::Server(s) => with_write_traffic(s, out, &mut self.peer_closed, |w, out| {
                 encrypt_parts(w, parts, out)
             }),
+            Session::Records(r) => encrypt_parts(&mut **r, parts, out),
+            Session::Gone => Err(rustls::Error::HandshakeNotComplete.into()),
         };
         if let Err(TlsError::Tls(e)) = &result {
             self.failed = Some(e.clone());
@@ -345,15 +434,17 @@ impl Core {
                     out.filled += n;
                     return Ok(());
                 }
-                Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                    out.spare(required_size);
+                Err(WriteError::Room(needed)) => {
+                    out.spare(needed);
                 }
-                Err(e) => return Err(io::Error::other(e.to_string()).into()),
+                Err(WriteError::Failed(e)) => return Err(e),
             }
         };
         match &mut self.session {
             Session::Client(c) => with_write_traffic(c, out, &mut self.peer_closed, close),
             Session::Server(s) => with_write_traffic(s, out, &mut self.peer_closed, close),
+            Session::Records(r) => close(&mut **r, out),
+            Session::Gone => Err(rustls::Error::HandshakeNotComplete.into()),
         }
     }
 
@@ -518,19 +609,55 @@ fn with_write_traffic<C: Records>(
     }
 }
 
-/// What is done in [`WriteTraffic`], object-safe over the connection's data type (and
-/// replaceable by a recorder in tests).
+/// What is done in [`WriteTraffic`] or by our TLS 1.3 record layer, object-safe over the
+/// connection's data type (and replaceable by a recorder in tests).
 trait RecordWriter {
-    fn encrypt(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, EncryptError>;
-    fn close_notify(&mut self, out: &mut [u8]) -> Result<usize, EncryptError>;
+    fn encrypt(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, WriteError>;
+    fn close_notify(&mut self, out: &mut [u8]) -> Result<usize, WriteError>;
+}
+
+/// Why a [`RecordWriter`] wrote nothing.
+enum WriteError {
+    /// `out` is too small: this many bytes are needed.
+    Room(usize),
+    /// The connection cannot write.
+    Failed(TlsError),
+}
+
+impl From<EncryptError> for WriteError {
+    fn from(e: EncryptError) -> Self {
+        match e {
+            EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                WriteError::Room(required_size)
+            }
+            e => WriteError::Failed(io::Error::other(e.to_string()).into()),
+        }
+    }
 }
 
 impl<Data> RecordWriter for WriteTraffic<'_, Data> {
-    fn encrypt(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, EncryptError> {
-        WriteTraffic::encrypt(self, plaintext, out)
+    fn encrypt(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, WriteError> {
+        Ok(WriteTraffic::encrypt(self, plaintext, out)?)
     }
-    fn close_notify(&mut self, out: &mut [u8]) -> Result<usize, EncryptError> {
-        self.queue_close_notify(out)
+    fn close_notify(&mut self, out: &mut [u8]) -> Result<usize, WriteError> {
+        Ok(self.queue_close_notify(out)?)
+    }
+}
+
+impl RecordWriter for Tls13Records {
+    fn encrypt(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, WriteError> {
+        match Tls13Records::encrypt(self, plaintext, out) {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(needed)) => Err(WriteError::Room(needed)),
+            Err(e) => Err(WriteError::Failed(TlsError::Tls(e))),
+        }
+    }
+    fn close_notify(&mut self, out: &mut [u8]) -> Result<usize, WriteError> {
+        const CLOSE_NOTIFY: usize = super::tls13::OVERHEAD + 2;
+        if out.len() < CLOSE_NOTIFY {
+            return Err(WriteError::Room(CLOSE_NOTIFY));
+        }
+        Tls13Records::close_notify(self, out).map_err(|e| WriteError::Failed(TlsError::Tls(e)))
     }
 }
 
@@ -596,10 +723,8 @@ fn encrypt_one(
                 out.filled += n;
                 return Ok(());
             }
-            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                need = required_size;
-            }
-            Err(e) => return Err(io::Error::other(e.to_string()).into()),
+            Err(WriteError::Room(needed)) => need = needed,
+            Err(WriteError::Failed(e)) => return Err(e),
         }
     }
 }
@@ -630,7 +755,7 @@ pub struct TlsStream<S> {
 impl<S> fmt::Debug for TlsStream<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsStream")
-            .field("handshaking", &self.core.common().is_handshaking())
+            .field("handshaking", &self.core.is_handshaking())
             .finish_non_exhaustive()
     }
 }
@@ -643,8 +768,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         name: ServerName<'static>,
         deadline: Option<Instant>,
     ) -> Result<Self, TlsError> {
+        let extractable = config.enable_secret_extraction;
         let session = UnbufferedClientConnection::new(config, name)?;
-        Self::handshake(io, Session::Client(session), Vec::new(), deadline).await
+        let core = Core::new(Session::Client(session), extractable);
+        Self::handshake(io, core, Vec::new(), deadline).await
     }
 
     /// Server side with one configuration.
@@ -653,8 +780,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         config: Arc<rustls::ServerConfig>,
         deadline: Option<Instant>,
     ) -> Result<Self, TlsError> {
+        let extractable = config.enable_secret_extraction;
         let session = UnbufferedServerConnection::new(config)?;
-        Self::handshake(io, Session::Server(session), Vec::new(), deadline).await
+        let core = Core::new(Session::Server(session), extractable);
+        Self::handshake(io, core, Vec::new(), deadline).await
     }
 
     /// Server side: reads the ClientHello, lets `choose` pick the configuration from it (by
@@ -701,21 +830,23 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         let config = config.ok_or(TlsError::Tls(rustls::Error::General(
             "no configuration for this client hello".into(),
         )))?;
+        let extractable = config.enable_secret_extraction;
         let session = UnbufferedServerConnection::new(config)?;
+        let core = Core::new(Session::Server(session), extractable);
         let mut incoming = pool::take_incoming();
         incoming.extend_from_slice(&seen);
-        Self::handshake(io, Session::Server(session), incoming, deadline).await
+        Self::handshake(io, core, incoming, deadline).await
     }
 
     async fn handshake(
         io: S,
-        session: Session,
+        core: Core,
         incoming: Vec<u8>,
         deadline: Option<Instant>,
     ) -> Result<Self, TlsError> {
         let mut stream = TlsStream {
             io,
-            core: Core::new(session),
+            core,
             incoming,
             outgoing: Outgoing::default(),
             early: BytesMut::new(),
@@ -727,7 +858,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
                 let flushed = stream.flush().await;
                 let progress = progress?;
                 flushed?;
-                if !stream.core.common().is_handshaking() {
+                if !stream.core.is_handshaking() {
                     return Ok(());
                 }
                 if progress == Progress::Closed || !stream.fill().await? {
@@ -741,18 +872,26 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
                 .await
                 .map_err(|_| TlsError::Timeout)??,
         }
+        stream.core.switch_to_records();
+        stream.core.check_failed()?;
         stream.release_idle_buffers();
         Ok(stream)
     }
 
+    /// Whether traffic runs on Gatehouse's own TLS 1.3 record layer (a TLS 1.3 connection
+    /// whose configuration sets `enable_secret_extraction`) rather than through rustls.
+    pub fn on_own_record_layer(&self) -> bool {
+        matches!(self.core.session, Session::Records(_))
+    }
+
     /// The ALPN protocol agreed in the handshake.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.core.common().alpn_protocol()
+        self.core.alpn_protocol()
     }
 
     /// The peer's certificate chain (end entity first), if it sent one.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
-        self.core.common().peer_certificates()
+        self.core.peer_certificates()
     }
 
     /// Reads plaintext, appending to `dst`. Returns 0 when the peer closed the connection.
@@ -1090,16 +1229,14 @@ mod tests {
     }
 
     impl RecordWriter for Recorder {
-        fn close_notify(&mut self, _out: &mut [u8]) -> Result<usize, EncryptError> {
+        fn close_notify(&mut self, _out: &mut [u8]) -> Result<usize, WriteError> {
             Ok(0)
         }
 
-        fn encrypt(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, EncryptError> {
+        fn encrypt(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, WriteError> {
             let required = plaintext.len() + plaintext.len().div_ceil(MAX_FRAGMENT) * 22;
             if out.len() < required {
-                return Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                    required_size: required,
-                }));
+                return Err(WriteError::Room(required));
             }
             self.plaintext.extend_from_slice(plaintext);
             for chunk in plaintext.chunks(MAX_FRAGMENT) {

@@ -87,6 +87,8 @@ pub fn service_tls_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(pem_certs(cert_pem)?, pem_key(key_pem)?)?;
     config.send_tls13_tickets = 0;
+    // After the handshake, TLS 1.3 traffic runs on our record layer, which needs the keys.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -102,5 +104,7 @@ pub fn connector_tls_config(
         .with_root_certificates(pem_roots(service_ca_pem)?)
         .with_client_auth_cert(pem_certs(cert_pem)?, pem_key(key_pem)?)?;
     config.resumption = rustls::client::Resumption::disabled();
+    // After the handshake, TLS 1.3 traffic runs on our record layer, which needs the keys.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
