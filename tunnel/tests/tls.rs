@@ -497,12 +497,14 @@ fn an_idle_connection_parks_its_buffers_and_is_served_again() {
     assert!(timed_out, "the parked wait ends at its deadline");
 }
 
-/// A peer that updates its traffic keys mid-connection (TLS 1.3 KeyUpdate, as OpenSSL and
-/// rustls clients may) keeps talking to our unbuffered TLS adapter: the data after the update
-/// is read, and our answer (after our own key update in reply) is read by the peer.
-#[test]
-fn a_peer_key_update_mid_connection_is_followed() {
-    let pki = pki();
+/// Accepts one TLS connection with the service's tunnel configuration on a thread of its own
+/// and runs `serve` on it; returns the port and the thread.
+fn serve_one_tls<T, F, Fut>(pki: &Pki, serve: F) -> (u16, std::thread::JoinHandle<T>)
+where
+    T: Send + 'static,
+    F: FnOnce(TlsStream<TcpStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
     let tls = service_tls_config(&pki.service_cert, &pki.service_key, &pki.ca.cert_pem()).unwrap();
     let listener = StdListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -510,24 +512,35 @@ fn a_peer_key_update_mid_connection_is_followed() {
         block_on(async move {
             let listener = TcpListener::from_std(listener).unwrap();
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut stream = TlsStream::accept_with(tcp, tls, None).await.unwrap();
-            assert!(
-                stream.on_own_record_layer(),
-                "TLS 1.3 moves to our record layer"
-            );
-            let mut got = bytes::BytesMut::new();
-            for round in 0..3 {
-                let want = format!("ping {round}\n");
-                while !got.ends_with(want.as_bytes()) {
-                    assert!(stream.read(&mut got).await.unwrap() > 0, "closed early");
-                }
-                stream
-                    .write_all(format!("pong {round}\n").as_bytes())
-                    .await
-                    .unwrap();
-            }
-            String::from_utf8(got.to_vec()).unwrap()
+            serve(TlsStream::accept_with(tcp, tls, None).await.unwrap()).await
         })
+    });
+    (port, server)
+}
+
+/// A peer that updates its traffic keys mid-connection (TLS 1.3 KeyUpdate, as OpenSSL and
+/// rustls clients may) keeps talking to our unbuffered TLS adapter: the data after the update
+/// is read, and our answer (after our own key update in reply) is read by the peer.
+#[test]
+fn a_peer_key_update_mid_connection_is_followed() {
+    let pki = pki();
+    let (port, server) = serve_one_tls(&pki, |mut stream| async move {
+        assert!(
+            stream.on_own_record_layer(),
+            "TLS 1.3 moves to our record layer"
+        );
+        let mut got = bytes::BytesMut::new();
+        for round in 0..3 {
+            let want = format!("ping {round}\n");
+            while !got.ends_with(want.as_bytes()) {
+                assert!(stream.read(&mut got).await.unwrap() > 0, "closed early");
+            }
+            stream
+                .write_all(format!("pong {round}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        String::from_utf8(got.to_vec()).unwrap()
     });
     // The peer: rustls's ordinary buffered client over a blocking socket.
     let name = ServerName::try_from(SERVICE_NAME).unwrap();
@@ -560,29 +573,21 @@ fn a_peer_key_update_mid_connection_is_followed() {
 #[test]
 fn a_tampered_record_is_refused_with_bad_record_mac() {
     let pki = pki();
-    let tls = service_tls_config(&pki.service_cert, &pki.service_key, &pki.ca.cert_pem()).unwrap();
-    let listener = StdListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        block_on(async move {
-            let listener = TcpListener::from_std(listener).unwrap();
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut stream = TlsStream::accept_with(tcp, tls, None).await.unwrap();
-            assert!(stream.on_own_record_layer());
-            let mut got = bytes::BytesMut::new();
-            // The first record is intact; the second was changed on the wire.
-            while !got.ends_with(b"intact\n") {
-                assert!(stream.read(&mut got).await.unwrap() > 0, "closed early");
+    let (port, server) = serve_one_tls(&pki, |mut stream| async move {
+        assert!(stream.on_own_record_layer());
+        let mut got = bytes::BytesMut::new();
+        // The first record is intact; the second was changed on the wire.
+        while !got.ends_with(b"intact\n") {
+            assert!(stream.read(&mut got).await.unwrap() > 0, "closed early");
+        }
+        let second = loop {
+            match stream.read(&mut got).await {
+                Ok(0) => break Ok(0),
+                Ok(_) => continue,
+                Err(e) => break Err(e.to_string()),
             }
-            let second = loop {
-                match stream.read(&mut got).await {
-                    Ok(0) => break Ok(0),
-                    Ok(_) => continue,
-                    Err(e) => break Err(e.to_string()),
-                }
-            };
-            (String::from_utf8(got.to_vec()).unwrap(), second)
-        })
+        };
+        (String::from_utf8(got.to_vec()).unwrap(), second)
     });
     let name = ServerName::try_from(SERVICE_NAME).unwrap();
     let mut client = rustls::ClientConnection::new(client_tls(&pki), name).unwrap();
