@@ -357,8 +357,9 @@ async fn parked(
     if readable && !worker.draining.get() {
         monoio::spawn(serve(conn, peer, worker, slot, false));
     } else {
+        // Boxed: this task waits far longer than it closes, so it need not be sized for this.
         let mut conn = conn;
-        let _ = conn.shutdown().await;
+        let _ = Box::pin(conn.shutdown()).await;
     }
 }
 

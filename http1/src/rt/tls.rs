@@ -82,6 +82,11 @@ mod pool {
 
     /// Capacity of a read buffer: several full records per socket read.
     pub(super) const INCOMING: usize = 64 * 1024;
+    /// Capacity of the buffer a connection waits for its peer's next message with: one full
+    /// record, so any request of up to 16 KiB arrives in one read. A connection waits most of
+    /// its life, so under load and during a park delay this is what most of them hold;
+    /// reads in the middle of a message take an [`INCOMING`] one.
+    pub(super) const INCOMING_WAIT: usize = super::MAX_FRAGMENT + 1024;
     /// Size of a large write buffer: 64 KiB of plaintext in full records plus their overhead.
     pub(super) const OUTGOING: usize = 64 * 1024 + 1024;
     /// Size of a small write buffer: a response head with a small body, a few tunnel frames.
@@ -92,9 +97,11 @@ mod pool {
     /// out at once: small ones are cheap to keep (4 MiB for all), large ones are not.
     const KEEP: usize = 128;
     const KEEP_SMALL: usize = 1024;
+    const KEEP_WAIT: usize = 512;
 
     thread_local! {
         static INCOMING_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        static INCOMING_WAIT_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
         static OUTGOING_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
         static OUTGOING_SMALL_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     }
@@ -106,14 +113,23 @@ mod pool {
             .unwrap_or_else(|| Vec::with_capacity(INCOMING))
     }
 
+    /// An empty read buffer with [`INCOMING_WAIT`] bytes of capacity.
+    pub(super) fn take_incoming_wait() -> Vec<u8> {
+        INCOMING_WAIT_POOL
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(INCOMING_WAIT))
+    }
+
     pub(super) fn give_incoming(mut buf: Vec<u8>) {
-        if buf.capacity() != INCOMING {
-            return;
-        }
+        let (pool, keep) = match buf.capacity() {
+            INCOMING => (&INCOMING_POOL, KEEP),
+            INCOMING_WAIT => (&INCOMING_WAIT_POOL, KEEP_WAIT),
+            _ => return,
+        };
         buf.clear();
-        INCOMING_POOL.with(|p| {
+        pool.with(|p| {
             let mut p = p.borrow_mut();
-            if p.len() < KEEP {
+            if p.len() < keep {
                 p.push(buf);
             }
         });
@@ -235,9 +251,11 @@ impl Records for UnbufferedServerConnection {
     }
 }
 
+/// rustls's connections are boxed: a connection that moves to our record layer after its
+/// handshake then keeps nothing of their 1 KiB inline.
 enum Session {
-    Client(UnbufferedClientConnection),
-    Server(UnbufferedServerConnection),
+    Client(Box<UnbufferedClientConnection>),
+    Server(Box<UnbufferedServerConnection>),
     /// TLS 1.3 after the handshake, on our own record layer (see [`super::tls13`]).
     Records(Box<Tls13Records>),
     /// The rustls connection was consumed by a move to [`Session::Records`] that failed
@@ -284,8 +302,8 @@ impl Core {
     /// rustls's state, while rustls runs the connection.
     fn common(&self) -> Option<&rustls::CommonState> {
         match &self.session {
-            Session::Client(c) => Some(c),
-            Session::Server(s) => Some(s),
+            Session::Client(c) => Some(&**c),
+            Session::Server(s) => Some(&**s),
             Session::Records(_) | Session::Gone => None,
         }
     }
@@ -327,10 +345,10 @@ impl Core {
         let alpn = common.alpn_protocol().map(<[u8]>::to_vec);
         let peer = common.peer_certificates().map(<[_]>::to_vec);
         let records = match std::mem::replace(&mut self.session, Session::Gone) {
-            Session::Server(s) => s
+            Session::Server(s) => (*s)
                 .dangerous_into_kernel_connection()
                 .and_then(|(secrets, kernel)| Tls13Records::server(secrets, kernel, alpn, peer)),
-            Session::Client(c) => c
+            Session::Client(c) => (*c)
                 .dangerous_into_kernel_connection()
                 .and_then(|(secrets, kernel)| Tls13Records::client(secrets, kernel, alpn, peer)),
             other => {
@@ -360,8 +378,8 @@ impl Core {
             ..
         } = self;
         let result = match session {
-            Session::Client(c) => process_records(c, incoming, plain, queued, peer_closed),
-            Session::Server(s) => process_records(s, incoming, plain, queued, peer_closed),
+            Session::Client(c) => process_records(&mut **c, incoming, plain, queued, peer_closed),
+            Session::Server(s) => process_records(&mut **s, incoming, plain, queued, peer_closed),
             Session::Records(r) => {
                 let before = plain.len();
                 match r.open(incoming, plain, queued) {
@@ -387,8 +405,8 @@ impl Core {
             *failed = Some(e.clone());
             // rustls queued an alert saying why: encode it so the caller can try to send it.
             match session {
-                Session::Client(c) => encode_queued(c, incoming, queued),
-                Session::Server(s) => encode_queued(s, incoming, queued),
+                Session::Client(c) => encode_queued(&mut **c, incoming, queued),
+                Session::Server(s) => encode_queued(&mut **s, incoming, queued),
                 Session::Records(_) | Session::Gone => {}
             }
         }
@@ -409,12 +427,16 @@ impl Core {
         self.check_failed()?;
         self.move_queued(out);
         let result = match &mut self.session {
-            Session::Client(c) => with_write_traffic(c, out, &mut self.peer_closed, |w, out| {
-                encrypt_parts(w, parts, out)
-            }),
-            Session::Server(s) => with_write_traffic(s, out, &mut self.peer_closed, |w, out| {
-                encrypt_parts(w, parts, out)
-            }),
+            Session::Client(c) => {
+                with_write_traffic(&mut **c, out, &mut self.peer_closed, |w, out| {
+                    encrypt_parts(w, parts, out)
+                })
+            }
+            Session::Server(s) => {
+                with_write_traffic(&mut **s, out, &mut self.peer_closed, |w, out| {
+                    encrypt_parts(w, parts, out)
+                })
+            }
             Session::Records(r) => encrypt_parts(&mut **r, parts, out),
             Session::Gone => Err(rustls::Error::HandshakeNotComplete.into()),
         };
@@ -441,8 +463,8 @@ impl Core {
             }
         };
         match &mut self.session {
-            Session::Client(c) => with_write_traffic(c, out, &mut self.peer_closed, close),
-            Session::Server(s) => with_write_traffic(s, out, &mut self.peer_closed, close),
+            Session::Client(c) => with_write_traffic(&mut **c, out, &mut self.peer_closed, close),
+            Session::Server(s) => with_write_traffic(&mut **s, out, &mut self.peer_closed, close),
             Session::Records(r) => close(&mut **r, out),
             Session::Gone => Err(rustls::Error::HandshakeNotComplete.into()),
         }
@@ -770,7 +792,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
     ) -> Result<Self, TlsError> {
         let extractable = config.enable_secret_extraction;
         let session = UnbufferedClientConnection::new(config, name)?;
-        let core = Core::new(Session::Client(session), extractable);
+        let core = Core::new(Session::Client(Box::new(session)), extractable);
         Self::handshake(io, core, Vec::new(), deadline).await
     }
 
@@ -782,7 +804,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
     ) -> Result<Self, TlsError> {
         let extractable = config.enable_secret_extraction;
         let session = UnbufferedServerConnection::new(config)?;
-        let core = Core::new(Session::Server(session), extractable);
+        let core = Core::new(Session::Server(Box::new(session)), extractable);
         Self::handshake(io, core, Vec::new(), deadline).await
     }
 
@@ -832,7 +854,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         )))?;
         let extractable = config.enable_secret_extraction;
         let session = UnbufferedServerConnection::new(config)?;
-        let core = Core::new(Session::Server(session), extractable);
+        let core = Core::new(Session::Server(Box::new(session)), extractable);
         let mut incoming = pool::take_incoming();
         incoming.extend_from_slice(&seen);
         Self::handshake(io, core, incoming, deadline).await
@@ -1001,7 +1023,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> Tl
         }
         let buf = std::mem::take(&mut self.incoming);
         let buf = match buf.capacity() {
-            0 => pool::take_incoming(),
+            0 => pool::take_incoming_wait(),
             _ => buf,
         };
         let park_at = Instant::now() + park_after;
@@ -1025,6 +1047,9 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> Tl
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(ECANCELED) => {
                 self.release_idle_buffers();
+                if let Session::Records(records) = &mut self.core.session {
+                    records.park();
+                }
                 match deadline.is_some_and(|d| Instant::now() >= d) {
                     true => Err(TlsError::Timeout),
                     false => Ok(false),
@@ -1071,8 +1096,13 @@ async fn read_cancelable<S: CancelableAsyncReadRent>(
 /// end of stream.
 async fn read_more<R: AsyncReadRent>(io: &mut R, incoming: &mut Vec<u8>) -> Result<bool, TlsError> {
     let mut buf = std::mem::take(incoming);
-    if buf.capacity() == 0 {
-        buf = pool::take_incoming();
+    if buf.capacity() < pool::INCOMING && buf.capacity() - buf.len() < MAX_FRAGMENT + 1024 {
+        // More of a message is on its way (or no buffer is held): read into a large buffer,
+        // after what a wait buffer already holds.
+        let mut large = pool::take_incoming();
+        large.extend_from_slice(&buf);
+        pool::give_incoming(buf);
+        buf = large;
     }
     if buf.capacity() - buf.len() < MAX_FRAGMENT + 1024 {
         // A record larger than the room left (only during a large handshake message).

@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use bytes::BytesMut;
 use ring::aead::{
-    Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305,
+    Aad, Algorithm, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305,
 };
 use rustls::client::ClientConnectionData;
 use rustls::kernel::KernelConnection;
@@ -80,7 +80,12 @@ impl Kernel {
 
 /// One direction's key, IV and sequence number.
 struct Direction {
-    key: LessSafeKey,
+    /// The expanded key (AES round keys and GHASH table: 544 bytes), built from `secret` when
+    /// needed and dropped while the connection is parked ([`Tls13Records::park`]).
+    key: Option<Box<LessSafeKey>>,
+    algorithm: &'static Algorithm,
+    secret: [u8; 32],
+    secret_len: usize,
     iv: [u8; 12],
     seq: u64,
     /// Records this key may protect before it must be replaced (RFC 8446 5.5).
@@ -99,18 +104,37 @@ impl Direction {
             }
             _ => return Err(rustls::Error::General("unsupported TLS 1.3 AEAD".into())),
         };
-        let key = UnboundKey::new(algorithm, key.as_ref())
-            .map_err(|_| rustls::Error::General("bad TLS 1.3 traffic key".into()))?;
         let iv: [u8; 12] = iv
             .as_ref()
             .try_into()
             .map_err(|_| rustls::Error::General("bad TLS 1.3 IV".into()))?;
-        Ok(Direction {
-            key: LessSafeKey::new(key),
+        let key = key.as_ref();
+        let mut secret = [0u8; 32];
+        secret
+            .get_mut(..key.len())
+            .ok_or_else(|| rustls::Error::General("bad TLS 1.3 traffic key".into()))?
+            .copy_from_slice(key);
+        let mut direction = Direction {
+            key: None,
+            algorithm,
+            secret,
+            secret_len: key.len(),
             iv,
             seq,
             limit,
-        })
+        };
+        direction.key()?;
+        Ok(direction)
+    }
+
+    /// The expanded key, built again after a park.
+    fn key(&mut self) -> Result<&LessSafeKey, rustls::Error> {
+        if self.key.is_none() {
+            let key = UnboundKey::new(self.algorithm, &self.secret[..self.secret_len])
+                .map_err(|_| rustls::Error::General("bad TLS 1.3 traffic key".into()))?;
+            self.key = Some(Box::new(LessSafeKey::new(key)));
+        }
+        Ok(self.key.as_deref().expect("built above"))
     }
 
     /// The nonce for the current record; then counts it.
@@ -189,6 +213,13 @@ impl Tls13Records {
         })
     }
 
+    /// Drops both expanded keys (1.1 KiB) while the connection waits idle; they are built again
+    /// from the secrets when it reads or writes.
+    pub(super) fn park(&mut self) {
+        self.rx.key = None;
+        self.tx.key = None;
+    }
+
     pub(super) fn alpn_protocol(&self) -> Option<&[u8]> {
         self.alpn.as_deref()
     }
@@ -254,7 +285,7 @@ impl Tls13Records {
         let nonce = self.rx.next_nonce()?;
         let Ok(plaintext) = self
             .rx
-            .key
+            .key()?
             .open_in_place(nonce, Aad::from(header), ciphertext)
         else {
             return Err(self.fail(queued, AlertDescription::BadRecordMac));
@@ -376,7 +407,7 @@ impl Tls13Records {
         let nonce = self.tx.next_nonce()?;
         let tag = self
             .tx
-            .key
+            .key()?
             .seal_in_place_separate_tag(nonce, Aad::from(header), &mut out[HEADER..HEADER + inner])
             .map_err(|_| rustls::Error::EncryptError)?;
         out[HEADER + inner..HEADER + len].copy_from_slice(tag.as_ref());
