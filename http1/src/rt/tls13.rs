@@ -269,8 +269,9 @@ impl Tls13Records {
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
         // After the handshake every record is protected, so its outer type is
         // application_data (RFC 8446 5.2); a plaintext alert or change_cipher_spec here is
-        // an unexpected message.
-        if header[0] != u8::from(ContentType::ApplicationData) || header[1..3] != [3, 3] {
+        // an unexpected message. The legacy version is ignored (RFC 8446 5.1); the header is
+        // authenticated as it came, as the additional data.
+        if header[0] != u8::from(ContentType::ApplicationData) {
             return Err(self.fail(queued, AlertDescription::UnexpectedMessage));
         }
         if len > MAX_CIPHERTEXT {
@@ -291,6 +292,10 @@ impl Tls13Records {
             return Err(self.fail(queued, AlertDescription::BadRecordMac));
         };
         // The real content type is the last non-zero byte; zeros after it are padding.
+        // RFC 8446 5.4: the inner plaintext (content, type, padding) is at most 2^14 + 1 bytes.
+        if plaintext.len() > MAX_PLAINTEXT + 1 {
+            return Err(self.fail(queued, AlertDescription::RecordOverflow));
+        }
         let Some(last) = plaintext.iter().rposition(|&b| b != 0) else {
             return Err(self.fail(queued, AlertDescription::UnexpectedMessage));
         };
@@ -316,6 +321,10 @@ impl Tls13Records {
 
     /// Handshake messages after the handshake: KeyUpdate, and NewSessionTicket to a client.
     fn handshake(&mut self, mut body: &[u8], queued: &mut Vec<u8>) -> Result<(), rustls::Error> {
+        // RFC 8446 5.1: handshake records are never empty.
+        if body.is_empty() {
+            return Err(self.fail(queued, AlertDescription::UnexpectedMessage));
+        }
         while !body.is_empty() {
             // We take whole messages only; rustls, OpenSSL and BoringSSL never split these.
             if body.len() < 4 {
