@@ -568,23 +568,22 @@ fn a_peer_key_update_mid_connection_is_followed() {
     assert_eq!(server.join().unwrap(), "ping 0\nping 1\nping 2\n");
 }
 
-/// A record changed on the wire is refused: our record layer fails the read with a decryption
-/// error and tells the peer why (a bad_record_mac alert), and nothing of it reaches the reader.
-#[test]
-fn a_tampered_record_is_refused_with_bad_record_mac() {
+/// What happened when a rustls client sent "intact\n" in one record and then a second record
+/// that `mangle` changed on the wire: what the server read, how its next read ended, and the
+/// alert the client received.
+fn send_mangled_record(mangle: impl FnOnce(&mut Vec<u8>)) -> (String, String, rustls::Error) {
     let pki = pki();
     let (port, server) = serve_one_tls(&pki, |mut stream| async move {
         assert!(stream.on_own_record_layer());
         let mut got = bytes::BytesMut::new();
-        // The first record is intact; the second was changed on the wire.
         while !got.ends_with(b"intact\n") {
             assert!(stream.read(&mut got).await.unwrap() > 0, "closed early");
         }
         let second = loop {
             match stream.read(&mut got).await {
-                Ok(0) => break Ok(0),
+                Ok(0) => break "end of stream".to_owned(),
                 Ok(_) => continue,
-                Err(e) => break Err(e.to_string()),
+                Err(e) => break e.to_string(),
             }
         };
         (String::from_utf8(got.to_vec()).unwrap(), second)
@@ -602,20 +601,65 @@ fn a_tampered_record_is_refused_with_bad_record_mac() {
     client.writer().write_all(b"changed\n").unwrap();
     let mut wire = Vec::new();
     client.write_tls(&mut wire).unwrap();
-    // Flip a bit in the ciphertext, after the 5-byte record header.
-    wire[7] ^= 0x01;
+    mangle(&mut wire);
     sock.write_all(&wire).unwrap();
     let (got, second) = server.join().unwrap();
-    assert_eq!(got, "intact\n", "nothing of the changed record is read");
-    let error = second.expect_err("the changed record fails the read");
-    assert!(error.contains("decrypt"), "{error}");
     // The peer learns why.
     let mut alert = Vec::new();
     let _ = sock.read_to_end(&mut alert);
     let mut alert = &alert[..];
     client.read_tls(&mut alert).unwrap();
+    let received = client.process_new_packets().unwrap_err();
+    (got, second, received)
+}
+
+/// A record changed on the wire is refused: our record layer fails the read with a decryption
+/// error and tells the peer why (a bad_record_mac alert), and nothing of it reaches the reader.
+#[test]
+fn a_tampered_record_is_refused_with_bad_record_mac() {
+    // Flip a bit in the ciphertext, after the 5-byte record header.
+    let (got, error, alert) = send_mangled_record(|wire| wire[7] ^= 0x01);
+    assert_eq!(got, "intact\n", "nothing of the changed record is read");
+    assert!(error.contains("decrypt"), "{error}");
     assert_eq!(
-        client.process_new_packets().unwrap_err(),
+        alert,
         rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)
     );
+}
+
+/// RFC 8446 5: after the handshake every record is protected (outer type application_data),
+/// at most 2^14 + 256 bytes of ciphertext, and at least a tag and a content type long. Records
+/// that break these are refused with the alert the RFC names, before any decryption.
+#[test]
+fn malformed_records_are_refused_with_the_alert_rfc_8446_names() {
+    use rustls::AlertDescription as Alert;
+    let cases: [(&str, fn(&mut Vec<u8>), Alert); 3] = [
+        (
+            "a plaintext alert record",
+            |wire| wire[0] = 21,
+            Alert::UnexpectedMessage,
+        ),
+        (
+            "a record longer than 2^14 + 256",
+            |wire| {
+                let len: u16 = 16 * 1024 + 257;
+                wire[3..5].copy_from_slice(&len.to_be_bytes());
+            },
+            Alert::RecordOverflow,
+        ),
+        (
+            "a record shorter than its tag",
+            |wire| {
+                wire[3..5].copy_from_slice(&4u16.to_be_bytes());
+                wire.truncate(9);
+            },
+            Alert::DecodeError,
+        ),
+    ];
+    for (what, mangle, expected) in cases {
+        let (got, error, alert) = send_mangled_record(mangle);
+        assert_eq!(got, "intact\n", "{what}: nothing of it is read");
+        assert_ne!(error, "end of stream", "{what}: the read fails");
+        assert_eq!(alert, rustls::Error::AlertReceived(expected), "{what}");
+    }
 }
