@@ -633,7 +633,8 @@ fn a_tampered_record_is_refused_with_bad_record_mac() {
 #[test]
 fn malformed_records_are_refused_with_the_alert_rfc_8446_names() {
     use rustls::AlertDescription as Alert;
-    let cases: [(&str, fn(&mut Vec<u8>), Alert); 3] = [
+    type Mangle = fn(&mut Vec<u8>);
+    let cases: [(&str, Mangle, Alert); 3] = [
         (
             "a plaintext alert record",
             |wire| wire[0] = 21,
