@@ -40,6 +40,9 @@ const HEADER: usize = 5;
 const TAG: usize = 16;
 /// Most ciphertext bytes in one record (RFC 8446 5.2: 2^14 + 256).
 const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
+/// Most bytes of answers (KeyUpdates) waiting to be sent before a peer that keeps asking for
+/// more is cut off.
+const MAX_QUEUED: usize = 16 * 1024;
 /// What one record adds to its plaintext when we send it: header, content type, tag.
 pub(super) const OVERHEAD: usize = HEADER + 1 + TAG;
 
@@ -350,6 +353,11 @@ impl Tls13Records {
                     let secrets = self.kernel.update_rx()?;
                     self.rx = Direction::new(0, secrets)?;
                     if requested {
+                        // Answers wait in `queued` until we next write: a peer that keeps
+                        // asking while we send nothing would grow it without end.
+                        if queued.len() > MAX_QUEUED {
+                            return Err(self.fail(queued, AlertDescription::UnexpectedMessage));
+                        }
                         self.update_tx(queued)?;
                     }
                 }
