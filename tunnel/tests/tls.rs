@@ -664,3 +664,43 @@ fn malformed_records_are_refused_with_the_alert_rfc_8446_names() {
         assert_eq!(alert, rustls::Error::AlertReceived(expected), "{what}");
     }
 }
+
+/// A peer that keeps asking for key updates while we write nothing (the tunnel's reader
+/// answers through the writer, at its next write) is cut off instead of growing the queue of
+/// answers without end.
+#[test]
+fn endless_key_update_requests_while_we_send_nothing_are_cut_off() {
+    let pki = pki();
+    let (port, server) = serve_one_tls(&pki, |stream| async move {
+        assert!(stream.on_own_record_layer());
+        let (mut reader, _writer) = stream.into_split();
+        let mut got = bytes::BytesMut::new();
+        loop {
+            match reader.read(&mut got).await {
+                Ok(0) => break "end of stream".to_owned(),
+                Ok(_) => continue,
+                Err(e) => break e.to_string(),
+            }
+        }
+    });
+    let name = ServerName::try_from(SERVICE_NAME).unwrap();
+    let mut client = rustls::ClientConnection::new(client_tls(&pki), name).unwrap();
+    let mut sock = StdStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    while client.is_handshaking() {
+        client.complete_io(&mut sock).unwrap();
+    }
+    // Each answer is a 27-byte record; 2,000 requests would queue 54 KB of them.
+    for _ in 0..2000 {
+        client.refresh_traffic_keys().unwrap();
+        if client.write_tls(&mut sock).is_err() {
+            break;
+        }
+    }
+    // Then we go: a server that did not cut us off sees the end of the stream.
+    drop(sock);
+    let ended = server.join().unwrap();
+    assert_ne!(ended, "end of stream", "the reader fails");
+    assert!(ended.contains("UnexpectedMessage"), "{ended}");
+}
