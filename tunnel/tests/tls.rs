@@ -568,6 +568,19 @@ fn a_peer_key_update_mid_connection_is_followed() {
     assert_eq!(server.join().unwrap(), "ping 0\nping 1\nping 2\n");
 }
 
+/// A rustls client (the connector's configuration) on a blocking socket, handshake done.
+fn handshaken_client(pki: &Pki, port: u16) -> (rustls::ClientConnection, StdStream) {
+    let name = ServerName::try_from(SERVICE_NAME).unwrap();
+    let mut client = rustls::ClientConnection::new(client_tls(pki), name).unwrap();
+    let mut sock = StdStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    while client.is_handshaking() {
+        client.complete_io(&mut sock).unwrap();
+    }
+    (client, sock)
+}
+
 /// What happened when a rustls client sent "intact\n" in one record and then a second record
 /// that `mangle` changed on the wire: what the server read, how its next read ended, and the
 /// alert the client received.
@@ -588,14 +601,7 @@ fn send_mangled_record(mangle: impl FnOnce(&mut Vec<u8>)) -> (String, String, ru
         };
         (String::from_utf8(got.to_vec()).unwrap(), second)
     });
-    let name = ServerName::try_from(SERVICE_NAME).unwrap();
-    let mut client = rustls::ClientConnection::new(client_tls(&pki), name).unwrap();
-    let mut sock = StdStream::connect(("127.0.0.1", port)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    while client.is_handshaking() {
-        client.complete_io(&mut sock).unwrap();
-    }
+    let (mut client, mut sock) = handshaken_client(&pki, port);
     client.writer().write_all(b"intact\n").unwrap();
     client.write_tls(&mut sock).unwrap();
     client.writer().write_all(b"changed\n").unwrap();
@@ -683,14 +689,7 @@ fn endless_key_update_requests_while_we_send_nothing_are_cut_off() {
             }
         }
     });
-    let name = ServerName::try_from(SERVICE_NAME).unwrap();
-    let mut client = rustls::ClientConnection::new(client_tls(&pki), name).unwrap();
-    let mut sock = StdStream::connect(("127.0.0.1", port)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    while client.is_handshaking() {
-        client.complete_io(&mut sock).unwrap();
-    }
+    let (mut client, mut sock) = handshaken_client(&pki, port);
     // Each answer is a 27-byte record; 2,000 requests would queue 54 KB of them.
     for _ in 0..2000 {
         client.refresh_traffic_keys().unwrap();
