@@ -326,6 +326,14 @@ impl Core {
         }
     }
 
+    /// While the connection waits idle: drops what can be rebuilt (our record layer's expanded
+    /// keys; rustls keeps its state).
+    fn park(&mut self) {
+        if let Session::Records(records) = &mut self.session {
+            records.park();
+        }
+    }
+
     /// After the handshake: moves a TLS 1.3 connection onto our record layer when the
     /// configuration allows it (`enable_secret_extraction`); anything else stays on rustls.
     fn switch_to_records(&mut self) {
@@ -1047,9 +1055,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> Tl
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(ECANCELED) => {
                 self.release_idle_buffers();
-                if let Session::Records(records) = &mut self.core.session {
-                    records.park();
-                }
+                self.core.park();
                 match deadline.is_some_and(|d| Instant::now() >= d) {
                     true => Err(TlsError::Timeout),
                     false => Ok(false),

@@ -45,6 +45,8 @@ const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 const MAX_QUEUED: usize = 16 * 1024;
 /// What one record adds to its plaintext when we send it: header, content type, tag.
 pub(super) const OVERHEAD: usize = HEADER + 1 + TAG;
+/// The KeyUpdate message we send: update_not_requested (RFC 8446 4.6.3).
+const KEY_UPDATE: [u8; 5] = [24, 0, 0, 1, 0];
 
 /// Whether a connection that negotiated `version` and `suite` can move to [`Tls13Records`].
 pub(super) fn supported(version: Option<ProtocolVersion>, suite: Option<CipherSuite>) -> bool {
@@ -358,7 +360,9 @@ impl Tls13Records {
                         if queued.len() > MAX_QUEUED {
                             return Err(self.fail(queued, AlertDescription::UnexpectedMessage));
                         }
-                        self.update_tx(queued)?;
+                        append_sealed(queued, KEY_UPDATE.len() + OVERHEAD, |out| {
+                            self.update_tx(out)
+                        })?;
                     }
                 }
                 (HandshakeType::NewSessionTicket, Kernel::Client(_)) => {
@@ -374,26 +378,21 @@ impl Tls13Records {
     }
 
     /// Sends KeyUpdate (update_not_requested) under the current key, then switches to the next.
-    fn update_tx(&mut self, out: &mut Vec<u8>) -> Result<(), rustls::Error> {
-        let message = [u8::from(HandshakeType::KeyUpdate), 0, 0, 1, 0];
-        let start = out.len();
-        out.resize(start + message.len() + OVERHEAD, 0);
-        let n = self.seal(ContentType::Handshake, &message, &mut out[start..])?;
-        out.truncate(start + n);
+    /// Returns the bytes written to `out`.
+    fn update_tx(&mut self, out: &mut [u8]) -> Result<usize, rustls::Error> {
+        let n = self.seal(ContentType::Handshake, &KEY_UPDATE, out)?;
         let secrets = self.kernel.update_tx()?;
         self.tx = Direction::new(0, secrets)?;
-        Ok(())
+        Ok(n)
     }
 
     /// Queues a fatal alert for the peer and returns the error it stands for.
     fn fail(&mut self, queued: &mut Vec<u8>, description: AlertDescription) -> rustls::Error {
         let alert = [FATAL, u8::from(description)];
-        let start = queued.len();
-        queued.resize(start + alert.len() + OVERHEAD, 0);
-        match self.seal(ContentType::Alert, &alert, &mut queued[start..]) {
-            Ok(n) => queued.truncate(start + n),
-            Err(_) => queued.truncate(start),
-        }
+        // The error returned says what went wrong; an alert that cannot be sealed is not sent.
+        let _ = append_sealed(queued, alert.len() + OVERHEAD, |out| {
+            self.seal(ContentType::Alert, &alert, out)
+        });
         match description {
             AlertDescription::BadRecordMac => rustls::Error::DecryptError,
             AlertDescription::RecordOverflow => rustls::Error::PeerSentOversizedRecord,
@@ -434,7 +433,10 @@ impl Tls13Records {
     /// Bytes that [`Tls13Records::encrypt`] writes for `plaintext` bytes (a KeyUpdate that
     /// may come first included).
     pub(super) fn sealed_len(plaintext: usize) -> usize {
-        plaintext + plaintext.div_ceil(MAX_PLAINTEXT).max(1) * OVERHEAD + 5 + OVERHEAD
+        plaintext
+            + plaintext.div_ceil(MAX_PLAINTEXT).max(1) * OVERHEAD
+            + KEY_UPDATE.len()
+            + OVERHEAD
     }
 
     /// Encrypts `plaintext` as application data records into `out`; returns the bytes written,
@@ -449,14 +451,9 @@ impl Tls13Records {
             return Ok(Err(needed));
         }
         let mut written = 0;
-        let mut chunks = plaintext.chunks(MAX_PLAINTEXT);
-        // An empty write still sends nothing: there is no record to protect.
-        for chunk in chunks.by_ref() {
+        for chunk in plaintext.chunks(MAX_PLAINTEXT) {
             if self.tx.seq >= self.tx.limit {
-                let mut update = Vec::new();
-                self.update_tx(&mut update)?;
-                out[written..written + update.len()].copy_from_slice(&update);
-                written += update.len();
+                written += self.update_tx(&mut out[written..])?;
             }
             written += self.seal(ContentType::ApplicationData, chunk, &mut out[written..])?;
         }
@@ -467,5 +464,25 @@ impl Tls13Records {
     pub(super) fn close_notify(&mut self, out: &mut [u8]) -> Result<usize, rustls::Error> {
         let alert = [WARNING, u8::from(AlertDescription::CloseNotify)];
         self.seal(ContentType::Alert, &alert, out)
+    }
+}
+
+/// Appends to `queued` what `seal` writes into `room` fresh bytes; nothing on error.
+fn append_sealed<E>(
+    queued: &mut Vec<u8>,
+    room: usize,
+    seal: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+) -> Result<(), E> {
+    let start = queued.len();
+    queued.resize(start + room, 0);
+    match seal(&mut queued[start..]) {
+        Ok(n) => {
+            queued.truncate(start + n);
+            Ok(())
+        }
+        Err(e) => {
+            queued.truncate(start);
+            Err(e)
+        }
     }
 }
