@@ -239,9 +239,7 @@ fn wait_for_port(port: u16) -> anyhow::Result<()> {
 /// The sample internal app: a page that shows the request it received (method, target and
 /// every header), so a user sees what the back end gets through Gatehouse.
 pub(crate) fn app(port: u16) -> anyhow::Result<()> {
-    let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()?;
+    let mut runtime = gatehouse_http1::rt::runtime()?;
     runtime.block_on(async move {
         let listener = monoio::net::TcpListener::bind(("127.0.0.1", port))?;
         loop {

@@ -129,10 +129,7 @@ use rustls::pki_types::pem::PemObject;
 
 /// Runs a future on a fresh single-thread runtime (CLI commands).
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("a monoio runtime");
+    let mut runtime = gatehouse_http1::rt::runtime().expect("a monoio runtime");
     runtime.block_on(future)
 }
 

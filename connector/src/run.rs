@@ -166,10 +166,8 @@ pub fn run(state_dir: &Path) -> Result<(), ConnectorError> {
                 .map_err(|e| ConnectorError::Io("thread".into(), e))?,
         );
     }
-    let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()
-        .map_err(|e| ConnectorError::Io("runtime".into(), e))?;
+    let mut runtime =
+        gatehouse_http1::rt::runtime().map_err(|e| ConnectorError::Io("runtime".into(), e))?;
     runtime.block_on(control_loop(shared.clone(), term));
     shared.stop.store(true, Ordering::Release);
     for handle in handles {
@@ -259,10 +257,7 @@ async fn renew(shared: &Shared) -> Result<(), ConnectorError> {
 /// One connector thread: dials tunnels while service workers lack their share, serves the
 /// streams of the tunnels it holds.
 fn tunnel_thread(shared: Arc<Shared>) {
-    let Ok(mut runtime) = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()
-    else {
+    let Ok(mut runtime) = gatehouse_http1::rt::runtime() else {
         return;
     };
     runtime.block_on(async move {

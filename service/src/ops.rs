@@ -398,10 +398,7 @@ fn now_ms() -> u64 {
 
 /// The admin listener: serves until the service stops.
 pub(crate) fn run_admin(listener: std::net::TcpListener, shared: Arc<Shared>) {
-    let Ok(mut runtime) = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()
-    else {
+    let Ok(mut runtime) = gatehouse_http1::rt::runtime() else {
         return;
     };
     runtime.block_on(async move {

@@ -217,9 +217,7 @@ pub(crate) fn config_document(
 
 /// The worker thread's body: builds the runtime and serves until the service stops.
 pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), ServiceError>>) {
-    let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build();
+    let runtime = gatehouse_http1::rt::runtime();
     let mut runtime = match runtime {
         Ok(r) => r,
         Err(e) => {

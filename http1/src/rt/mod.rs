@@ -9,6 +9,7 @@
 mod client;
 mod conn;
 mod pool;
+mod runtime;
 mod tls;
 mod tls13;
 mod transport;
@@ -16,5 +17,6 @@ mod transport;
 pub use client::{connect, fetch, ClientRequest, ClientResponse};
 pub use conn::{Conn, ConnError};
 pub use pool::{BufferPool, PoolConfig};
+pub use runtime::{runtime, Runtime};
 pub use tls::{Readiness, TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS};
 pub use transport::Transport;
