@@ -5,6 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use gatehouse_http1::rt::crypto_provider;
 use gatehouse_tunnel::rt::{pem_certs, pem_key, pem_roots};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -13,10 +14,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::ConnectorError;
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// SHA-256 of a DER certificate.
 pub fn sha256(der: &[u8]) -> [u8; 32] {
@@ -31,9 +28,9 @@ pub fn sha256(der: &[u8]) -> [u8; 32] {
 pub fn pinned_ca_config(pin: [u8; 32]) -> Result<Arc<ClientConfig>, ConnectorError> {
     let verifier = Arc::new(Pinned {
         pin: Pin::Ca(pin),
-        provider: provider(),
+        provider: crypto_provider(),
     });
-    let config = ClientConfig::builder_with_provider(provider())
+    let config = ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .dangerous()
@@ -49,7 +46,7 @@ pub fn service_config(
     key_pem: &str,
     alpn: &[u8],
 ) -> Result<Arc<ClientConfig>, ConnectorError> {
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let mut config = ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .with_root_certificates(roots(ca_pem)?)
@@ -68,7 +65,7 @@ pub fn backend_config(
     ca_pem: Option<&str>,
     pin: Option<[u8; 32]>,
 ) -> Result<Arc<ClientConfig>, ConnectorError> {
-    let builder = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?;
     let mut config = match (ca_pem, pin) {
@@ -79,7 +76,7 @@ pub fn backend_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {
                 pin: Pin::Leaf(pin),
-                provider: provider(),
+                provider: crypto_provider(),
             }))
             .with_no_client_auth(),
         (None, None) => {

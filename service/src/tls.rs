@@ -6,8 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use gatehouse_core::api::TUNNEL_ALPN;
+use gatehouse_http1::rt::crypto_provider;
 use gatehouse_tunnel::rt::{pem_certs, pem_key};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -27,7 +27,7 @@ pub struct TunnelTls {
 impl TunnelTls {
     /// Builds both from the listener's certificate chain and key and the connector CA.
     pub fn new(chain_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Self, ServiceError> {
-        let provider = provider();
+        let provider = crypto_provider();
         let mut roots = RootCertStore::empty();
         for cert in certs(ca_pem)? {
             roots.add(cert).map_err(tls_err)?;
@@ -44,6 +44,7 @@ impl TunnelTls {
                 .map_err(tls_err)?;
             // No tickets: a revoked connector can never resume a session from before (TLS-3).
             config.send_tls13_tickets = 0;
+            config.ignore_client_order = true;
             config.alpn_protocols = vec![alpn.to_vec()];
             // After the handshake, TLS 1.3 traffic runs on our record layer, which needs the keys.
             config.enable_secret_extraction = true;
@@ -108,7 +109,7 @@ impl SniResolver {
         chain_pem: &str,
         key_pem: &str,
     ) -> Result<(), ServiceError> {
-        let key = provider()
+        let key = crypto_provider()
             .key_provider
             .load_private_key(key(key_pem)?)
             .map_err(tls_err)?;
@@ -126,12 +127,15 @@ impl SniResolver {
 
     /// The front's server configuration: TLS 1.2 and 1.3, HTTP/1.1.
     pub fn into_config(self) -> Result<Arc<ServerConfig>, ServiceError> {
-        let mut config = ServerConfig::builder_with_provider(provider())
+        let mut config = ServerConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()
             .map_err(tls_err)?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(self));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Our order of cipher suites decides (AES-128-GCM first, see `crypto_provider`):
+        // most clients list AES-256 first.
+        config.ignore_client_order = true;
         // After the handshake, TLS 1.3 traffic runs on our record layer, which needs the keys.
         config.enable_secret_extraction = true;
         Ok(Arc::new(config))
@@ -162,10 +166,6 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 fn tls_err(e: rustls::Error) -> ServiceError {
     ServiceError::Tls(e.to_string())
 }
@@ -176,4 +176,75 @@ fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, ServiceError> {
 
 fn key(pem: &str) -> Result<PrivateKeyDer<'static>, ServiceError> {
     pem_key(pem).map_err(|e| ServiceError::Tls(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::ca::ConnectorCa;
+    use rustls::crypto::ring::cipher_suite;
+    use rustls::{ClientConfig, ClientConnection, Connection, ServerConnection};
+
+    /// Moves the records `from` has to send into `to`; false when there were none.
+    fn deliver(from: &mut Connection, to: &mut Connection) -> bool {
+        let mut wire = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut wire).unwrap();
+        }
+        let mut slice = &wire[..];
+        while !slice.is_empty() {
+            to.read_tls(&mut slice).unwrap();
+        }
+        to.process_new_packets().unwrap();
+        !wire.is_empty()
+    }
+
+    /// Runs a handshake between two in-memory ends.
+    fn handshake(client: &mut Connection, server: &mut Connection) {
+        for _ in 0..10 {
+            let sent = deliver(client, server);
+            if !deliver(server, client) && !sent {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn front_picks_aes_128_even_when_the_client_lists_aes_256_first() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let ca = ConnectorCa::generate("test CA", now).unwrap();
+        let (chain, key) = ca.issue_server_certificate(&["front.test"], now).unwrap();
+        let mut resolver = SniResolver::new();
+        resolver.add(&["front.test".into()], &chain, &key).unwrap();
+        let server_config = resolver.into_config().unwrap();
+
+        // A client that prefers AES-256, like OpenSSL's default order.
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = vec![
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+        ];
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs(&ca.cert_pem()).unwrap() {
+            roots.add(cert).unwrap();
+        }
+        let client_config = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("front.test").unwrap();
+        let mut client: Connection = ClientConnection::new(Arc::new(client_config), name)
+            .unwrap()
+            .into();
+        let mut server: Connection = ServerConnection::new(server_config).unwrap().into();
+        handshake(&mut client, &mut server);
+
+        assert!(!client.is_handshaking() && !server.is_handshaking());
+        let negotiated = server.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(negotiated, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    }
 }

@@ -8,6 +8,7 @@
 
 mod client;
 mod conn;
+mod crypto;
 mod pool;
 mod runtime;
 mod tls;
@@ -16,6 +17,7 @@ mod transport;
 
 pub use client::{connect, fetch, ClientRequest, ClientResponse};
 pub use conn::{Conn, ConnError};
+pub use crypto::crypto_provider;
 pub use pool::{BufferPool, PoolConfig};
 pub use runtime::{runtime, Runtime};
 pub use tls::{Readiness, TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS};

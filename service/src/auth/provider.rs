@@ -210,7 +210,7 @@ fn client_config(provider: &Provider) -> Result<Arc<rustls::ClientConfig>, Strin
     if roots.is_empty() {
         return Err(format!("{} holds no certificate", path.display()));
     }
-    let provider_crypto = Arc::new(rustls::crypto::ring::default_provider());
+    let provider_crypto = gatehouse_http1::rt::crypto_provider();
     let config = rustls::ClientConfig::builder_with_provider(provider_crypto)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

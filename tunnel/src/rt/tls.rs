@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
+use gatehouse_http1::rt::crypto_provider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -37,10 +37,6 @@ impl From<rustls::Error> for TlsConfigError {
     fn from(e: rustls::Error) -> Self {
         TlsConfigError::Tls(e)
     }
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The certificates in a PEM text (at least one).
@@ -77,7 +73,7 @@ pub fn service_tls_config(
     key_pem: &str,
     connector_ca_pem: &str,
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
-    let provider = provider();
+    let provider = crypto_provider();
     let verifier =
         WebPkiClientVerifier::builder_with_provider(pem_roots(connector_ca_pem)?, provider.clone())
             .build()
@@ -87,6 +83,7 @@ pub fn service_tls_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(pem_certs(cert_pem)?, pem_key(key_pem)?)?;
     config.send_tls13_tickets = 0;
+    config.ignore_client_order = true;
     // After the handshake, TLS 1.3 traffic runs on our record layer, which needs the keys.
     config.enable_secret_extraction = true;
     Ok(Arc::new(config))
@@ -99,7 +96,7 @@ pub fn connector_tls_config(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<Arc<ClientConfig>, TlsConfigError> {
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let mut config = ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(pem_roots(service_ca_pem)?)
         .with_client_auth_cert(pem_certs(cert_pem)?, pem_key(key_pem)?)?;
