@@ -262,6 +262,13 @@ fn tunnel_thread(shared: Arc<Shared>) {
     };
     runtime.block_on(async move {
         let ctx = Rc::new(ThreadCtx::new(shared.clone()));
+        // TLS buffers a burst left idle go back to the allocator within seconds.
+        monoio::spawn(async {
+            loop {
+                monoio::time::sleep(Duration::from_millis(200)).await;
+                gatehouse_http1::rt::trim_idle_buffers();
+            }
+        });
         let mut backoff = BACKOFF_FIRST;
         while !shared.stop.load(Ordering::Acquire) {
             let wants = {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use gatehouse_core::hex::encode as hex;
 use gatehouse_core::translate::is_proxy_controlled;
-use gatehouse_http1::rt::{Conn, ConnError, TlsStream};
+use gatehouse_http1::rt::{Conn, ConnError, IdleStack, TlsStream};
 use gatehouse_http1::{
     is_hop_by_hop, parse_request, BodyDecoder, BodyKind, Field, Limits, RequestHead, Status,
     TargetForm, Version, CONTINUE_100,
@@ -117,9 +117,16 @@ pub(crate) struct FrontBuffers {
 }
 
 /// A worker's idle [`FrontBuffers`] (one worker thread: no lock).
-#[derive(Default)]
 pub(crate) struct FrontBufferPool {
-    idle: std::cell::RefCell<Vec<FrontBuffers>>,
+    idle: std::cell::RefCell<IdleStack<FrontBuffers>>,
+}
+
+impl Default for FrontBufferPool {
+    fn default() -> Self {
+        FrontBufferPool {
+            idle: std::cell::RefCell::new(IdleStack::new(Self::KEEP)),
+        }
+    }
 }
 
 impl FrontBufferPool {
@@ -138,10 +145,12 @@ impl FrontBufferPool {
     }
 
     fn give(&self, buffers: FrontBuffers) {
-        let mut idle = self.idle.borrow_mut();
-        if idle.len() < Self::KEEP {
-            idle.push(buffers);
-        }
+        self.idle.borrow_mut().push(buffers);
+    }
+
+    /// Frees half of the buffers that stayed idle since the last call (housekeeping).
+    pub(crate) fn trim(&self) {
+        self.idle.borrow_mut().trim();
     }
 }
 

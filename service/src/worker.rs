@@ -291,6 +291,10 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
             worker.publish();
             worker.expire(unix_now());
             worker.parked.expire(Instant::now());
+            // Buffers a burst left idle go back to the allocator within seconds.
+            worker.read_buffers.trim();
+            worker.front_buffers.trim();
+            gatehouse_http1::rt::trim_idle_buffers();
         }
         // Draining (SIGTERM): take no new client connections, let the requests in flight
         // finish (their connections close after the response), then tell the connectors to

@@ -9,6 +9,7 @@
 mod client;
 mod conn;
 mod crypto;
+mod idle;
 mod pool;
 mod runtime;
 mod tls;
@@ -18,7 +19,8 @@ mod transport;
 pub use client::{connect, fetch, ClientRequest, ClientResponse};
 pub use conn::{Conn, ConnError};
 pub use crypto::crypto_provider;
+pub use idle::IdleStack;
 pub use pool::{BufferPool, PoolConfig};
 pub use runtime::{runtime, Runtime};
-pub use tls::{Readiness, TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS};
+pub use tls::{trim_idle_buffers, Readiness, TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS};
 pub use transport::Transport;

@@ -4,7 +4,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use slab::Slab;
+
+use super::IdleStack;
 
 /// Sizes of a [`BufferPool`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,7 +17,8 @@ pub struct PoolConfig {
     pub preallocate: usize,
     /// Idle buffers kept once they come back; default 256. Under load more can be out at
     /// once than were preallocated; keeping them (up to this many) spares allocating and
-    /// faulting in a fresh buffer for every wait of every connection beyond that.
+    /// faulting in a fresh buffer for every wait of every connection beyond that. What stays
+    /// unused is given back by [`BufferPool::trim`].
     pub keep_idle: usize,
     /// Most buffers out at once; default 65 536. `take` returns `None` beyond it, which is how
     /// the caller learns to shed load instead of growing without bound.
@@ -37,8 +39,7 @@ impl Default for PoolConfig {
 /// A pool of equally sized buffers for one worker thread (`Rc`, not `Arc`: thread-per-core
 /// workers share nothing, so no lock is needed).
 ///
-/// Idle buffers live in a slab, so a returned buffer goes back into the slot it left; the
-/// free-slot list is the slab's own. Cloning the pool clones the handle.
+/// Cloning the pool clones the handle.
 #[derive(Clone, Debug)]
 pub struct BufferPool {
     inner: Rc<RefCell<Inner>>,
@@ -47,25 +48,21 @@ pub struct BufferPool {
 #[derive(Debug)]
 struct Inner {
     config: PoolConfig,
-    idle: Slab<BytesMut>,
-    /// Keys of occupied slots in `idle`, so taking one is O(1).
-    idle_keys: Vec<usize>,
+    idle: IdleStack<BytesMut>,
     leased: usize,
 }
 
 impl BufferPool {
     /// A pool with `config.preallocate` buffers ready.
     pub fn new(config: PoolConfig) -> Self {
-        let mut idle = Slab::with_capacity(config.preallocate);
-        let mut idle_keys = Vec::with_capacity(config.preallocate);
+        let mut idle = IdleStack::new(config.keep_idle.max(config.preallocate).max(1));
         for _ in 0..config.preallocate {
-            idle_keys.push(idle.insert(BytesMut::with_capacity(config.buffer_size)));
+            idle.push(BytesMut::with_capacity(config.buffer_size));
         }
         BufferPool {
             inner: Rc::new(RefCell::new(Inner {
                 config,
                 idle,
-                idle_keys,
                 leased: 0,
             })),
         }
@@ -79,8 +76,8 @@ impl BufferPool {
             return None;
         }
         inner.leased += 1;
-        Some(match inner.idle_keys.pop() {
-            Some(key) => inner.idle.remove(key),
+        Some(match inner.idle.pop() {
+            Some(buf) => buf,
             None => BytesMut::with_capacity(inner.config.buffer_size),
         })
     }
@@ -94,10 +91,15 @@ impl BufferPool {
         let size = inner.config.buffer_size;
         // `try_reclaim` succeeds only if this handle is the sole owner of the allocation, so
         // a pooled buffer never aliases data still in flight elsewhere.
-        if buf.try_reclaim(size) && inner.idle.len() < inner.config.keep_idle.max(1) {
-            let key = inner.idle.insert(buf);
-            inner.idle_keys.push(key);
+        if buf.try_reclaim(size) {
+            inner.idle.push(buf);
         }
+    }
+
+    /// Frees half of the buffers that stayed idle since the last call (see
+    /// [`IdleStack::trim`]). Call it on a timer.
+    pub fn trim(&self) {
+        self.inner.borrow_mut().idle.trim();
     }
 
     /// Buffers currently out.

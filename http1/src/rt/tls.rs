@@ -80,6 +80,8 @@ const MAX_FRAGMENT: usize = 16 * 1024;
 mod pool {
     use std::cell::RefCell;
 
+    use super::super::IdleStack;
+
     /// Capacity of a read buffer: several full records per socket read.
     pub(super) const INCOMING: usize = 64 * 1024;
     /// Capacity of the buffer a connection waits for its peer's next message with: one full
@@ -94,16 +96,19 @@ mod pool {
     pub(super) const OUTGOING_SMALL: usize = 4 * 1024;
     /// Buffers kept per thread and kind; beyond that, returned buffers are freed. Writes in
     /// flight hold their buffer until the kernel took the bytes, so under load hundreds can be
-    /// out at once: small ones are cheap to keep (4 MiB for all), large ones are not.
+    /// out at once: small ones are cheap to keep (4 MiB for all), large ones are not. What
+    /// stays unused is freed by [`super::trim_idle_buffers`].
     const KEEP: usize = 128;
     const KEEP_SMALL: usize = 1024;
     const KEEP_WAIT: usize = 512;
 
+    type Pool = RefCell<IdleStack<Vec<u8>>>;
+
     thread_local! {
-        static INCOMING_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-        static INCOMING_WAIT_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-        static OUTGOING_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-        static OUTGOING_SMALL_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        static INCOMING_POOL: Pool = const { RefCell::new(IdleStack::new(KEEP)) };
+        static INCOMING_WAIT_POOL: Pool = const { RefCell::new(IdleStack::new(KEEP_WAIT)) };
+        static OUTGOING_POOL: Pool = const { RefCell::new(IdleStack::new(KEEP)) };
+        static OUTGOING_SMALL_POOL: Pool = const { RefCell::new(IdleStack::new(KEEP_SMALL)) };
     }
 
     /// An empty read buffer with [`INCOMING`] bytes of capacity.
@@ -121,18 +126,13 @@ mod pool {
     }
 
     pub(super) fn give_incoming(mut buf: Vec<u8>) {
-        let (pool, keep) = match buf.capacity() {
-            INCOMING => (&INCOMING_POOL, KEEP),
-            INCOMING_WAIT => (&INCOMING_WAIT_POOL, KEEP_WAIT),
+        let pool = match buf.capacity() {
+            INCOMING => &INCOMING_POOL,
+            INCOMING_WAIT => &INCOMING_WAIT_POOL,
             _ => return,
         };
         buf.clear();
-        pool.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < keep {
-                p.push(buf);
-            }
-        });
+        pool.with(|p| p.borrow_mut().push(buf));
     }
 
     /// A zeroed write buffer of at least `need` bytes: [`OUTGOING_SMALL`] if that is enough,
@@ -150,17 +150,24 @@ mod pool {
     }
 
     pub(super) fn give_outgoing(buf: Vec<u8>) {
-        let (pool, keep) = match buf.len() {
-            OUTGOING => (&OUTGOING_POOL, KEEP),
-            OUTGOING_SMALL => (&OUTGOING_SMALL_POOL, KEEP_SMALL),
+        let pool = match buf.len() {
+            OUTGOING => &OUTGOING_POOL,
+            OUTGOING_SMALL => &OUTGOING_SMALL_POOL,
             _ => return,
         };
-        pool.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < keep {
-                p.push(buf);
-            }
-        });
+        pool.with(|p| p.borrow_mut().push(buf));
+    }
+
+    /// Frees this thread's buffers that went unused (see [`IdleStack::trim`]).
+    pub(super) fn trim() {
+        for pool in [
+            &INCOMING_POOL,
+            &INCOMING_WAIT_POOL,
+            &OUTGOING_POOL,
+            &OUTGOING_SMALL_POOL,
+        ] {
+            pool.with(|p| p.borrow_mut().trim());
+        }
     }
 
     thread_local! {
@@ -168,6 +175,12 @@ mod pool {
         pub(super) static GATHER: RefCell<Box<[u8; super::MAX_FRAGMENT]>> =
             RefCell::new(Box::new([0; super::MAX_FRAGMENT]));
     }
+}
+
+/// Frees the calling thread's pooled TLS buffers that went unused since the last call: half
+/// of those idle all along (see [`super::IdleStack::trim`]). Call it on a timer.
+pub fn trim_idle_buffers() {
+    pool::trim();
 }
 
 /// Ciphertext waiting to be written, in a pooled buffer (empty `buf`: none held).
