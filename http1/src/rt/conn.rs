@@ -13,6 +13,17 @@ use crate::{
     ResponseHead, Status,
 };
 
+/// Room a head read asks for: heads are small and bounded by the parser's limits.
+const HEAD_READ: usize = 4 * 1024;
+
+/// Capacity a connection keeps between messages after a large body.
+const HEAD_BUFFER: usize = 16 * 1024;
+
+/// Room a body read asks for when the buffer runs out: a 1 MiB body then takes 16 reads and
+/// leaves in 16 pieces (each a tunnel frame, then one write to the client) instead of 64 of
+/// 16 KiB; the kernel's cost is per read and write far more than per byte.
+const BODY_READ: usize = 64 * 1024;
+
 /// Why a connection could not go on.
 #[non_exhaustive]
 #[derive(Debug)]
@@ -229,7 +240,7 @@ impl<S: Transport> Conn<S> {
     /// only if nothing of a next message had arrived.
     async fn fill_head(&mut self, deadline: Option<Instant>) -> Result<(), ConnError> {
         self.scanned = self.buf.len();
-        match self.fill(deadline).await? {
+        match self.fill(deadline, HEAD_READ).await? {
             Filled::Bytes => Ok(()),
             Filled::Eof if self.buf.is_empty() => Err(ConnError::Closed),
             Filled::Eof => Err(ConnError::UnexpectedEof),
@@ -254,12 +265,18 @@ impl<S: Transport> Conn<S> {
                 }
                 BodyEvent::End => {
                     self.consume(consumed);
+                    // A large body leaves the tail of its last read's block (up to
+                    // BODY_READ): swap it for a head-sized buffer rather than keep the block
+                    // while the connection waits, perhaps pooled, for its next message.
+                    if self.buf.is_empty() && self.buf.capacity() > HEAD_BUFFER {
+                        self.buf = BytesMut::with_capacity(HEAD_BUFFER);
+                    }
                     return Ok(None);
                 }
                 BodyEvent::Trailer(_) => self.consume(consumed),
                 BodyEvent::NeedMore => {
                     self.consume(consumed);
-                    match self.fill(deadline).await? {
+                    match self.fill(deadline, BODY_READ).await? {
                         Filled::Bytes => {}
                         Filled::Eof => {
                             decoder.decode_eof().map_err(|_| ConnError::UnexpectedEof)?;
@@ -318,12 +335,13 @@ impl<S: Transport> Conn<S> {
                 || self.buf.len() > self.limits.start_line)
     }
 
-    /// Reads more bytes after the ones buffered, growing the buffer up to the head limits.
-    async fn fill(&mut self, deadline: Option<Instant>) -> Result<Filled, ConnError> {
+    /// Reads more bytes after the ones buffered, with room for at least `room` (when less than
+    /// 1 KiB is left).
+    async fn fill(&mut self, deadline: Option<Instant>, room: usize) -> Result<Filled, ConnError> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             // Reclaims the front if earlier data was consumed, or grows by one read. Heads
             // cannot grow past the parser's limits, and bodies are consumed as they arrive.
-            self.buf.reserve(4096);
+            self.buf.reserve(room);
         }
         let read = self.io.read_into(&mut self.buf);
         let res = match deadline {
