@@ -188,6 +188,23 @@ fn requests_pass_through_with_forwarding_headers_and_nothing_spoofed() {
         "{robots}"
     );
     assert!(robots.contains("text/plain"));
+    // A client that asks to close is told the connection closes (RFC 9112 §9.6): without it,
+    // a keep-alive client sends its next request into a closed connection.
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-D",
+            "-",
+            "-H",
+            "Connection: close",
+            &stack.url(APP_HOST, "/robots.txt"),
+        ],
+    );
+    assert!(
+        text(&out).contains("\r\nConnection: close\r\n"),
+        "{}",
+        text(&out)
+    );
 
     // Unknown host: 404 page from the edge.
     let out = stack.curl(

@@ -560,6 +560,7 @@ fn start(
             "Your address sent more requests than this service takes; try again shortly.",
             &hex(&request_id),
             retry_after,
+            !keep_alive,
         );
         return Start::Local {
             response,
@@ -583,7 +584,7 @@ fn start(
     };
     if path_only == b"/robots.txt" {
         let mut response = Vec::with_capacity(256);
-        pages::robots(&mut response, !head.is_head());
+        pages::robots(&mut response, !head.is_head(), !keep_alive);
         return Start::Local {
             response,
             keep_alive,
@@ -930,6 +931,7 @@ fn forward(
                  shortly.",
                     &hex(&request_id),
                     1,
+                    true,
                 );
                 return Start::Local {
                     response,

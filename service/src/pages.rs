@@ -94,8 +94,9 @@ pub fn retry_page(
     detail: &str,
     request_id: &str,
     retry_after: u64,
+    close: bool,
 ) {
-    error_page(out, status, title, detail, request_id, false);
+    error_page(out, status, title, detail, request_id, close);
     // The head ends with an empty line: put the field in front of it.
     if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
         let field = format!("\r\nRetry-After: {retry_after}");
@@ -162,15 +163,17 @@ fn end_head(out: &mut Vec<u8>, cookies: &[String], close: bool) {
 /// The robots.txt every published host answers with: no crawler indexes a published app.
 pub const ROBOTS_TXT: &[u8] = b"User-agent: *\nDisallow: /";
 
-/// Appends the robots.txt response (body only for GET).
-pub fn robots(out: &mut Vec<u8>, with_body: bool) {
+/// Appends the robots.txt response (body only for GET; `close`: the connection closes after
+/// it, and the response says so).
+pub fn robots(out: &mut Vec<u8>, with_body: bool, close: bool) {
     out.extend_from_slice(
         format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: max-age=3600\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: max-age=3600\r\n",
             ROBOTS_TXT.len()
         )
         .as_bytes(),
     );
+    end_head(out, &[], close);
     if with_body {
         out.extend_from_slice(ROBOTS_TXT);
     }
@@ -221,5 +224,28 @@ mod tests {
         assert!(text.contains("Connection: close\r\n"));
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+
+    #[test]
+    fn answers_on_a_closing_connection_say_so() {
+        for close in [false, true] {
+            let mut robots_txt = Vec::new();
+            robots(&mut robots_txt, true, close);
+            let mut limited = Vec::new();
+            retry_page(&mut limited, 429, "Too many", "Slow down", "abc", 2, close);
+            for out in [robots_txt, limited] {
+                let text = String::from_utf8(out).unwrap();
+                let (head, body) = text.split_once("\r\n\r\n").unwrap();
+                assert_eq!(head.contains("\r\nConnection: close"), close, "{head}");
+                assert!(
+                    head.contains(&format!("Content-Length: {}", body.len())),
+                    "{head}"
+                );
+            }
+        }
+        let mut limited = Vec::new();
+        retry_page(&mut limited, 429, "Too many", "Slow down", "abc", 2, true);
+        let text = String::from_utf8(limited).unwrap();
+        assert!(text.contains("\r\nRetry-After: 2\r\n"), "{text}");
     }
 }
