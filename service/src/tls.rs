@@ -136,6 +136,11 @@ impl SniResolver {
         // Our order of cipher suites decides (AES-128-GCM first, see `crypto_provider`):
         // most clients list AES-256 first.
         config.ignore_client_order = true;
+        // Resumption tickets carry the session sealed under a key only this process holds
+        // (rotated every 6 hours), so any worker resumes any client. The default instead kept
+        // 256 sessions in memory: with more clients than that reconnecting, their sessions
+        // were evicted before use and every reconnect paid a full handshake.
+        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(tls_err)?;
         // After the handshake, TLS 1.3 traffic runs on our record layer, which needs the keys.
         config.enable_secret_extraction = true;
         Ok(Arc::new(config))
@@ -209,8 +214,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn front_picks_aes_128_even_when_the_client_lists_aes_256_first() {
+    /// A front configuration for `front.test` and the CA that issued its certificate.
+    fn front() -> (Arc<ServerConfig>, ConnectorCa) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -219,7 +224,54 @@ mod tests {
         let (chain, key) = ca.issue_server_certificate(&["front.test"], now).unwrap();
         let mut resolver = SniResolver::new();
         resolver.add(&["front.test".into()], &chain, &key).unwrap();
-        let server_config = resolver.into_config().unwrap();
+        (resolver.into_config().unwrap(), ca)
+    }
+
+    /// A client of `front()` that trusts `ca`, with its own session store.
+    fn client_config(
+        provider: rustls::crypto::CryptoProvider,
+        ca: &ConnectorCa,
+    ) -> Arc<ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs(&ca.cert_pem()).unwrap() {
+            roots.add(cert).unwrap();
+        }
+        let config = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// Connects `client` to `server` in memory; returns how the handshake went.
+    fn connect(client: &Arc<ClientConfig>, server: &Arc<ServerConfig>) -> (Connection, Connection) {
+        let name = rustls::pki_types::ServerName::try_from("front.test").unwrap();
+        let mut client: Connection = ClientConnection::new(client.clone(), name).unwrap().into();
+        let mut server: Connection = ServerConnection::new(server.clone()).unwrap().into();
+        handshake(&mut client, &mut server);
+        assert!(!client.is_handshaking() && !server.is_handshaking());
+        (client, server)
+    }
+
+    #[test]
+    fn a_client_resumes_after_hundreds_of_others_connected() {
+        let (server, ca) = front();
+        let returning = client_config(rustls::crypto::ring::default_provider(), &ca);
+        let (first, _) = connect(&returning, &server);
+        assert_eq!(first.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        // More clients than a server-side session cache of 256 holds.
+        for _ in 0..300 {
+            let other = client_config(rustls::crypto::ring::default_provider(), &ca);
+            connect(&other, &server);
+        }
+        let (again, _) = connect(&returning, &server);
+        assert_eq!(again.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    }
+
+    #[test]
+    fn front_picks_aes_128_even_when_the_client_lists_aes_256_first() {
+        let (server_config, ca) = front();
 
         // A client that prefers AES-256, like OpenSSL's default order.
         let mut provider = rustls::crypto::ring::default_provider();
@@ -227,23 +279,7 @@ mod tests {
             cipher_suite::TLS13_AES_256_GCM_SHA384,
             cipher_suite::TLS13_AES_128_GCM_SHA256,
         ];
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in certs(&ca.cert_pem()).unwrap() {
-            roots.add(cert).unwrap();
-        }
-        let client_config = ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from("front.test").unwrap();
-        let mut client: Connection = ClientConnection::new(Arc::new(client_config), name)
-            .unwrap()
-            .into();
-        let mut server: Connection = ServerConnection::new(server_config).unwrap().into();
-        handshake(&mut client, &mut server);
-
-        assert!(!client.is_handshaking() && !server.is_handshaking());
+        let (_, server) = connect(&client_config(provider, &ca), &server_config);
         let negotiated = server.negotiated_cipher_suite().unwrap().suite();
         assert_eq!(negotiated, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
     }
