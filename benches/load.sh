@@ -13,7 +13,8 @@
 #
 # Usage: benches/load.sh [seconds per run, default 10]
 # Subsets (environment): LOAD_SIZES="1k 1m", LOAD_CONNS="64 256",
-# LOAD_TARGETS="direct nginx nginx-nolog gh-pass gh-pre", LOAD_REPEAT=1 (rounds, interleaved),
+# LOAD_TARGETS="direct nginx nginx-nolog gh-pass gh-pre" (also nginx-new and gh-new: a new TLS
+# connection for every request, compared with each other), LOAD_REPEAT=1 (rounds, interleaved),
 # LOAD_SCALING=1 (0 skips the 1-vs-2-worker runs), LOAD_IDLE=0 (N > 0 also measures resident
 # memory per idle keep-alive TLS connection with N connections, nginx proxy and service),
 # LOAD_PERF=1 (records a perf profile of service and connector during each Gatehouse run;
@@ -235,6 +236,12 @@ for size in ${LOAD_SIZES:-1k 1m}; do
         # the difference between the two is what pre-authentication does.
         gh-pass) run gh-pass "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" \
           -H "Host: pass.test" -H "Cookie: $COOKIE" ;;
+        # A new TLS connection for every request (resumed after the first of each client
+        # connection): what a storm of reconnecting clients costs. Not in the default set.
+        nginx-new) run nginx-new "$size" "$conns" "https://127.0.0.1:$PROXY/$size.bin" \
+          -H "Connection: close" ;;
+        gh-new) run gh-new "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" \
+          -H "Host: pass.test" -H "Cookie: $COOKIE" -H "Connection: close" ;;
         gh-pre) run gh-pre "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" \
           -H "Host: pre.test" -H "Cookie: $COOKIE" ;;
       esac
@@ -305,11 +312,14 @@ for line in open(sys.argv[1]):
         order.append(key)
     runs[key].append((float(rps), ms(p50), ms(p99), rate(tr)))
 med = {k: tuple(statistics.median(v[i] for v in runs[k]) for i in range(4)) for k in order}
+def baseline(name):
+    # New-connection runs are compared with nginx under the same load.
+    return "nginx-new" if name.endswith("-new") else "nginx"
 print(f"{'run':11} {'size':4} {'conns':>5} {'req/s':>9} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x p99':>6} {'MB/s':>8} {'x MB/s':>7} {'rounds':>6}")
 for key in order:
     name, size, conns = key
     rps, p50, p99, tr = med[key]
-    base = med.get(("nginx", size, conns))
+    base = med.get((baseline(name), size, conns))
     x = lambda a, i: f"{a / base[i]:.2f}" if base and base[i] else "-"
     print(f"{name:11} {size:4} {conns:>5} {rps:>9.0f} {x(rps, 0):>8} {p50:>8.2f} {p99:>8.2f} {x(p99, 2):>6} "
           f"{tr:>8.1f} {x(tr, 3):>7} {len(runs[key]):>6}")
@@ -317,9 +327,9 @@ print()
 print("chart: x nginx in requests/s (1k) or transfer rate (1m); '|' is nginx (1.00)")
 for key in order:
     name, size, conns = key
-    base = med.get(("nginx", size, conns))
+    base = med.get((baseline(name), size, conns))
     # The scaling runs are unpinned: not comparable with the pinned nginx run.
-    if name == "nginx" or name.startswith("gh-w") or not base:
+    if name == baseline(name) or name.startswith("gh-w") or not base:
         continue
     i = 0 if size == "1k" else 3
     ratio = med[key][i] / base[i]
