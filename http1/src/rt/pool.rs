@@ -91,7 +91,9 @@ impl BufferPool {
         let size = inner.config.buffer_size;
         // `try_reclaim` succeeds only if this handle is the sole owner of the allocation, so
         // a pooled buffer never aliases data still in flight elsewhere.
-        if buf.try_reclaim(size) {
+        // A buffer that grew for a large body (see `Conn`) is not kept: the pool holds
+        // buffers of about its size, not the largest any body needed.
+        if buf.try_reclaim(size) && buf.capacity() <= 2 * size {
             inner.idle.push(buf);
         }
     }
@@ -116,6 +118,22 @@ impl BufferPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_that_grew_is_not_kept() {
+        let pool = BufferPool::new(PoolConfig {
+            buffer_size: 1024,
+            preallocate: 0,
+            keep_idle: 4,
+            max_leased: 4,
+        });
+        let mut grown = pool.take().unwrap();
+        grown.reserve(64 * 1024);
+        pool.give(grown);
+        assert_eq!(pool.idle(), 0);
+        pool.give(pool.take().unwrap());
+        assert_eq!(pool.idle(), 1);
+    }
 
     #[test]
     fn buffers_are_reused_and_leases_are_capped() {
