@@ -119,14 +119,23 @@ impl BufferPool {
 mod tests {
     use super::*;
 
+    fn pool(
+        buffer_size: usize,
+        preallocate: usize,
+        keep_idle: usize,
+        max_leased: usize,
+    ) -> BufferPool {
+        BufferPool::new(PoolConfig {
+            buffer_size,
+            preallocate,
+            keep_idle,
+            max_leased,
+        })
+    }
+
     #[test]
     fn a_buffer_that_grew_is_not_kept() {
-        let pool = BufferPool::new(PoolConfig {
-            buffer_size: 1024,
-            preallocate: 0,
-            keep_idle: 4,
-            max_leased: 4,
-        });
+        let pool = pool(1024, 0, 4, 4);
         let mut grown = pool.take().unwrap();
         grown.reserve(64 * 1024);
         pool.give(grown);
@@ -137,12 +146,7 @@ mod tests {
 
     #[test]
     fn buffers_are_reused_and_leases_are_capped() {
-        let pool = BufferPool::new(PoolConfig {
-            buffer_size: 1024,
-            preallocate: 2,
-            keep_idle: 2,
-            max_leased: 3,
-        });
+        let pool = pool(1024, 2, 2, 3);
         let a = pool.take().unwrap();
         let a_ptr = a.as_ptr();
         let b = pool.take().unwrap();
@@ -164,12 +168,7 @@ mod tests {
 
     #[test]
     fn a_buffer_with_live_splits_is_not_pooled() {
-        let pool = BufferPool::new(PoolConfig {
-            buffer_size: 64,
-            preallocate: 1,
-            keep_idle: 1,
-            max_leased: 2,
-        });
+        let pool = pool(64, 1, 1, 2);
         let mut buf = pool.take().unwrap();
         buf.extend_from_slice(b"hello");
         let data = buf.split_to(5).freeze();

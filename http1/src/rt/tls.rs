@@ -79,6 +79,7 @@ const MAX_FRAGMENT: usize = 16 * 1024;
 /// thread-local stack is the whole pool: no lock, no hop between threads.
 mod pool {
     use std::cell::RefCell;
+    use std::thread::LocalKey;
 
     use super::super::IdleStack;
 
@@ -111,18 +112,19 @@ mod pool {
         static OUTGOING_SMALL_POOL: Pool = const { RefCell::new(IdleStack::new(KEEP_SMALL)) };
     }
 
+    /// A buffer from `pool`, or a new one from `make` when it has none.
+    fn take(pool: &'static LocalKey<Pool>, make: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+        pool.with(|p| p.borrow_mut().pop()).unwrap_or_else(make)
+    }
+
     /// An empty read buffer with [`INCOMING`] bytes of capacity.
     pub(super) fn take_incoming() -> Vec<u8> {
-        INCOMING_POOL
-            .with(|p| p.borrow_mut().pop())
-            .unwrap_or_else(|| Vec::with_capacity(INCOMING))
+        take(&INCOMING_POOL, || Vec::with_capacity(INCOMING))
     }
 
     /// An empty read buffer with [`INCOMING_WAIT`] bytes of capacity.
     pub(super) fn take_incoming_wait() -> Vec<u8> {
-        INCOMING_WAIT_POOL
-            .with(|p| p.borrow_mut().pop())
-            .unwrap_or_else(|| Vec::with_capacity(INCOMING_WAIT))
+        take(&INCOMING_WAIT_POOL, || Vec::with_capacity(INCOMING_WAIT))
     }
 
     pub(super) fn give_incoming(mut buf: Vec<u8>) {
@@ -139,14 +141,10 @@ mod pool {
     /// else [`OUTGOING`] (length = capacity, so rustls can encrypt into it as a plain slice
     /// without it being zeroed again).
     pub(super) fn take_outgoing(need: usize) -> Vec<u8> {
-        if need <= OUTGOING_SMALL {
-            return OUTGOING_SMALL_POOL
-                .with(|p| p.borrow_mut().pop())
-                .unwrap_or_else(|| vec![0; OUTGOING_SMALL]);
+        match need <= OUTGOING_SMALL {
+            true => take(&OUTGOING_SMALL_POOL, || vec![0; OUTGOING_SMALL]),
+            false => take(&OUTGOING_POOL, || vec![0; OUTGOING]),
         }
-        OUTGOING_POOL
-            .with(|p| p.borrow_mut().pop())
-            .unwrap_or_else(|| vec![0; OUTGOING])
     }
 
     pub(super) fn give_outgoing(buf: Vec<u8>) {
