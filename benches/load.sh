@@ -11,6 +11,9 @@
 # service, connector) runs on CPU 0, so each proxy gets the same single core and the load
 # generator never steals it. The scaling run leaves the servers unpinned.
 #
+# Each run prints requests/s, p50 / p99 / p99.9 / max latency (the last two from the wrk hook
+# benches/latency.lua) and transfer rate; the summary gives each figure's ratio to nginx.
+#
 # Usage: benches/load.sh [seconds per run, default 10]
 # Subsets (environment): LOAD_SIZES="1k 1m", LOAD_CONNS="64 256",
 # LOAD_TARGETS="direct nginx nginx-nolog gh-pass gh-pre" (also nginx-new and gh-new: a new TLS
@@ -194,18 +197,21 @@ run() {
     perf record -q -F 499 $graph -p "$SERVICE_PID,$CONNECTOR_PID" -o "$perf_data" -- sleep "$DURATION" 2>/dev/null &
     perf_pid=$!
   fi
-  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$@" "$url" 2>&1)
+  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency \
+    -s "$ROOT/benches/latency.lua" "$@" "$url" 2>&1)
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
     echo "  perf profile: $perf_data (perf report -i $perf_data --no-children --sort dso,symbol)"
   fi
-  local rps p50 p99 rate non2xx
+  local rps p50 p99 p999 max rate non2xx
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  p999=$(awk '$1=="tail" {print $3}' <<<"$out")
+  max=$(awk '$1=="tail" {print $5}' <<<"$out")
   rate=$(awk '/^Transfer\/sec:/ {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' <<<"$out")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$rate" "${non2xx:-0}" >> "$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$rate" "${non2xx:-0}" "$p999" >> "$RESULTS"
   local rss=""
   if [[ $name == gh-* ]]; then
     # CPU per request of service + connector: steadier than requests/s on a shared host,
@@ -217,8 +223,8 @@ run() {
     rss=" cpu $(awk -v u="$used" -v r="$requests" -v hz="$hz" 'BEGIN {printf "%.1f", u / hz * 1e6 / r}') us/req;"
     rss+=" rss service $(awk '/VmRSS/ {print $2}' "/proc/$SERVICE_PID/status") KiB, connector $(awk '/VmRSS/ {print $2}' "/proc/$CONNECTOR_PID/status") KiB"
   fi
-  printf '  %-11s %-3s c=%-4s %10s req/s  p50 %-9s p99 %-9s %10s/s  non-2xx %s%s\n' \
-    "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$rate" "${non2xx:-0}" "$rss"
+  printf '  %-11s %-3s c=%-4s %10s req/s  p50 %-9s p99 %-9s p99.9 %-9s max %-9s %10s/s  non-2xx %s%s\n' \
+    "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$p999" "$max" "$rate" "${non2xx:-0}" "$rss"
 }
 
 echo "== load: ${DURATION}s per run; servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
@@ -306,23 +312,23 @@ def rate(t):
 runs = defaultdict(list)
 order = []
 for line in open(sys.argv[1]):
-    name, size, conns, rps, p50, p99, tr, _ = line.rstrip("\n").split("\t")
+    name, size, conns, rps, p50, p99, tr, _, p999 = line.rstrip("\n").split("\t")
     key = (name, size, conns)
     if key not in order:
         order.append(key)
-    runs[key].append((float(rps), ms(p50), ms(p99), rate(tr)))
-med = {k: tuple(statistics.median(v[i] for v in runs[k]) for i in range(4)) for k in order}
+    runs[key].append((float(rps), ms(p50), ms(p99), rate(tr), ms(p999)))
+med = {k: tuple(statistics.median(v[i] for v in runs[k]) for i in range(5)) for k in order}
 def baseline(name):
     # New-connection runs are compared with nginx under the same load.
     return "nginx-new" if name.endswith("-new") else "nginx"
-print(f"{'run':11} {'size':4} {'conns':>5} {'req/s':>9} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x p99':>6} {'MB/s':>8} {'x MB/s':>7} {'rounds':>6}")
+print(f"{'run':11} {'size':4} {'conns':>5} {'req/s':>9} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x p99':>6} {'p99.9 ms':>9} {'MB/s':>8} {'x MB/s':>7} {'rounds':>6}")
 for key in order:
     name, size, conns = key
-    rps, p50, p99, tr = med[key]
+    rps, p50, p99, tr, p999 = med[key]
     base = med.get((baseline(name), size, conns))
     x = lambda a, i: f"{a / base[i]:.2f}" if base and base[i] else "-"
     print(f"{name:11} {size:4} {conns:>5} {rps:>9.0f} {x(rps, 0):>8} {p50:>8.2f} {p99:>8.2f} {x(p99, 2):>6} "
-          f"{tr:>8.1f} {x(tr, 3):>7} {len(runs[key]):>6}")
+          f"{p999:>9.2f} {tr:>8.1f} {x(tr, 3):>7} {len(runs[key]):>6}")
 print()
 print("chart: x nginx in requests/s (1k) or transfer rate (1m); '|' is nginx (1.00)")
 for key in order:
