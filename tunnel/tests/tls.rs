@@ -581,6 +581,60 @@ fn handshaken_client(pki: &Pki, port: u16) -> (rustls::ClientConnection, StdStre
     (client, sock)
 }
 
+/// Several parts written as one sequence reach an independent TLS peer (rustls's buffered
+/// client) intact, in records that are full across the parts' boundaries: every data record
+/// but the last carries 16 KiB, however the parts are cut.
+#[test]
+fn parts_go_out_in_full_records_that_a_rustls_peer_reads_back() {
+    const FULL_RECORD: usize = 16 * 1024 + 1 + 16;
+    let parts: Vec<Vec<u8>> = [9usize, 40_000, 0, 2, 70_000]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|j| (i * 31 + j * 7) as u8).collect())
+        .collect();
+    let expected = parts.concat();
+    let sent = parts.clone();
+    let pki = pki();
+    let (port, server) = serve_one_tls(&pki, |mut stream| async move {
+        assert!(stream.on_own_record_layer());
+        let slices: Vec<&[u8]> = sent.iter().map(|p| &p[..]).collect();
+        stream.write_all_parts(&slices).await.unwrap();
+        stream.close().await.unwrap();
+    });
+    let (mut client, mut sock) = handshaken_client(&pki, port);
+    server.join().unwrap();
+    let mut wire = Vec::new();
+    sock.read_to_end(&mut wire).unwrap();
+    // Record lengths on the wire; session tickets may come first, close_notify comes last.
+    let mut lengths = Vec::new();
+    let mut at = 0;
+    while at + 5 <= wire.len() {
+        let len = usize::from(u16::from_be_bytes([wire[at + 3], wire[at + 4]]));
+        lengths.push(len);
+        at += 5 + len;
+    }
+    assert_eq!(at, wire.len(), "whole records");
+    let data_records = expected.len().div_ceil(16 * 1024);
+    let data = &lengths[lengths.len() - 1 - data_records..lengths.len() - 1];
+    assert!(
+        data[..data_records - 1].iter().all(|&n| n == FULL_RECORD),
+        "{data:?}"
+    );
+    assert_eq!(
+        data[data_records - 1],
+        expected.len() - (data_records - 1) * 16 * 1024 + 17
+    );
+    let mut wire = &wire[..];
+    let mut got = Vec::new();
+    while !wire.is_empty() {
+        client.read_tls(&mut wire).unwrap();
+        client.process_new_packets().unwrap();
+        let _ = client.reader().read_to_end(&mut got);
+    }
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "the parts, joined");
+}
+
 /// What happened when a rustls client sent "intact\n" in one record and then a second record
 /// that `mangle` changed on the wire: what the server read, how its next read ended, and the
 /// alert the client received.

@@ -456,7 +456,7 @@ impl Core {
                     encrypt_parts(w, parts, out)
                 })
             }
-            Session::Records(r) => encrypt_parts(&mut **r, parts, out),
+            Session::Records(r) => encrypt_records(r, parts, out),
             Session::Gone => Err(rustls::Error::HandshakeNotComplete.into()),
         };
         if let Err(TlsError::Tls(e)) = &result {
@@ -687,7 +687,7 @@ impl<Data> RecordWriter for WriteTraffic<'_, Data> {
 
 impl RecordWriter for Tls13Records {
     fn encrypt(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, WriteError> {
-        match Tls13Records::encrypt(self, plaintext, out) {
+        match Tls13Records::encrypt(self, &[plaintext], out) {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(needed)) => Err(WriteError::Room(needed)),
             Err(e) => Err(WriteError::Failed(TlsError::Tls(e))),
@@ -702,9 +702,31 @@ impl RecordWriter for Tls13Records {
     }
 }
 
-/// Encrypts `parts` as one byte sequence: records are filled across the parts (a frame
-/// header and its payload share a record). A run of full records inside one part is
-/// encrypted from where it lies; a record that spans parts is gathered first.
+/// Encrypts `parts` as one byte sequence on our record layer, which gathers each record
+/// from the parts straight into `out`.
+fn encrypt_records(
+    records: &mut Tls13Records,
+    parts: &[&[u8]],
+    out: &mut Outgoing,
+) -> Result<(), TlsError> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut need = Tls13Records::sealed_len(total);
+    loop {
+        match records.encrypt(parts, out.spare(need)) {
+            Ok(Ok(n)) => {
+                out.filled += n;
+                return Ok(());
+            }
+            Ok(Err(needed)) => need = needed,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Encrypts `parts` as one byte sequence through rustls: records are filled across the
+/// parts (a frame header and its payload share a record). A run of full records inside one
+/// part is encrypted from where it lies; a record that spans parts is gathered first, as
+/// rustls encrypts from one slice.
 fn encrypt_parts(
     write: &mut dyn RecordWriter,
     parts: &[&[u8]],

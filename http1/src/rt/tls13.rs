@@ -408,26 +408,41 @@ impl Tls13Records {
         plaintext: &[u8],
         out: &mut [u8],
     ) -> Result<usize, rustls::Error> {
-        let inner = plaintext.len() + 1;
-        let len = inner + TAG;
+        self.seal_with(kind, plaintext.len(), out, |body| {
+            body.copy_from_slice(plaintext)
+        })
+    }
+
+    /// Like [`Tls13Records::seal`] for `len` bytes of plaintext that `fill` writes into the
+    /// record's body, where they are then encrypted: the plaintext is copied once, from
+    /// wherever it lies straight into its place in the record.
+    fn seal_with(
+        &mut self,
+        kind: ContentType,
+        len: usize,
+        out: &mut [u8],
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<usize, rustls::Error> {
+        let inner = len + 1;
+        let record = inner + TAG;
         let header = [
             u8::from(ContentType::ApplicationData),
             3,
             3,
-            (len >> 8) as u8,
-            len as u8,
+            (record >> 8) as u8,
+            record as u8,
         ];
         out[..HEADER].copy_from_slice(&header);
-        out[HEADER..HEADER + plaintext.len()].copy_from_slice(plaintext);
-        out[HEADER + plaintext.len()] = u8::from(kind);
+        fill(&mut out[HEADER..HEADER + len]);
+        out[HEADER + len] = u8::from(kind);
         let nonce = self.tx.next_nonce()?;
         let tag = self
             .tx
             .key()?
             .seal_in_place_separate_tag(nonce, Aad::from(header), &mut out[HEADER..HEADER + inner])
             .map_err(|_| rustls::Error::EncryptError)?;
-        out[HEADER + inner..HEADER + len].copy_from_slice(tag.as_ref());
-        Ok(HEADER + len)
+        out[HEADER + inner..HEADER + record].copy_from_slice(tag.as_ref());
+        Ok(HEADER + record)
     }
 
     /// Bytes that [`Tls13Records::encrypt`] writes for `plaintext` bytes (a KeyUpdate that
@@ -439,23 +454,38 @@ impl Tls13Records {
             + OVERHEAD
     }
 
-    /// Encrypts `plaintext` as application data records into `out`; returns the bytes written,
-    /// or `Err(needed)` if `out` is smaller than [`Tls13Records::sealed_len`].
+    /// Encrypts `parts`, taken as one byte sequence, as application data records into `out`:
+    /// every record but the last full, each gathered from the parts straight into its place.
+    /// Returns the bytes written, or `Err(needed)` if `out` is smaller than
+    /// [`Tls13Records::sealed_len`] of their total.
     pub(super) fn encrypt(
         &mut self,
-        plaintext: &[u8],
+        parts: &[&[u8]],
         out: &mut [u8],
     ) -> Result<Result<usize, usize>, rustls::Error> {
-        let needed = Self::sealed_len(plaintext.len());
+        let mut remaining: usize = parts.iter().map(|p| p.len()).sum();
+        let needed = Self::sealed_len(remaining);
         if out.len() < needed {
             return Ok(Err(needed));
         }
         let mut written = 0;
-        for chunk in plaintext.chunks(MAX_PLAINTEXT) {
+        let mut source = Gather {
+            parts,
+            index: 0,
+            offset: 0,
+        };
+        while remaining > 0 {
             if self.tx.seq >= self.tx.limit {
                 written += self.update_tx(&mut out[written..])?;
             }
-            written += self.seal(ContentType::ApplicationData, chunk, &mut out[written..])?;
+            let len = remaining.min(MAX_PLAINTEXT);
+            written += self.seal_with(
+                ContentType::ApplicationData,
+                len,
+                &mut out[written..],
+                |body| source.fill(body),
+            )?;
+            remaining -= len;
         }
         Ok(Ok(written))
     }
@@ -464,6 +494,31 @@ impl Tls13Records {
     pub(super) fn close_notify(&mut self, out: &mut [u8]) -> Result<usize, rustls::Error> {
         let alert = [WARNING, u8::from(AlertDescription::CloseNotify)];
         self.seal(ContentType::Alert, &alert, out)
+    }
+}
+
+/// A read position in a sequence of byte slices taken as one.
+struct Gather<'a> {
+    parts: &'a [&'a [u8]],
+    index: usize,
+    offset: usize,
+}
+
+impl Gather<'_> {
+    /// Copies the next `dst.len()` bytes into `dst` (the caller knows that many are left).
+    fn fill(&mut self, dst: &mut [u8]) {
+        let mut filled = 0;
+        while filled < dst.len() {
+            let part = &self.parts[self.index][self.offset..];
+            let n = part.len().min(dst.len() - filled);
+            dst[filled..filled + n].copy_from_slice(&part[..n]);
+            filled += n;
+            self.offset += n;
+            if self.offset == self.parts[self.index].len() {
+                self.index += 1;
+                self.offset = 0;
+            }
+        }
     }
 }
 
