@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::tls13::Tls13Records;
+use super::tls13::{Gather, Tls13Records};
 use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{
@@ -733,13 +733,9 @@ fn encrypt_parts(
     out: &mut Outgoing,
 ) -> Result<(), TlsError> {
     let mut remaining: usize = parts.iter().map(|p| p.len()).sum();
-    let (mut index, mut offset) = (0, 0);
+    let mut source = Gather::new(parts);
     while remaining > 0 {
-        while offset == parts[index].len() {
-            index += 1;
-            offset = 0;
-        }
-        let current = &parts[index][offset..];
+        let current = source.current();
         let record = remaining.min(MAX_FRAGMENT);
         if current.len() >= record {
             // Whole records from this part alone.
@@ -748,24 +744,13 @@ fn encrypt_parts(
                 false => record,
             };
             encrypt_one(write, &current[..take], out)?;
-            offset += take;
+            source.advance(take);
             remaining -= take;
             continue;
         }
         pool::GATHER.with(|gather| {
             let mut gather = gather.borrow_mut();
-            let mut filled = 0;
-            while filled < record {
-                while offset == parts[index].len() {
-                    index += 1;
-                    offset = 0;
-                }
-                let piece = &parts[index][offset..];
-                let n = piece.len().min(record - filled);
-                gather[filled..filled + n].copy_from_slice(&piece[..n]);
-                filled += n;
-                offset += n;
-            }
+            source.fill(&mut gather[..record]);
             encrypt_one(write, &gather[..record], out)
         })?;
         remaining -= record;

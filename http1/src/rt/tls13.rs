@@ -469,11 +469,7 @@ impl Tls13Records {
             return Ok(Err(needed));
         }
         let mut written = 0;
-        let mut source = Gather {
-            parts,
-            index: 0,
-            offset: 0,
-        };
+        let mut source = Gather::new(parts);
         while remaining > 0 {
             if self.tx.seq >= self.tx.limit {
                 written += self.update_tx(&mut out[written..])?;
@@ -498,26 +494,45 @@ impl Tls13Records {
 }
 
 /// A read position in a sequence of byte slices taken as one.
-struct Gather<'a> {
+pub(super) struct Gather<'a> {
     parts: &'a [&'a [u8]],
     index: usize,
     offset: usize,
 }
 
-impl Gather<'_> {
+impl<'a> Gather<'a> {
+    pub(super) fn new(parts: &'a [&'a [u8]]) -> Self {
+        Gather {
+            parts,
+            index: 0,
+            offset: 0,
+        }
+    }
+
+    /// What is left of the part at the read position, past any finished or empty parts (the
+    /// caller knows some bytes are left).
+    pub(super) fn current(&mut self) -> &'a [u8] {
+        while self.offset == self.parts[self.index].len() {
+            self.index += 1;
+            self.offset = 0;
+        }
+        &self.parts[self.index][self.offset..]
+    }
+
+    /// Moves past `n` bytes of [`Gather::current`].
+    pub(super) fn advance(&mut self, n: usize) {
+        self.offset += n;
+    }
+
     /// Copies the next `dst.len()` bytes into `dst` (the caller knows that many are left).
-    fn fill(&mut self, dst: &mut [u8]) {
+    pub(super) fn fill(&mut self, dst: &mut [u8]) {
         let mut filled = 0;
         while filled < dst.len() {
-            let part = &self.parts[self.index][self.offset..];
+            let part = self.current();
             let n = part.len().min(dst.len() - filled);
             dst[filled..filled + n].copy_from_slice(&part[..n]);
             filled += n;
-            self.offset += n;
-            if self.offset == self.parts[self.index].len() {
-                self.index += 1;
-                self.offset = 0;
-            }
+            self.advance(n);
         }
     }
 }
