@@ -7,22 +7,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn echo_app(backend_port: u16) -> AppSpec {
-    AppSpec {
-        name: "echo",
-        external: format!("https://{APP_HOST}/"),
-        internal: format!("http://127.0.0.1:{backend_port}/"),
-        group: "default",
-        extra: String::new(),
-    }
-}
-
 /// A stack with the echo back end and one connector, ready to serve.
 fn ready_stack(name: &str) -> (Stack, Proc, std::path::PathBuf) {
     let dir = temp_dir(&format!("{name}-backend"));
     let log = dir.join("requests.jsonl");
     let (backend, port) = backend(Some(&log));
-    let mut stack = Stack::start(name, &[echo_app(port)], "");
+    let mut stack = Stack::start(name, &[passthrough_app("echo", port)], "");
     stack.add_connector("c1", "default");
     stack.wait_ready(APP_HOST, "/echo/ready");
     (stack, backend, log)
@@ -228,7 +218,7 @@ fn a_parked_keep_alive_connection_is_served_again_and_closed_at_its_deadline() {
     let (backend, port) = backend(None);
     let mut stack = Stack::start(
         "parked",
-        &[echo_app(port)],
+        &[passthrough_app("echo", port)],
         "[limits]\nkeepalive_timeout = \"2s\"\n",
     );
     stack.add_connector("c1", "default");
@@ -440,7 +430,7 @@ fn no_connector_online_names_the_group_and_back_end_errors_are_pages() {
     let (backend, port) = backend(None);
     let dead_port = free_port();
     let apps = [
-        echo_app(port),
+        passthrough_app("echo", port),
         AppSpec {
             name: "lonely",
             external: "https://lonely.test/".into(),
@@ -507,7 +497,7 @@ fn no_connector_online_names_the_group_and_back_end_errors_are_pages() {
 fn two_connectors_one_killed_mid_run() {
     let dir = temp_dir("failover-backend");
     let (_backend, port) = backend(Some(&dir.join("log")));
-    let mut stack = Stack::start("failover", &[echo_app(port)], "");
+    let mut stack = Stack::start("failover", &[passthrough_app("echo", port)], "");
     stack.add_connector("c1", "default");
     stack.add_connector("c2", "default");
     stack.wait_ready(APP_HOST, "/echo/ready");
@@ -663,7 +653,7 @@ fn certificate_renewal_keeps_traffic_flowing() {
     let (backend, port) = backend(None);
     let mut stack = Stack::start(
         "renewal",
-        &[echo_app(port)],
+        &[passthrough_app("echo", port)],
         "[connectors]\nrenewal_age = \"3s\"\n",
     );
     stack.add_connector("c1", "default");
@@ -985,7 +975,7 @@ fn long_streams_are_governed_by_idle_timers_not_a_total_limit() {
     let (backend, port) = backend(None);
     let apps = [AppSpec {
         extra: "response_timeout = \"1s\"\nidle_timeout = \"1s\"".into(),
-        ..echo_app(port)
+        ..passthrough_app("echo", port)
     }];
     let mut stack = Stack::start("idle", &apps, "");
     stack.add_connector("c1", "default");
@@ -1056,7 +1046,7 @@ fn shielding_rate_limits_and_slow_clients() {
     let (backend, port) = backend(None);
     let apps = [AppSpec {
         extra: "max_concurrent = 4".into(),
-        ..echo_app(port)
+        ..passthrough_app("echo", port)
     }];
     let mut stack = Stack::start(
         "shield",
@@ -1172,7 +1162,7 @@ time.sleep(6)
 fn sigterm_drains_the_service_and_a_connector() {
     let (stack_parts, _backend, _log) = {
         let (backend, port) = backend(None);
-        let mut stack = Stack::start("drain", &[echo_app(port)], "");
+        let mut stack = Stack::start("drain", &[passthrough_app("echo", port)], "");
         stack.add_connector("c1", "default");
         stack.wait_ready(APP_HOST, "/echo/ready");
         (stack, backend, ())

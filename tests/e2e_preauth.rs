@@ -602,6 +602,87 @@ fn token_cookie_state_and_redirect_attacks_are_refused() {
     assert!(seen.contains("allowed-bearer"), "{seen}");
 }
 
+/// With its own certificate configured (self-signed here, as an operator's private one may
+/// be), the service still reaches its built-in provider through its front: it trusts the
+/// certificates it serves, not only the CA of its development certificate.
+#[test]
+fn dev_provider_signs_in_behind_a_configured_front_certificate() {
+    let files = temp_dir("own-cert-files");
+    let (cert, key) = (files.join("front.pem"), files.join("front.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=own.test", "-addext"])
+        .arg("subjectAltName=DNS:own.test,DNS:app.test,DNS:localhost")
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut hashing = gatehouse()
+        .args(["dev-idp", "hash", "--iterations", "1000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    hashing
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"own-pw\n")
+        .unwrap();
+    let hash = text(&hashing.wait_with_output().unwrap()).trim().to_owned();
+    let (backend, port) = backend(None);
+    let mut stack = Stack::start(
+        "own-cert",
+        &[
+            passthrough_app("app", port),
+            preauth_app("own", port, "dev", ""),
+        ],
+        &format!(
+            "[[certificates]]\nhosts = [\"own.test\", \"app.test\", \"localhost\"]\n\
+             cert = \"{}\"\nkey = \"{}\"\n[dev_idp]\n[[dev_idp.users]]\nusername = \"own\"\n\
+             password_hash = \"{hash}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    // Clients see the configured certificate: they trust it and nothing else.
+    stack.front_root = Some(cert.clone());
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+    let report = oidc::scripted_login(
+        &stack,
+        &["own.test", "localhost"],
+        &stack.url("own.test", "/echo/signed-in"),
+        "own",
+        "own-pw",
+        None,
+    );
+    assert_eq!(report["status"], 200, "{report}");
+    assert!(
+        report["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/echo/signed-in"),
+        "{report}"
+    );
+    drop(backend);
+}
+
 #[test]
 fn demo_command_runs_the_whole_product_with_sign_in() {
     let dir = temp_dir("demo");
@@ -690,13 +771,7 @@ fn admin_listener_health_metrics_events_and_status_page() {
     let mut stack = Stack::start(
         "admin",
         &[
-            AppSpec {
-                name: "app",
-                external: format!("https://{APP_HOST}/"),
-                internal: format!("http://127.0.0.1:{port}/"),
-                group: "default",
-                extra: String::new(),
-            },
+            passthrough_app("app", port),
             preauth_app("guarded", port, "dev", ""),
         ],
         &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n[dev_idp]\n"),

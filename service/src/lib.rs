@@ -113,6 +113,9 @@ pub(crate) struct Shared {
     pub(crate) assertion_issuer: String,
     /// The development provider, when `[dev_idp]` is configured.
     pub(crate) dev_idp: Option<devidp::DevIdp>,
+    /// What the service trusts when it calls its own development provider through the front:
+    /// the certificates the front serves (see [`dev_idp_roots`]).
+    dev_idp_roots: PathBuf,
     /// What each worker publishes for the admin listener (one per worker, by id).
     pub(crate) ops: Arc<Vec<ops::Published>>,
     /// Where event lines are written.
@@ -146,7 +149,7 @@ impl Shared {
                 client_id: idp.client_id().to_owned(),
                 client_secret: idp.client_secret().to_owned(),
                 client_auth: config::ClientAuth::Basic,
-                ca_file: Some(self.state.path().join("ca.pem")),
+                ca_file: Some(self.dev_idp_roots.clone()),
                 scopes: ["openid", "profile", "email", "groups"]
                     .map(String::from)
                     .to_vec(),
@@ -220,6 +223,7 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         .load_or_create_ca(now)?
         .with_validity_secs(config.certificate_validity.as_secs());
     let front_tls = front_tls_config(&config, &ca, now)?;
+    let dev_idp_roots = dev_idp_roots(&config, &state)?;
     let (chain, key) = ca
         .issue_server_certificate(&[config.public_name.as_str(), "localhost"], now)
         .map_err(|e| ServiceError::Ca(e.to_string()))?;
@@ -316,6 +320,7 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
             signer,
             assertion_issuer: origin.clone(),
             dev_idp,
+            dev_idp_roots,
             ops: published,
             events,
         }
@@ -445,6 +450,30 @@ fn registry_stamp(state: &StateDir) -> Vec<Option<(u64, SystemTime)>> {
                 .and_then(|m| Some((m.len(), m.modified().ok()?)))
         })
         .collect()
+}
+
+/// The roots the service trusts when it calls its own development provider, which it reaches
+/// through its own front: the CA that issues the development certificate, or, with configured
+/// `[[certificates]]`, every certificate of their chains as well. A self-signed certificate is
+/// then its own root, and a chain with an intermediate is trusted from that intermediate. The
+/// front's certificates are read once at start, so the file is written once at start too.
+fn dev_idp_roots(config: &ServiceConfig, state: &StateDir) -> Result<PathBuf, ServiceError> {
+    let ca = state.path().join("ca.pem");
+    if config.certificates.is_empty() || config.dev_idp.is_none() {
+        return Ok(ca);
+    }
+    let mut pem = std::fs::read_to_string(&ca).map_err(|e| ServiceError::io(&ca, e))?;
+    for entry in &config.certificates {
+        let chain =
+            std::fs::read_to_string(&entry.cert).map_err(|e| ServiceError::io(&entry.cert, e))?;
+        pem.push_str(&chain);
+        if !chain.ends_with('\n') {
+            pem.push('\n');
+        }
+    }
+    let path = state.path().join("dev-idp-roots.pem");
+    std::fs::write(&path, pem).map_err(|e| ServiceError::io(&path, e))?;
+    Ok(path)
 }
 
 /// The front's certificates: the configured ones, or (none configured) one issued by the

@@ -144,6 +144,17 @@ pub struct AppSpec {
     pub extra: String,
 }
 
+/// An app at [`APP_HOST`] in passthrough mode, in the default group.
+pub fn passthrough_app(name: &'static str, backend_port: u16) -> AppSpec {
+    AppSpec {
+        name,
+        external: format!("https://{APP_HOST}/"),
+        internal: format!("http://127.0.0.1:{backend_port}/"),
+        group: "default",
+        extra: String::new(),
+    }
+}
+
 /// Service, state and connectors of one test.
 pub struct Stack {
     pub dir: PathBuf,
@@ -152,6 +163,9 @@ pub struct Stack {
     pub tunnel_port: u16,
     pub service: Option<Proc>,
     pub connectors: Vec<Proc>,
+    /// The root clients trust for the front when it serves a configured certificate (none:
+    /// the service's own CA, which issues its development certificate).
+    pub front_root: Option<PathBuf>,
 }
 
 impl Stack {
@@ -178,6 +192,7 @@ impl Stack {
             tunnel_port,
             service: None,
             connectors: Vec::new(),
+            front_root: None,
         };
         stack.start_service();
         stack
@@ -261,7 +276,9 @@ impl Stack {
 
     /// The CA file clients trust for the front (the service's own CA in development).
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.join("state/ca.pem")
+        self.front_root
+            .clone()
+            .unwrap_or_else(|| self.dir.join("state/ca.pem"))
     }
 
     /// A curl command against the front with `host` resolved to loopback (add arguments,
