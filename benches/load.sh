@@ -2,6 +2,7 @@
 # End-to-end load benchmark on loopback, in one run, side by side:
 #   direct    wrk -> nginx back end (plain HTTP)                       the floor
 #   nginx     wrk -> nginx TLS reverse proxy -> back end               one hop, the peer to beat
+#             (TLS 1.3, AES-128-GCM and the same certificate as the service)
 #   gh-pass   wrk -> Gatehouse service (TLS) -> tunnel -> connector -> back end   passthrough app
 #   gh-pre    the same, preauth app, with a valid session cookie
 # for a 1 KiB and a 1 MiB file, at 64 and 256 connections; then Gatehouse passthrough with one
@@ -17,7 +18,8 @@
 # Usage: benches/load.sh [seconds per run, default 10]
 # Subsets (environment): LOAD_SIZES="1k 1m", LOAD_CONNS="64 256",
 # LOAD_TARGETS="direct nginx nginx-nolog gh-pass gh-pre" (also nginx-new and gh-new: a new TLS
-# connection for every request, compared with each other), LOAD_REPEAT=1 (rounds, interleaved),
+# connection for every request, compared with each other; nginx-tls12: the proxy at nginx
+# 1.22's own TLS defaults), LOAD_REPEAT=1 (rounds, interleaved),
 # LOAD_SCALING=1 (0 skips the 1-vs-2-worker runs), LOAD_IDLE=0 (N > 0 also measures resident
 # memory per idle keep-alive TLS connection with N connections, nginx proxy and service),
 # LOAD_PERF=1 (records a perf profile of service and connector during each Gatehouse run;
@@ -63,17 +65,23 @@ trap cleanup EXIT
 CPUS=$(nproc)
 if [ "$CPUS" -ge 2 ]; then SERVER_CPU=0; CLIENT_CPU=1; else SERVER_CPU=0; CLIENT_CPU=0; fi
 
-BACKEND=18900; PROXY=18901; HTTPS=18902; TUNNEL=18903; PROXY_NOLOG=18904
+BACKEND=18900; PROXY=18901; HTTPS=18902; TUNNEL=18903; PROXY_NOLOG=18904; PROXY_TLS12=18905
 mkdir -p "$WORK/www" "$WORK/tmp"
 head -c 1024 /dev/urandom > "$WORK/www/1k.bin"
 head -c 1048576 /dev/urandom > "$WORK/www/1m.bin"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=proxy.test -keyout "$WORK/proxy.key" -out "$WORK/proxy.pem" 2>/dev/null
+# One certificate for both proxies, so that clients do the same handshake work with each: a
+# self-signed P-256 leaf for every name the runs use (the service's own development
+# certificate would add its CA to the chain).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=proxy.test \
+  -addext "subjectAltName=DNS:proxy.test,DNS:pass.test,DNS:pre.test,DNS:localhost,IP:127.0.0.1" \
+  -addext basicConstraints=critical,CA:FALSE -keyout "$WORK/proxy.key" -out "$WORK/proxy.pem" 2>/dev/null
 
 # One worker each, like the one core they get. The back end logs nothing (it is the same for
 # every run). The proxy logs each request to a buffered access log, as Gatehouse writes a JSON
 # event per request (batched every 200 ms); the same proxy without its log answers on a second
-# port (target nginx-nolog), to show what the log costs.
+# port (target nginx-nolog), to show what the log costs. Both speak TLS 1.3 and prefer
+# AES-128-GCM, as the service does (nginx 1.22's own default is TLS 1.2 at most, and the
+# client's AES-256-GCM); target nginx-tls12, not in the default set, is that default.
 cat > "$WORK/nginx.conf" <<EOF
 daemon off; worker_processes 1; error_log $WORK/error.log; pid $WORK/nginx.pid;
 events { worker_connections 4096; }
@@ -93,6 +101,8 @@ http {
   access_log $WORK/proxy-access.log combined buffer=64k flush=1s; client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp;
   fastcgi_temp_path $WORK/tmp; uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
   keepalive_requests 1000000; keepalive_timeout 600s;
+  ssl_protocols TLSv1.2 TLSv1.3; ssl_prefer_server_ciphers on;
+  ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
   upstream backend { server 127.0.0.1:$BACKEND; keepalive 256; }
   server {
     listen 127.0.0.1:$PROXY ssl; ssl_certificate $WORK/proxy.pem; ssl_certificate_key $WORK/proxy.key;
@@ -102,6 +112,12 @@ http {
   server {
     listen 127.0.0.1:$PROXY_NOLOG ssl; ssl_certificate $WORK/proxy.pem; ssl_certificate_key $WORK/proxy.key;
     access_log off;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_buffering on; }
+  }
+  server {
+    listen 127.0.0.1:$PROXY_TLS12 ssl; ssl_certificate $WORK/proxy.pem; ssl_certificate_key $WORK/proxy.key;
+    ssl_protocols TLSv1 TLSv1.1 TLSv1.2; ssl_prefer_server_ciphers off;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_buffering on; }
   }
@@ -127,6 +143,10 @@ rate = 0
 connections_per_ip = 100000
 # The idle-memory run keeps connections open while it opens the rest.
 keepalive_timeout = "10m"
+[[certificates]]
+hosts = ["127.0.0.1", "pass.test", "pre.test", "localhost"]
+cert = "$WORK/proxy.pem"
+key = "$WORK/proxy.key"
 [listen]
 https = "127.0.0.1:$HTTPS"
 tunnel = "127.0.0.1:$TUNNEL"
@@ -176,7 +196,7 @@ stop_gatehouse() {
 }
 
 session_cookie() {
-  python3 tests/support/oidc/login.py --ca "$WORK/state/ca.pem" \
+  python3 tests/support/oidc/login.py --ca "$WORK/proxy.pem" \
     --resolve "pre.test:$HTTPS:127.0.0.1" --resolve "localhost:$HTTPS:127.0.0.1" \
     --user bench --password bench-pw --url "https://pre.test:$HTTPS/1k.bin" 2>/dev/null \
     | tail -1 | python3 -c 'import json,sys; r=json.load(sys.stdin); print("__Host-gh-session-pre=" + r["cookie_attrs"]["__Host-gh-session-pre"]["value"])'
@@ -238,6 +258,7 @@ for size in ${LOAD_SIZES:-1k 1m}; do
         direct) run direct "$size" "$conns" "http://127.0.0.1:$BACKEND/$size.bin" ;;
         nginx) run nginx "$size" "$conns" "https://127.0.0.1:$PROXY/$size.bin" ;;
         nginx-nolog) run nginx-nolog "$size" "$conns" "https://127.0.0.1:$PROXY_NOLOG/$size.bin" ;;
+        nginx-tls12) run nginx-tls12 "$size" "$conns" "https://127.0.0.1:$PROXY_TLS12/$size.bin" ;;
         # The same request bytes as gh-pre (a browser sends its cookies either way), so
         # the difference between the two is what pre-authentication does.
         gh-pass) run gh-pass "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" \
