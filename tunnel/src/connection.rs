@@ -113,6 +113,9 @@ pub struct Connection {
     /// Streams with data (or an end) to send and credit to send it, in round-robin order.
     ready: VecDeque<StreamId>,
     events: VecDeque<Event>,
+    /// Send queues of removed streams, emptied, for new streams: a stream then allocates
+    /// nothing to queue its body.
+    spare_queues: Vec<VecDeque<Bytes>>,
     send_window: i64,
     /// Body bytes queued on all streams and not sent yet: with the connection's credit it
     /// bounds what a sender holds for one tunnel (not only per stream).
@@ -157,6 +160,9 @@ struct Stream {
     final_response: bool,
 }
 
+/// Emptied send queues kept for new streams; about the streams in flight at once.
+const SPARE_QUEUES: usize = 256;
+
 impl Connection {
     /// A connection for `role`, which sends its HELLO first.
     pub fn new(role: Role, config: TunnelConfig, hello: &Hello, now: Instant) -> Self {
@@ -168,6 +174,7 @@ impl Connection {
             outbox: Vec::with_capacity(4096),
             ready: VecDeque::new(),
             events: VecDeque::new(),
+            spare_queues: Vec::new(),
             send_window: i64::from(config.connection_window),
             pending_total: 0,
             recv_window: config.connection_window,
@@ -720,9 +727,9 @@ impl Connection {
         }
     }
 
-    fn new_stream(&self) -> Stream {
+    fn new_stream(&mut self) -> Stream {
         Stream {
-            pending: VecDeque::new(),
+            pending: self.spare_queues.pop().unwrap_or_default(),
             pending_len: 0,
             end_queued: false,
             end_sent: false,
@@ -777,9 +784,13 @@ impl Connection {
     /// Forgets a stream; credit for bytes the application never consumed goes back to the
     /// connection so one abandoned stream cannot starve the others.
     fn remove_stream(&mut self, id: StreamId) -> Option<()> {
-        let stream = self.streams.remove(&id)?;
+        let mut stream = self.streams.remove(&id)?;
         self.pending_total -= stream.pending_len;
         self.credit_connection(stream.recv_buffered);
+        if stream.pending.capacity() > 0 && self.spare_queues.len() < SPARE_QUEUES {
+            stream.pending.clear();
+            self.spare_queues.push(stream.pending);
+        }
         Some(())
     }
 

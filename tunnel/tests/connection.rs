@@ -1,11 +1,15 @@
 //! The connection state machine, two ends wired together in memory with a fake clock.
 
+mod common;
+
+use common::hello;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use gatehouse_tunnel::frame::{
-    BodyLength, Frame, FrameHeader, FrameType, Hello, OpenParts, ResponseParts, HEADER_LEN,
+    BodyLength, Frame, FrameHeader, FrameType, OpenParts, ResponseParts, HEADER_LEN,
 };
 use gatehouse_tunnel::{
     Code, Connection, ConnectionError, Event, Role, StreamError, StreamId, Transmit, TunnelConfig,
@@ -22,20 +26,6 @@ struct Pair {
     service: End,
     connector: End,
     now: Instant,
-}
-
-fn hello(connector: bool) -> Hello {
-    Hello {
-        version: 0,
-        worker: 0,
-        workers: if connector { 0 } else { 1 },
-        connector_id: if connector {
-            "c-1".into()
-        } else {
-            String::new()
-        },
-        group: if connector { "g".into() } else { String::new() },
-    }
 }
 
 impl Pair {

@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent,
-    Canceller, Splitable,
+    Splitable,
 };
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -81,6 +81,8 @@ mod pool {
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
+    use monoio::io::Canceller;
+
     use super::super::IdleStack;
 
     /// Capacity of a read buffer: several full records per socket read.
@@ -110,6 +112,23 @@ mod pool {
         static INCOMING_WAIT_POOL: Pool = const { RefCell::new(IdleStack::new(KEEP_WAIT)) };
         static OUTGOING_POOL: Pool = const { RefCell::new(IdleStack::new(KEEP)) };
         static OUTGOING_SMALL_POOL: Pool = const { RefCell::new(IdleStack::new(KEEP_SMALL)) };
+        /// A canceller is two allocations (its shared state, then the set of operations it
+        /// can cancel); every wait for a connection's next message needs one.
+        static CANCELLERS: RefCell<IdleStack<Canceller>> =
+            const { RefCell::new(IdleStack::new(KEEP_WAIT)) };
+    }
+
+    /// A canceller with nothing to cancel, from this thread's pool.
+    pub(super) fn take_canceller() -> Canceller {
+        CANCELLERS
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_default()
+    }
+
+    /// Returns a canceller whose operation has ended (completed, or cancelled: then the one
+    /// [`Canceller::cancel`] gave back), so it holds no operation and is not cancelled.
+    pub(super) fn give_canceller(canceller: Canceller) {
+        CANCELLERS.with(|p| p.borrow_mut().push(canceller));
     }
 
     /// A buffer from `pool`, or a new one from `make` when it has none.
@@ -166,6 +185,7 @@ mod pool {
         ] {
             pool.with(|p| p.borrow_mut().trim());
         }
+        CANCELLERS.with(|p| p.borrow_mut().trim());
     }
 
     thread_local! {
@@ -1055,19 +1075,20 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> Tl
         let park_at = Instant::now() + park_after;
         let first = deadline.map_or(park_at, |d| d.min(park_at));
         let timer = std::pin::pin!(monoio::time::sleep_until(first.into()));
-        let (res, buf) = {
-            let canceller = Canceller::new();
+        let canceller = pool::take_canceller();
+        let ((res, buf), canceller) = {
             let read = read_cancelable(&mut self.io, buf, canceller.handle());
             let mut read = std::pin::pin!(read);
             match race(read.as_mut(), timer).await {
-                Some(done) => done,
+                Some(done) => (done, canceller),
                 None => {
                     // A read that completed while being cancelled keeps its bytes.
-                    canceller.cancel();
-                    read.await
+                    let fresh = canceller.cancel();
+                    (read.await, fresh)
                 }
             }
         };
+        pool::give_canceller(canceller);
         self.incoming = buf;
         match res {
             Ok(_) => Ok(true),

@@ -54,6 +54,23 @@ struct Inner {
     hello: RefCell<Option<Hello>>,
     going_away: Cell<bool>,
     closed: Cell<bool>,
+    /// Mailboxes of ended streams, kept for new ones: a stream then costs no allocation
+    /// (the mailbox and its event queue's storage are reused).
+    spare: RefCell<Vec<Rc<Mailbox>>>,
+}
+
+/// Mailboxes kept per tunnel connection for reuse; about the streams in flight at once.
+const SPARE_MAILBOXES: usize = 256;
+
+impl Inner {
+    /// A mailbox for a new stream: a spare one if no task still holds it, else a new one.
+    fn mailbox(&self) -> Rc<Mailbox> {
+        let mut spare = self.spare.borrow_mut();
+        match spare.pop() {
+            Some(mailbox) if Rc::strong_count(&mailbox) == 1 => mailbox,
+            _ => Rc::new(Mailbox::default()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +85,15 @@ struct Mailbox {
 }
 
 impl Mailbox {
+    /// Back to new (queued events dropped, the queue's storage kept).
+    fn reset(&self) {
+        self.events.borrow_mut().clear();
+        self.waker.borrow_mut().take();
+        self.writable.reset();
+        self.finished.set(false);
+        self.end_sent.set(false);
+    }
+
     fn push(&self, event: StreamEvent) {
         if !matches!(event, StreamEvent::Data(_)) {
             // An answer or an end also ends a wait for credit.
@@ -96,6 +122,7 @@ impl Mux {
             hello: RefCell::new(None),
             going_away: Cell::new(false),
             closed: Cell::new(false),
+            spare: RefCell::new(Vec::new()),
         });
         monoio::spawn(dispatch(inner.clone()));
         Mux { inner }
@@ -135,7 +162,7 @@ impl Mux {
     {
         let end = parts.end;
         let id = self.inner.handle.with(|c| c.open(parts))?;
-        let mailbox = Rc::new(Mailbox::default());
+        let mailbox = self.inner.mailbox();
         mailbox.end_sent.set(end);
         self.inner.streams.borrow_mut().insert(id, mailbox.clone());
         Ok(StreamHandle {
@@ -292,12 +319,21 @@ impl StreamHandle {
 
 impl Drop for StreamHandle {
     fn drop(&mut self) {
-        self.mux.streams.borrow_mut().remove(&self.id);
+        let listed = self.mux.streams.borrow_mut().remove(&self.id);
         if !self.mailbox.end_sent.get() {
             // Nobody will finish our side: tell the peer (a no-op for ended streams).
             self.mux.handle.with(|c| c.reset(self.id, Code::CANCEL));
         }
         // Bytes that arrive after this are credited back by the dispatcher.
+        // Held here and by the list only (no task keeps a clone): the next stream may have it,
+        // once this handle's own reference is gone, which `Inner::mailbox` checks again.
+        if let Some(mailbox) = listed.filter(|m| Rc::strong_count(m) == 2) {
+            let mut spare = self.mux.spare.borrow_mut();
+            if spare.len() < SPARE_MAILBOXES {
+                mailbox.reset();
+                spare.push(mailbox);
+            }
+        }
     }
 }
 
@@ -336,7 +372,7 @@ async fn dispatch(inner: Rc<Inner>) {
                 }
             }
             Event::Opened(open) => {
-                let mailbox = Rc::new(Mailbox::default());
+                let mailbox = inner.mailbox();
                 if open.end {
                     mailbox.push(StreamEvent::End);
                 }

@@ -12,6 +12,12 @@ pub(crate) struct Notify {
 }
 
 impl Notify {
+    /// Back to new: no notification kept, nobody waiting.
+    pub(crate) fn reset(&self) {
+        self.notified.set(false);
+        self.waker.borrow_mut().take();
+    }
+
     pub(crate) fn notify(&self) {
         self.notified.set(true);
         if let Some(waker) = self.waker.borrow_mut().take() {
