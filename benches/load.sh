@@ -24,7 +24,9 @@
 # memory per idle keep-alive TLS connection with N connections, nginx proxy and service),
 # LOAD_PERF=1 (records a perf profile of service and connector during each Gatehouse run;
 # LOAD_PERF=dwarf for call graphs through code without frame pointers),
-# LOAD_GH=path (a gatehouse binary to measure instead of building this checkout).
+# LOAD_GH=path (a gatehouse binary to measure instead of building this checkout),
+# LOAD_ALLOCS=1 (counts allocations per request in service and connector, with uprobes on
+# mimalloc's entry points: needs root and perf; slows those runs, so only their counts count).
 # Needs: wrk, nginx, openssl, python3, curl (installed with apt-get when missing), and a
 # release build (`cargo build --release`, done here).
 set -euo pipefail
@@ -202,6 +204,21 @@ session_cookie() {
     | tail -1 | python3 -c 'import json,sys; r=json.load(sys.stdin); print("__Host-gh-session-pre=" + r["cookie_attrs"]["__Host-gh-session-pre"]["value"])'
 }
 
+# LOAD_ALLOCS: count calls into the allocator (mimalloc's entry points, as uprobes) in the
+# service and the connector during each Gatehouse run. The probes slow every allocation, so
+# such a run's speed figures are not comparable with others; its counts are.
+alloc_rate() { # perf stat -x, output file, requests
+  awk -F, -v r="$2" '$3 ~ /^ghalloc:/ {n += $1} END {printf "%.2f", n / r}' "$1"
+}
+if [ -n "${LOAD_ALLOCS:-}" ]; then
+  need perf || apt_install linux-perf
+  perf probe -q -d 'ghalloc:*' 2>/dev/null || true
+  for fn in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned; do
+    perf probe -q -x "$GH" -a "ghalloc:${fn#mi_}=$fn"
+  done
+  trap 'perf probe -q -d "ghalloc:*" 2>/dev/null || true; cleanup' EXIT
+fi
+
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
 # run NAME SIZE CONNECTIONS URL [wrk header args...]
@@ -211,7 +228,14 @@ run() {
   local name=$1 size=$2 conns=$3 url=$4; shift 4
   local out before=0
   [[ $name == gh-* ]] && before=$(( $(ticks "$SERVICE_PID") + $(ticks "$CONNECTOR_PID") ))
-  local perf_data="$WORK/perf-$name-$size-$conns.data" perf_pid=""
+  local perf_data="$WORK/perf-$name-$size-$conns.data" perf_pid="" alloc_pids=()
+  if [[ -n ${LOAD_ALLOCS:-} && $name == gh-* ]]; then
+    local pid
+    for pid in "$SERVICE_PID" "$CONNECTOR_PID"; do
+      perf stat -x, -e 'ghalloc:*' -p "$pid" -o "$WORK/allocs-$pid" -- sleep "$DURATION" 2>/dev/null &
+      alloc_pids+=($!)
+    done
+  fi
   if [[ -n ${LOAD_PERF:-} && $name == gh-* ]]; then
     local graph=-g; [ "$LOAD_PERF" = dwarf ] && graph="--call-graph=dwarf,16384"
     perf record -q -F 499 $graph -p "$SERVICE_PID,$CONNECTOR_PID" -o "$perf_data" -- sleep "$DURATION" 2>/dev/null &
@@ -222,6 +246,12 @@ run() {
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
     echo "  perf profile: $perf_data (perf report -i $perf_data --no-children --sort dso,symbol)"
+  fi
+  local allocs=""
+  if [ ${#alloc_pids[@]} -gt 0 ]; then
+    wait "${alloc_pids[@]}" || true
+    local total; total=$(awk '/requests in/ {print $1}' <<<"$out")
+    allocs=" allocations/req: service $(alloc_rate "$WORK/allocs-$SERVICE_PID" "$total"), connector $(alloc_rate "$WORK/allocs-$CONNECTOR_PID" "$total")"
   fi
   local rps p50 p99 p999 max rate non2xx
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
@@ -243,8 +273,8 @@ run() {
     rss=" cpu $(awk -v u="$used" -v r="$requests" -v hz="$hz" 'BEGIN {printf "%.1f", u / hz * 1e6 / r}') us/req;"
     rss+=" rss service $(awk '/VmRSS/ {print $2}' "/proc/$SERVICE_PID/status") KiB, connector $(awk '/VmRSS/ {print $2}' "/proc/$CONNECTOR_PID/status") KiB"
   fi
-  printf '  %-11s %-3s c=%-4s %10s req/s  p50 %-9s p99 %-9s p99.9 %-9s max %-9s %10s/s  non-2xx %s%s\n' \
-    "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$p999" "$max" "$rate" "${non2xx:-0}" "$rss"
+  printf '  %-11s %-3s c=%-4s %10s req/s  p50 %-9s p99 %-9s p99.9 %-9s max %-9s %10s/s  non-2xx %s%s%s\n' \
+    "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$p999" "$max" "$rate" "${non2xx:-0}" "$rss" "$allocs"
 }
 
 echo "== load: ${DURATION}s per run; servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
