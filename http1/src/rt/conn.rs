@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::recycle::{Recycler, BODY_SPARES, HEAD_SPARES};
 use super::{BufferPool, Transport};
 
 use crate::{
@@ -17,12 +18,12 @@ use crate::{
 const HEAD_READ: usize = 4 * 1024;
 
 /// Capacity a connection keeps between messages after a large body.
-const HEAD_BUFFER: usize = 16 * 1024;
+pub(super) const HEAD_BUFFER: usize = 16 * 1024;
 
 /// Room a body read asks for when the buffer runs out: a 1 MiB body then takes 16 reads and
 /// leaves in 16 pieces (each a tunnel frame, then one write to the client) instead of 64 of
 /// 16 KiB; the kernel's cost is per read and write far more than per byte.
-const BODY_READ: usize = 64 * 1024;
+pub(super) const BODY_READ: usize = 64 * 1024;
 
 /// Why a connection could not go on.
 #[non_exhaustive]
@@ -86,6 +87,42 @@ pub struct Conn<S> {
     /// Where `buf` goes while the connection waits idle, and after how long (see
     /// [`Conn::wait_for_data`]).
     idle: Option<(BufferPool, Duration)>,
+    /// Which spares `buf` returns to when it is replaced while still shared.
+    class: BufferClass,
+}
+
+/// The size class of a connection's read buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BufferClass {
+    /// At least [`HEAD_BUFFER`]: given up to [`HEAD_SPARES`].
+    Head,
+    /// Grown for a body: given up to [`BODY_SPARES`].
+    Body,
+    /// Smaller than either (a caller's own buffer, or none yet): dropped when replaced.
+    Other,
+}
+
+impl BufferClass {
+    fn of(buf: &BytesMut) -> Self {
+        match buf.capacity() >= HEAD_BUFFER {
+            true => BufferClass::Head,
+            false => BufferClass::Other,
+        }
+    }
+
+    /// Runs `f` with this class's spares and the given class's.
+    fn with<R>(self, to: BufferClass, f: impl FnOnce(Option<&Recycler>, &Recycler) -> R) -> R {
+        HEAD_SPARES.with(|heads| {
+            BODY_SPARES.with(|bodies| {
+                let pick = |class| match class {
+                    BufferClass::Head => Some(heads),
+                    BufferClass::Body => Some(bodies),
+                    BufferClass::Other => None,
+                };
+                f(pick(self), pick(to).unwrap_or(heads))
+            })
+        })
+    }
 }
 
 impl<S> fmt::Debug for Conn<S> {
@@ -107,6 +144,7 @@ impl<S: Transport> Conn<S> {
     pub fn new(io: S, buf: BytesMut, limits: Limits) -> Self {
         Conn {
             io,
+            class: BufferClass::of(&buf),
             buf,
             limits,
             scanned: 0,
@@ -162,6 +200,7 @@ impl<S: Transport> Conn<S> {
             Ok(true) => {
                 // Over the pool's cap, the next read grows an empty buffer instead.
                 self.buf = pool.take().unwrap_or_default();
+                self.class = BufferClass::of(&self.buf);
                 Ok(true)
             }
             Ok(false) => Ok(false),
@@ -269,7 +308,10 @@ impl<S: Transport> Conn<S> {
                     // BODY_READ): swap it for a head-sized buffer rather than keep the block
                     // while the connection waits, perhaps pooled, for its next message.
                     if self.buf.is_empty() && self.buf.capacity() > HEAD_BUFFER {
-                        self.buf = BytesMut::with_capacity(HEAD_BUFFER);
+                        let buf = &mut self.buf;
+                        self.class
+                            .with(BufferClass::Head, |home, heads| heads.exchange(buf, home));
+                        self.class = BufferClass::Head;
                     }
                     return Ok(None);
                 }
@@ -341,7 +383,19 @@ impl<S: Transport> Conn<S> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             // Reclaims the front if earlier data was consumed, or grows by one read. Heads
             // cannot grow past the parser's limits, and bodies are consumed as they arrive.
-            self.buf.reserve(room);
+            // Body data still in flight as `Bytes` keeps the buffer: then the unread bytes
+            // move to a spare one.
+            let to = match room >= BODY_READ {
+                true => BufferClass::Body,
+                false => BufferClass::Head,
+            };
+            let buf = &mut self.buf;
+            if self
+                .class
+                .with(to, |home, spares| spares.make_room(buf, room, home))
+            {
+                self.class = to;
+            }
         }
         let read = self.io.read_into(&mut self.buf);
         let res = match deadline {

@@ -196,9 +196,11 @@ mod pool {
 }
 
 /// Frees the calling thread's pooled TLS buffers that went unused since the last call: half
-/// of those idle all along (see [`super::IdleStack::trim`]). Call it on a timer.
+/// of those idle all along (see [`super::IdleStack::trim`]); and half of its free spare read
+/// buffers (see [`super::Recycler::trim`]). Call it on a timer.
 pub fn trim_idle_buffers() {
     pool::trim();
+    super::recycle::trim();
 }
 
 /// Ciphertext waiting to be written, in a pooled buffer (empty `buf`: none held).
