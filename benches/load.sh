@@ -72,8 +72,7 @@ mkdir -p "$WORK/www" "$WORK/tmp"
 head -c 1024 /dev/urandom > "$WORK/www/1k.bin"
 head -c 1048576 /dev/urandom > "$WORK/www/1m.bin"
 # One certificate for both proxies, so that clients do the same handshake work with each: a
-# self-signed P-256 leaf for every name the runs use (the service's own development
-# certificate would add its CA to the chain).
+# self-signed P-256 leaf for every name the runs use.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=proxy.test \
   -addext "subjectAltName=DNS:proxy.test,DNS:pass.test,DNS:pre.test,DNS:localhost,IP:127.0.0.1" \
   -addext basicConstraints=critical,CA:FALSE -keyout "$WORK/proxy.key" -out "$WORK/proxy.pem" 2>/dev/null
