@@ -731,8 +731,11 @@ fn malformed_records_are_refused_with_the_alert_rfc_8446_names() {
 #[test]
 fn endless_key_update_requests_while_we_send_nothing_are_cut_off() {
     let pki = pki();
-    let (port, server) = serve_one_tls(&pki, |stream| async move {
+    let (port, server) = serve_one_tls(&pki, |mut stream| async move {
         assert!(stream.on_own_record_layer());
+        // Our record layer has taken over: only now may the flood start (sent earlier, it
+        // could reach rustls still finishing the handshake, which refuses it itself).
+        stream.write_all(b"ready\n").await.unwrap();
         let (mut reader, _writer) = stream.into_split();
         let mut got = bytes::BytesMut::new();
         loop {
@@ -744,6 +747,11 @@ fn endless_key_update_requests_while_we_send_nothing_are_cut_off() {
         }
     });
     let (mut client, mut sock) = handshaken_client(&pki, port);
+    let mut ready = [0u8; 6];
+    rustls::Stream::new(&mut client, &mut sock)
+        .read_exact(&mut ready)
+        .unwrap();
+    assert_eq!(&ready, b"ready\n");
     // Each answer is a 27-byte record; 2,000 requests would queue 54 KB of them.
     for _ in 0..2000 {
         client.refresh_traffic_keys().unwrap();

@@ -24,5 +24,8 @@ pub use idle::IdleStack;
 pub use pool::{BufferPool, PoolConfig};
 pub use recycle::{with_tunnel_spares, Recycler};
 pub use runtime::{runtime, Runtime};
-pub use tls::{trim_idle_buffers, Readiness, TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS};
+pub use tls::{
+    trim_idle_buffers, Readiness, TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS,
+    READ_PLAINTEXT_MAX,
+};
 pub use transport::Transport;

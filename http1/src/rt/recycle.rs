@@ -115,7 +115,7 @@ thread_local! {
 
 /// Capacity of a tunnel read buffer taken when the one in use is still shared: two full
 /// reads of the TLS reader.
-const TUNNEL_BUFFER: usize = 2 * (64 * 1024 + 1024);
+const TUNNEL_BUFFER: usize = 2 * super::READ_PLAINTEXT_MAX;
 
 /// Runs `f` with this thread's spare tunnel read buffers.
 pub fn with_tunnel_spares<R>(f: impl FnOnce(&Recycler) -> R) -> R {

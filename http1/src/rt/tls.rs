@@ -195,6 +195,11 @@ mod pool {
     }
 }
 
+/// Plaintext one read of a [`TlsReader`] yields at most (but after a rare record larger than
+/// the room left): the ciphertext it reads at once. A caller that leaves this much room before
+/// each read never has its buffer grown by the read.
+pub const READ_PLAINTEXT_MAX: usize = pool::INCOMING;
+
 /// Frees the calling thread's pooled TLS buffers that went unused since the last call: half
 /// of those idle all along (see [`super::IdleStack::trim`]); and half of its free spare read
 /// buffers (see [`super::Recycler::trim`]). Call it on a timer.

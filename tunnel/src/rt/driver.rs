@@ -8,7 +8,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use gatehouse_http1::rt::{with_tunnel_spares, TlsReader, TlsWriter};
+use gatehouse_http1::rt::{with_tunnel_spares, TlsReader, TlsWriter, READ_PLAINTEXT_MAX};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::notify::Notify;
@@ -20,8 +20,6 @@ const FLUSH_AT: usize = 256 * 1024;
 
 /// Plaintext read buffer of a tunnel connection.
 const INBOX: usize = 512 * 1024;
-/// Plaintext one read of the TLS reader can yield at most: its ciphertext buffer's size.
-const READ_ROOM: usize = 64 * 1024 + 1024;
 
 /// The application's side of a running tunnel connection.
 #[derive(Clone, Debug)]
@@ -146,7 +144,7 @@ async fn read_loop<R: AsyncReadRent>(mut reader: TlsReader<R>, shared: Rc<Shared
     let mut inbox = BytesMut::with_capacity(INBOX);
     loop {
         // Room for all a read can decrypt, so the read itself never reallocates.
-        with_tunnel_spares(|spares| spares.make_room(&mut inbox, READ_ROOM, Some(spares)));
+        with_tunnel_spares(|spares| spares.make_room(&mut inbox, READ_PLAINTEXT_MAX, Some(spares)));
         let read = monoio::select! {
             read = reader.read(&mut inbox) => read,
             _ = shared.stop_reader.notified() => return,
