@@ -65,7 +65,11 @@ impl Handlers {
                 }
             }
             None => {
-                monoio::spawn(handler(job, self.ctx.clone(), self.pool.clone()));
+                // A panic ends this handler's request only, not the tunnel's thread.
+                monoio::spawn(gatehouse_http1::rt::contained(
+                    handler(job, self.ctx.clone(), self.pool.clone()),
+                    |message| eprintln!("gatehouse connector: a request task panicked: {message}"),
+                ));
             }
         }
     }

@@ -294,7 +294,12 @@ fn tunnel_thread(shared: Arc<Shared>) {
             };
             match (dialled, kept) {
                 (Ok((mux, hello, generation)), Some(true)) => {
-                    monoio::spawn(serve_tunnel(mux, hello, generation, ctx.clone()));
+                    monoio::spawn(gatehouse_http1::rt::contained(
+                        serve_tunnel(mux, hello, generation, ctx.clone()),
+                        |message| {
+                            eprintln!("gatehouse connector: a tunnel task panicked: {message}")
+                        },
+                    ));
                     backoff = BACKOFF_FIRST;
                 }
                 (Ok((mux, _, _)), _) => {

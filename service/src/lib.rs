@@ -49,6 +49,9 @@ pub enum ServiceError {
     Ca(String),
     /// A TLS configuration could not be built.
     Tls(String),
+    /// A worker or the admin thread ended while the service ran (a panic outside any
+    /// connection's task): the service stops rather than run on without it.
+    ThreadDied(String),
 }
 
 impl ServiceError {
@@ -65,6 +68,9 @@ impl fmt::Display for ServiceError {
             ServiceError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServiceError::Ca(e) => write!(f, "connector CA: {e}"),
             ServiceError::Tls(e) => write!(f, "TLS: {e}"),
+            ServiceError::ThreadDied(name) => {
+                write!(f, "thread {name} ended unexpectedly; stopping")
+            }
         }
     }
 }
@@ -392,6 +398,19 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
     while !term.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(100));
         tick += 1;
+        if let Some(name) = ended_thread(&threads) {
+            // Its connections and tunnels are gone and its share of the listeners' accepts
+            // would go unanswered: exit non-zero so a supervisor restarts the whole service.
+            eprintln!("gatehouse service: thread {name} ended unexpectedly; stopping");
+            shared.stop.store(true, Ordering::Release);
+            for thread in threads {
+                if thread.is_finished() {
+                    let _ = thread.join();
+                }
+            }
+            shared.events.flush(Duration::from_secs(5));
+            return Err(ServiceError::ThreadDied(name));
+        }
         if hup.swap(false, Ordering::AcqRel) {
             match shared.reload() {
                 Ok(()) => eprintln!("gatehouse service: configuration reloaded"),
@@ -420,6 +439,15 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
     // The workers' last events are handed over; write them before the process ends.
     shared.events.flush(Duration::from_secs(5));
     Ok(())
+}
+
+/// The name of the first of `threads` that has ended. Before shutdown none should have: each
+/// runs until the stop flag is set.
+fn ended_thread(threads: &[std::thread::JoinHandle<()>]) -> Option<String> {
+    threads
+        .iter()
+        .find(|t| t.is_finished())
+        .map(|t| t.thread().name().unwrap_or("unnamed").to_owned())
 }
 
 /// Whether `uri` is the callback of a published app that signs in with the development
@@ -511,4 +539,34 @@ fn front_tls_config(
         resolver.add(&entry.hosts, &cert, &String::from_utf8_lossy(&key))?;
     }
     resolver.into_config()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that ends before shutdown (here by a panic outside any contained task) is
+    /// named, so the service can stop with an error instead of running on without it.
+    #[test]
+    fn a_thread_that_ended_is_found_by_name() {
+        let spawn = |name: &str, work: fn()| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(work)
+                .unwrap()
+        };
+        let threads = vec![
+            spawn("gatehouse-worker-0", || {
+                std::thread::sleep(Duration::from_secs(2))
+            }),
+            spawn("gatehouse-worker-1", || panic!("a bug outside any task")),
+        ];
+        let until = std::time::Instant::now() + Duration::from_secs(1);
+        let mut ended = None;
+        while ended.is_none() && std::time::Instant::now() < until {
+            ended = ended_thread(&threads);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(ended.as_deref(), Some("gatehouse-worker-1"));
+    }
 }

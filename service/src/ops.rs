@@ -42,6 +42,8 @@ pub(crate) struct Counters {
     /// (decision, reason) → sign-ins.
     sign_ins: HashMap<(&'static str, String), u64>,
     rate_limited: u64,
+    /// Tasks (client connections, tunnels) ended by a panic that was caught.
+    panics: u64,
     /// group → (tunnels, connectors), as of the last publication.
     tunnels: BTreeMap<String, (usize, usize)>,
 }
@@ -266,6 +268,24 @@ pub(crate) struct RequestRecord<'a> {
 }
 
 #[derive(Serialize)]
+struct PanicEvent<'a> {
+    time: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    task: &'static str,
+    message: &'a str,
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[derive(Serialize)]
 struct RequestEvent<'a> {
     time: &'a str,
     #[serde(rename = "type")]
@@ -351,6 +371,22 @@ impl WorkerOps {
     /// Counts a request turned away by the rate limit.
     pub(crate) fn rate_limited(&self) {
         self.counters.borrow_mut().rate_limited += 1;
+    }
+
+    /// Counts a task that panicked (the panic was contained: only that task ended) and queues
+    /// its event; `task` says what it served.
+    pub(crate) fn task_panicked(&self, task: &'static str, message: &str) {
+        self.counters.borrow_mut().panics += 1;
+        let stamp = now_ms();
+        let mut time = [0u8; 20];
+        let event = PanicEvent {
+            time: rfc3339_into(stamp / 1000, &mut time),
+            kind: "panic",
+            task,
+            // Bounded: a panic message may quote data.
+            message: truncate_at_char(message, 512),
+        };
+        self.queue(&event, stamp);
     }
 
     fn queue<T: Serialize>(&self, event: &T, stamp: u64) {
@@ -536,6 +572,7 @@ fn totals(shared: &Shared) -> Counters {
             *sum.sign_ins.entry(k.clone()).or_default() += v;
         }
         sum.rate_limited += c.rate_limited;
+        sum.panics += c.panics;
         for (group, (tunnels, connectors)) in &c.tunnels {
             let e = sum.tunnels.entry(group.clone()).or_default();
             e.0 += tunnels;
@@ -620,6 +657,11 @@ fn metrics(shared: &Shared) -> String {
     out.push_str("# HELP gatehouse_rate_limited_total Requests answered 429 by the rate limit.\n");
     out.push_str("# TYPE gatehouse_rate_limited_total counter\n");
     let _ = writeln!(out, "gatehouse_rate_limited_total {}", c.rate_limited);
+    out.push_str(
+        "# HELP gatehouse_task_panics_total Connections and tunnels ended by a contained panic.\n",
+    );
+    out.push_str("# TYPE gatehouse_task_panics_total counter\n");
+    let _ = writeln!(out, "gatehouse_task_panics_total {}", c.panics);
     out
 }
 
@@ -770,5 +812,26 @@ mod tests {
         assert_eq!(event["status"], 404);
         assert_eq!(event["decision"], "deny");
         assert_eq!(event["user"], "alice");
+    }
+
+    /// A contained panic is counted for /metrics and queued as a `panic` event whose message
+    /// is bounded (it may quote data).
+    #[test]
+    fn a_contained_panic_is_counted_and_queued_as_an_event() {
+        let ops = WorkerOps::default();
+        let long = "é".repeat(1000);
+        ops.task_panicked("client connection", &long);
+        ops.task_panicked("tunnel", "index out of bounds");
+        assert_eq!(ops.counters.borrow().panics, 2);
+        let pending = ops.pending.borrow();
+        let lines: Vec<serde_json::Value> = pending
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["type"], "panic");
+        assert_eq!(lines[0]["task"], "client connection");
+        assert!(lines[0]["message"].as_str().unwrap().len() <= 512);
+        assert_eq!(lines[1]["message"], "index out of bounds");
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse_core::api::ConnectorConfig;
-use gatehouse_http1::rt::TlsStream;
+use gatehouse_http1::rt::{contained, TlsStream};
 use gatehouse_tunnel::frame::{Config as ConfigFrame, Hello, IdentityCache, IDENTITY_CACHE_MAX};
 use gatehouse_tunnel::rt::Mux;
 use gatehouse_tunnel::{Connection, Event, Role, TunnelConfig, PROTOCOL_VERSION};
@@ -278,12 +278,14 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
             worker.clone(),
             front_connection,
             Some(front_accept.handle()),
+            "client connection",
         ));
         monoio::spawn(accept_loop(
             tunnel_listener,
             worker.clone(),
             tunnel_connection,
             None,
+            "tunnel",
         ));
         while !worker.shared.stop.load(Ordering::Acquire) {
             monoio::time::sleep(HOUSEKEEPING).await;
@@ -317,12 +319,15 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
     });
 }
 
-/// Accepts connections, serving each with `serve` in its own task, until `cancel` fires.
+/// Accepts connections, serving each with `serve` in its own task, until `cancel` fires. A
+/// panic in one connection's task ends that connection only; it is counted and logged as a
+/// `panic` event naming `what` the task served.
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     worker: Rc<Worker>,
     serve: F,
     cancel: Option<monoio::io::CancelHandle>,
+    what: &'static str,
 ) where
     F: Fn(TcpStream, std::net::SocketAddr, Rc<Worker>) -> Fut,
     Fut: std::future::Future<Output = ()> + 'static,
@@ -340,7 +345,14 @@ async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        monoio::spawn(serve(tcp, peer, worker.clone()));
+        let ops = worker.clone();
+        monoio::spawn(contained(
+            serve(tcp, peer, worker.clone()),
+            move |message| {
+                eprintln!("gatehouse service: a {what} task panicked and was closed: {message}");
+                ops.ops.task_panicked(what, message);
+            },
+        ));
     }
 }
 

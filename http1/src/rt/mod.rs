@@ -8,6 +8,7 @@
 
 mod client;
 mod conn;
+mod contain;
 mod crypto;
 mod idle;
 mod pool;
@@ -19,6 +20,7 @@ mod transport;
 
 pub use client::{connect, fetch, ClientRequest, ClientResponse};
 pub use conn::{Conn, ConnError};
+pub use contain::{contained, panic_message};
 pub use crypto::crypto_provider;
 pub use idle::IdleStack;
 pub use pool::{BufferPool, PoolConfig};

@@ -8,7 +8,9 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use gatehouse_http1::rt::{with_tunnel_spares, TlsReader, TlsWriter, READ_PLAINTEXT_MAX};
+use gatehouse_http1::rt::{
+    contained, with_tunnel_spares, TlsReader, TlsWriter, READ_PLAINTEXT_MAX,
+};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::notify::Notify;
@@ -59,9 +61,26 @@ where
         error: RefCell::new(None),
     });
     shared.writer.notify(); // HELLO is queued.
-    monoio::spawn(read_loop(reader, shared.clone()));
-    monoio::spawn(write_loop(writer, shared.clone()));
-    monoio::spawn(timer_loop(shared.clone()));
+
+    // A panic in one of the three ends this tunnel (the others are told), not the thread.
+    let on_panic = |shared: Rc<Shared>| {
+        move |message: &str| {
+            eprintln!("gatehouse tunnel: a connection task panicked: {message}");
+            shared.close(ConnectionError::TransportClosed);
+        }
+    };
+    monoio::spawn(contained(
+        read_loop(reader, shared.clone()),
+        on_panic(shared.clone()),
+    ));
+    monoio::spawn(contained(
+        write_loop(writer, shared.clone()),
+        on_panic(shared.clone()),
+    ));
+    monoio::spawn(contained(
+        timer_loop(shared.clone()),
+        on_panic(shared.clone()),
+    ));
     TunnelHandle { shared }
 }
 
