@@ -38,3 +38,8 @@ fn h1_chunked_corpus() {
 fn h1_differential_corpus() {
     replay("h1_differential", fuzzing::differential);
 }
+
+#[test]
+fn tls13_records_corpus() {
+    replay("tls13_records", fuzzing::tls13_records);
+}

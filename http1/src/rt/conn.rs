@@ -137,6 +137,9 @@ impl<S> fmt::Debug for Conn<S> {
 enum Filled {
     Bytes,
     Eof,
+    /// The end of a TLS stream without close_notify: an end between messages, but never the
+    /// end of a body (a close-delimited body cut short this way is incomplete).
+    Truncated,
 }
 
 impl<S: Transport> Conn<S> {
@@ -281,8 +284,10 @@ impl<S: Transport> Conn<S> {
         self.scanned = self.buf.len();
         match self.fill(deadline, HEAD_READ).await? {
             Filled::Bytes => Ok(()),
-            Filled::Eof if self.buf.is_empty() => Err(ConnError::Closed),
-            Filled::Eof => Err(ConnError::UnexpectedEof),
+            // Many TLS clients close idle keep-alive connections without close_notify: between
+            // messages that loses nothing.
+            Filled::Eof | Filled::Truncated if self.buf.is_empty() => Err(ConnError::Closed),
+            Filled::Eof | Filled::Truncated => Err(ConnError::UnexpectedEof),
         }
     }
 
@@ -324,6 +329,8 @@ impl<S: Transport> Conn<S> {
                             decoder.decode_eof().map_err(|_| ConnError::UnexpectedEof)?;
                             return Ok(None);
                         }
+                        // RFC 8446 6.1: without close_notify the end may be an attacker's.
+                        Filled::Truncated => return Err(ConnError::UnexpectedEof),
                     }
                 }
             }
@@ -409,6 +416,7 @@ impl<S: Transport> Conn<S> {
         match res {
             Ok(0) => Ok(Filled::Eof),
             Ok(_) => Ok(Filled::Bytes),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Filled::Truncated),
             Err(e) => Err(ConnError::Io(e)),
         }
     }

@@ -16,6 +16,10 @@ mod recycle;
 mod runtime;
 mod tls;
 mod tls13;
+#[cfg(any(test, feature = "fuzzing"))]
+mod tls_pair;
+#[cfg(feature = "fuzzing")]
+pub use tls_pair::fuzz_records;
 mod transport;
 
 pub use client::{connect, fetch, ClientRequest, ClientResponse};
@@ -27,7 +31,7 @@ pub use pool::{BufferPool, PoolConfig};
 pub use recycle::{with_tunnel_spares, Recycler};
 pub use runtime::{runtime, Runtime};
 pub use tls::{
-    trim_idle_buffers, Readiness, TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS,
-    READ_PLAINTEXT_MAX,
+    own_record_layer, trim_idle_buffers, Readiness, TlsError, TlsReader, TlsStream, TlsWriter,
+    MAX_PARTS, READ_PLAINTEXT_MAX,
 };
 pub use transport::Transport;

@@ -45,6 +45,13 @@ pub enum TlsError {
     Tls(rustls::Error),
     /// The deadline passed.
     Timeout,
+    /// An earlier read (or write) of this stream was dropped before it finished (a deadline
+    /// fired in the middle of it): bytes it had taken from, or given to, the socket are lost,
+    /// so this direction of the stream cannot go on.
+    Interrupted,
+    /// The peer closed the connection without close_notify (RFC 8446 6.1): what came before
+    /// may be cut short by an attacker, so it is an error, not an end of stream.
+    Truncated,
 }
 
 impl fmt::Display for TlsError {
@@ -54,6 +61,10 @@ impl fmt::Display for TlsError {
             TlsError::Eof => f.write_str("connection closed during the TLS handshake"),
             TlsError::Tls(e) => write!(f, "TLS error: {e}"),
             TlsError::Timeout => f.write_str("TLS handshake timed out"),
+            TlsError::Interrupted => {
+                f.write_str("an earlier operation on this TLS stream was cancelled midway")
+            }
+            TlsError::Truncated => f.write_str("connection closed without TLS close_notify"),
         }
     }
 }
@@ -74,6 +85,14 @@ impl From<rustls::Error> for TlsError {
 
 /// Most plaintext bytes in one TLS record.
 const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// Whether TLS 1.3 traffic may move to our record layer after the handshake: yes unless the
+/// environment says `GATEHOUSE_TLS_RECORDS=rustls`, which keeps every connection of the
+/// process on rustls's own (to compare the two in one benchmark run, or to rule ours out).
+pub fn own_record_layer() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| std::env::var("GATEHOUSE_TLS_RECORDS").as_deref() != Ok("rustls"))
+}
 
 /// Per-thread pools of ciphertext buffers. Thread-per-core workers share nothing, so a
 /// thread-local stack is the whole pool: no lock, no hop between threads.
@@ -212,7 +231,13 @@ pub fn trim_idle_buffers() {
 #[derive(Default)]
 struct Outgoing {
     buf: Vec<u8>,
+    /// Bytes of `buf` that wait to be written; never more than `buf.len()`.
     filled: usize,
+    /// A write was dropped before it finished (or failed): part of a record may have gone out,
+    /// so nothing more can be sent on this stream. The buffer went with the write and `filled`
+    /// was cleared when it started, so no stale count can point into a buffer taken afresh
+    /// from the pool (which holds another connection's old bytes).
+    torn: bool,
 }
 
 impl Outgoing {
@@ -221,10 +246,15 @@ impl Outgoing {
         if self.buf.is_empty() {
             self.buf = pool::take_outgoing(need);
         }
-        if self.buf.len() - self.filled < need {
+        let room = self
+            .buf
+            .len()
+            .checked_sub(self.filled)
+            .expect("filled never exceeds the buffer");
+        if room < need {
             // A small buffer that filled up moves to a large one; larger than a large one (a
             // batch of tunnel frames) grows this one.
-            let wanted = self.filled + need;
+            let wanted = self.filled.saturating_add(need);
             let mut bigger = match wanted <= pool::OUTGOING {
                 true => pool::take_outgoing(wanted),
                 false => vec![0; wanted.max(2 * self.buf.len())],
@@ -247,16 +277,30 @@ impl Outgoing {
         }
     }
 
-    /// Writes the filled bytes.
-    async fn write_to<W: AsyncWriteRent>(&mut self, io: &mut W) -> io::Result<()> {
+    /// Fails if an earlier write was torn (see [`Outgoing::torn`]).
+    fn check_torn(&self) -> Result<(), TlsError> {
+        match self.torn {
+            true => Err(TlsError::Interrupted),
+            false => Ok(()),
+        }
+    }
+
+    /// Writes the filled bytes. Cancel-safe in the sense that matters here: dropped midway, it
+    /// leaves no count behind and marks the stream torn.
+    async fn write_to<W: AsyncWriteRent>(&mut self, io: &mut W) -> Result<(), TlsError> {
+        self.check_torn()?;
         if self.filled == 0 {
             return Ok(());
         }
+        let filled = std::mem::take(&mut self.filled);
         let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = io.write_all(buf.slice(..self.filled)).await;
+        self.torn = true;
+        let (res, slice) = io.write_all(buf.slice(..filled)).await;
         self.buf = slice.into_inner();
-        self.filled = 0;
-        res.map(|_| ())
+        // A failed write may have sent part of a record as well.
+        self.torn = res.is_err();
+        res?;
+        Ok(())
     }
 }
 
@@ -267,6 +311,7 @@ trait Records {
         &'c mut self,
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn handshaking(&self) -> bool;
 }
 
 impl Records for UnbufferedClientConnection {
@@ -276,6 +321,9 @@ impl Records for UnbufferedClientConnection {
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
+    }
+    fn handshaking(&self) -> bool {
+        self.is_handshaking()
     }
 }
 
@@ -287,11 +335,14 @@ impl Records for UnbufferedServerConnection {
     ) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
+    fn handshaking(&self) -> bool {
+        self.is_handshaking()
+    }
 }
 
 /// rustls's connections are boxed: a connection that moves to our record layer after its
 /// handshake then keeps nothing of their 1 KiB inline.
-enum Session {
+pub(super) enum Session {
     Client(Box<UnbufferedClientConnection>),
     Server(Box<UnbufferedServerConnection>),
     /// TLS 1.3 after the handshake, on our own record layer (see [`super::tls13`]).
@@ -303,7 +354,7 @@ enum Session {
 
 /// What [`Core::process`] reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Progress {
+pub(super) enum Progress {
     /// The handshake needs more bytes from the peer.
     Handshaking,
     /// Application traffic: everything complete in the buffer was processed.
@@ -313,27 +364,31 @@ enum Progress {
 }
 
 /// The sans-IO part: one rustls connection plus what its unbuffered API reports only once.
-struct Core {
-    session: Session,
+pub(super) struct Core {
+    pub(super) session: Session,
     /// The configuration allows handing the traffic keys to our record layer.
     extractable: bool,
     /// Handshake messages, alerts and key updates to send, encoded while processing what the
     /// peer sent; writers send them before any application data they encrypt next.
-    queued: Vec<u8>,
+    pub(super) queued: Vec<u8>,
     /// The peer sent close_notify.
     peer_closed: bool,
     /// The error that ended the connection.
     failed: Option<rustls::Error>,
+    /// During the handshake: bytes at the start of the read buffer that rustls has been shown
+    /// (see [`process_records`]).
+    shown: usize,
 }
 
 impl Core {
-    fn new(session: Session, extractable: bool) -> Self {
+    pub(super) fn new(session: Session, extractable: bool) -> Self {
         Core {
             session,
             extractable,
             queued: Vec::new(),
             peer_closed: false,
             failed: None,
+            shown: 0,
         }
     }
 
@@ -346,7 +401,7 @@ impl Core {
         }
     }
 
-    fn is_handshaking(&self) -> bool {
+    pub(super) fn is_handshaking(&self) -> bool {
         self.common().is_some_and(|c| c.is_handshaking())
     }
 
@@ -374,7 +429,7 @@ impl Core {
 
     /// After the handshake: moves a TLS 1.3 connection onto our record layer when the
     /// configuration allows it (`enable_secret_extraction`); anything else stays on rustls.
-    fn switch_to_records(&mut self) {
+    pub(super) fn switch_to_records(&mut self) {
         let Some(common) = self.common() else {
             return;
         };
@@ -410,7 +465,7 @@ impl Core {
 
     /// Processes the complete records in `incoming` and removes them from it: application data
     /// is appended to `plain`, anything to send to `self.queued`.
-    fn process(
+    pub(super) fn process(
         &mut self,
         incoming: &mut Vec<u8>,
         plain: &mut BytesMut,
@@ -421,11 +476,16 @@ impl Core {
             queued,
             peer_closed,
             failed,
+            shown,
             ..
         } = self;
         let result = match session {
-            Session::Client(c) => process_records(&mut **c, incoming, plain, queued, peer_closed),
-            Session::Server(s) => process_records(&mut **s, incoming, plain, queued, peer_closed),
+            Session::Client(c) => {
+                process_records(&mut **c, incoming, plain, queued, peer_closed, shown)
+            }
+            Session::Server(s) => {
+                process_records(&mut **s, incoming, plain, queued, peer_closed, shown)
+            }
             Session::Records(r) => {
                 let before = plain.len();
                 match r.open(incoming, plain, queued) {
@@ -470,6 +530,7 @@ impl Core {
 
     /// Encrypts `parts` as one byte sequence into `out`, after anything queued.
     fn encrypt(&mut self, parts: &[&[u8]], out: &mut Outgoing) -> Result<(), TlsError> {
+        out.check_torn()?;
         self.check_failed()?;
         self.move_queued(out);
         let result = match &mut self.session {
@@ -492,10 +553,12 @@ impl Core {
         result
     }
 
-    /// Encrypts a close_notify alert into `out`.
+    /// Encrypts a close_notify alert into `out`. After a failure, moves the alert that says
+    /// why into `out` instead (to be flushed) and returns the failure.
     fn close_notify(&mut self, out: &mut Outgoing) -> Result<(), TlsError> {
-        self.check_failed()?;
+        out.check_torn()?;
         self.move_queued(out);
+        self.check_failed()?;
         let close = |w: &mut dyn RecordWriter, out: &mut Outgoing| loop {
             match w.close_notify(out.spare(64)) {
                 Ok(n) => {
@@ -516,28 +579,61 @@ impl Core {
         }
     }
 
+    /// Moves what waits to be sent into `out`: handshake records and alerts, and on our record
+    /// layer a KeyUpdate the peer asked for. Writers call it; readers only queue.
     fn move_queued(&mut self, out: &mut Outgoing) {
         if !self.queued.is_empty() {
             out.extend(&self.queued);
             // Handshake-sized: not kept for the life of the connection.
             self.queued = Vec::new();
         }
+        if let (Session::Records(records), None) = (&mut self.session, &self.failed) {
+            if records.key_update_due() {
+                let room = out.spare(super::tls13::KEY_UPDATE_RECORD);
+                match records.answer_key_update(room) {
+                    Ok(n) => out.filled += n,
+                    Err(e) => self.failed = Some(e),
+                }
+            }
+        }
+    }
+
+    /// Whether something waits to be sent (see [`Core::move_queued`]).
+    fn wants_write(&self) -> bool {
+        !self.queued.is_empty()
+            || matches!(&self.session, Session::Records(r) if r.key_update_due())
     }
 }
 
 /// Runs `incoming` through `conn` until it needs more bytes (see [`Core::process`]).
 /// Processed bytes are skipped as rustls reports them and removed once at the end: removing
 /// them after every record would move the rest of a large read again for each record.
+///
+/// During the handshake rustls is shown one more record at a time, only when it asks for
+/// more, so it stops at the record that completes the handshake: what came in the same read
+/// after it (a KeyUpdate, application data) is left for our record layer. rustls would answer
+/// a KeyUpdate inside itself, switching to its next key at once, and the answer it holds is
+/// lost at the move to our layer: we would then write under a key the peer never learnt.
+/// (RFC 8446 5.1: Finished must end its record, as it precedes a key change.) `shown` counts
+/// the bytes at the start of `incoming` rustls has seen, across calls.
 fn process_records<C: Records>(
     conn: &mut C,
     incoming: &mut Vec<u8>,
     plain: &mut BytesMut,
     queued: &mut Vec<u8>,
     peer_closed: &mut bool,
+    shown: &mut usize,
 ) -> Result<Progress, TlsError> {
     let mut done = 0;
+    let mut end = match conn.handshaking() {
+        true => {
+            let from = (*shown).min(incoming.len());
+            next_record_end(incoming, from).unwrap_or(from)
+        }
+        false => incoming.len(),
+    };
     let outcome = loop {
-        let UnbufferedStatus { mut discard, state } = conn.process(&mut incoming[done..]);
+        let UnbufferedStatus { mut discard, state } = conn.process(&mut incoming[done..end]);
         let mut failure = None;
         let reached = match state {
             Err(e) => {
@@ -568,7 +664,14 @@ fn process_records<C: Records>(
                 transmit.done();
                 None
             }
-            Ok(ConnectionState::BlockedHandshake) => Some(Progress::Handshaking),
+            Ok(ConnectionState::BlockedHandshake) => match next_record_end(incoming, end) {
+                // rustls wants more: show it the next record, if a whole one is here.
+                Some(next) => {
+                    end = next;
+                    None
+                }
+                None => Some(Progress::Handshaking),
+            },
             Ok(ConnectionState::WriteTraffic(_)) => Some(Progress::Traffic),
             Ok(ConnectionState::PeerClosed) => {
                 *peer_closed = true;
@@ -594,8 +697,22 @@ fn process_records<C: Records>(
             break Ok(progress);
         }
     };
+    *shown = end - done;
     incoming.drain(..done);
     outcome
+}
+
+/// Where the record that starts at `from` in `buf` ends, if all of it is there. A length
+/// no record may have (RFC 8446 5.1, 5.2) shows rustls everything, to refuse it.
+fn next_record_end(buf: &[u8], from: usize) -> Option<usize> {
+    const MOST: usize = MAX_FRAGMENT + 2048;
+    let header = buf.get(from..from.checked_add(5)?)?;
+    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+    if len > MOST {
+        return (buf.len() > from).then_some(buf.len());
+    }
+    let end = from + 5 + len;
+    (end <= buf.len()).then_some(end)
 }
 
 /// Encodes everything rustls has queued to send (after an error: the alert). `incoming` is
@@ -825,6 +942,9 @@ pub struct TlsStream<S> {
     outgoing: Outgoing,
     /// Plaintext that arrived with the last handshake flight, for the first read.
     early: BytesMut,
+    /// A read was dropped before it finished: the ciphertext it held is lost (see
+    /// [`TlsError::Interrupted`]).
+    read_torn: bool,
 }
 
 impl<S> fmt::Debug for TlsStream<S> {
@@ -843,7 +963,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         name: ServerName<'static>,
         deadline: Option<Instant>,
     ) -> Result<Self, TlsError> {
-        let extractable = config.enable_secret_extraction;
+        let extractable = config.enable_secret_extraction && own_record_layer();
         let session = UnbufferedClientConnection::new(config, name)?;
         let core = Core::new(Session::Client(Box::new(session)), extractable);
         Self::handshake(io, core, Vec::new(), deadline).await
@@ -855,7 +975,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         config: Arc<rustls::ServerConfig>,
         deadline: Option<Instant>,
     ) -> Result<Self, TlsError> {
-        let extractable = config.enable_secret_extraction;
+        let extractable = config.enable_secret_extraction && own_record_layer();
         let session = UnbufferedServerConnection::new(config)?;
         let core = Core::new(Session::Server(Box::new(session)), extractable);
         Self::handshake(io, core, Vec::new(), deadline).await
@@ -905,7 +1025,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         let config = config.ok_or(TlsError::Tls(rustls::Error::General(
             "no configuration for this client hello".into(),
         )))?;
-        let extractable = config.enable_secret_extraction;
+        let extractable = config.enable_secret_extraction && own_record_layer();
         let session = UnbufferedServerConnection::new(config)?;
         let core = Core::new(Session::Server(Box::new(session)), extractable);
         let mut incoming = pool::take_incoming();
@@ -925,6 +1045,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
             incoming,
             outgoing: Outgoing::default(),
             early: BytesMut::new(),
+            read_torn: false,
         };
         let work = async {
             loop {
@@ -969,8 +1090,19 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         self.core.peer_certificates()
     }
 
-    /// Reads plaintext, appending to `dst`. Returns 0 when the peer closed the connection.
+    /// Reads plaintext, appending to `dst`. Returns 0 when the peer closed the connection
+    /// with close_notify; [`TlsError::Truncated`] when it closed without.
+    ///
+    /// Nothing is written from here: an answer the peer asked for (a KeyUpdate) waits for the
+    /// next write, so a peer that does not read cannot make a read wait on a write. The one
+    /// exception is the alert that says why the connection failed, sent once it has failed
+    /// (and only then: a write dropped midway cannot hurt a connection that is over).
+    /// Dropped midway, the read loses the ciphertext it held, and later reads fail with
+    /// [`TlsError::Interrupted`]; writes go on.
     pub async fn read(&mut self, dst: &mut BytesMut) -> Result<usize, TlsError> {
+        if self.read_torn {
+            return Err(TlsError::Interrupted);
+        }
         if !self.early.is_empty() {
             let n = self.early.len();
             dst.extend_from_slice(&self.early);
@@ -979,11 +1111,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         }
         loop {
             let before = dst.len();
-            let progress = self.core.process(&mut self.incoming, dst);
-            // Alerts or key updates may need an answer.
-            let flushed = self.flush().await;
-            progress?;
-            flushed?;
+            if let Err(e) = self.core.process(&mut self.incoming, dst) {
+                if self.core.failed.is_some() {
+                    let _ = self.flush().await;
+                }
+                return Err(e);
+            }
             let n = dst.len() - before;
             if n > 0 {
                 self.release_idle_buffers();
@@ -992,8 +1125,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
             if self.core.peer_closed {
                 return Ok(0);
             }
-            if !self.fill().await? {
-                return Ok(0);
+            self.read_torn = true;
+            let filled = self.fill().await;
+            self.read_torn = false;
+            if !filled? {
+                return Err(TlsError::Truncated);
             }
         }
     }
@@ -1011,10 +1147,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         Ok(())
     }
 
-    /// Sends close_notify and flushes it.
+    /// Sends close_notify and flushes it; after a failure, the alert that says why.
     pub async fn close(&mut self) -> Result<(), TlsError> {
-        self.core.close_notify(&mut self.outgoing)?;
-        self.flush().await
+        let closed = self.core.close_notify(&mut self.outgoing);
+        let flushed = self.flush().await;
+        closed.and(flushed)
     }
 
     /// Splits into a reader and a writer for two tasks on this thread.
@@ -1030,6 +1167,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
                 core: core.clone(),
                 incoming: self.incoming,
                 early: self.early,
+                read_torn: self.read_torn,
             },
             TlsWriter {
                 io: write,
@@ -1046,9 +1184,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
 
     /// Writes everything queued and encrypted.
     async fn flush(&mut self) -> Result<(), TlsError> {
+        self.outgoing.check_torn()?;
         self.core.move_queued(&mut self.outgoing);
-        self.outgoing.write_to(&mut self.io).await?;
-        Ok(())
+        self.outgoing.write_to(&mut self.io).await
     }
 
     /// Gives the buffers back to the thread's pool when they hold nothing.
@@ -1071,9 +1209,14 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> Tl
         park_after: Duration,
         deadline: Option<Instant>,
     ) -> Result<bool, TlsError> {
+        if self.read_torn {
+            return Err(TlsError::Interrupted);
+        }
         if !self.incoming.is_empty() || !self.early.is_empty() {
             return Ok(true);
         }
+        // Dropped before the read below is back, the bytes it read would be lost.
+        self.read_torn = true;
         let buf = std::mem::take(&mut self.incoming);
         let buf = match buf.capacity() {
             0 => pool::take_incoming_wait(),
@@ -1097,6 +1240,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Readiness> Tl
         };
         pool::give_canceller(canceller);
         self.incoming = buf;
+        self.read_torn = false;
         match res {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(ECANCELED) => {
@@ -1172,6 +1316,8 @@ pub struct TlsReader<R> {
     core: Rc<RefCell<Core>>,
     incoming: Vec<u8>,
     early: BytesMut,
+    /// See [`TlsStream::read`].
+    read_torn: bool,
 }
 
 /// The writing half of a split [`TlsStream`].
@@ -1182,10 +1328,15 @@ pub struct TlsWriter<W> {
 }
 
 impl<R: AsyncReadRent> TlsReader<R> {
-    /// Reads plaintext, appending to `dst`; 0 when the peer closed. If rustls then has
-    /// something to send (an alert, a key update), [`TlsReader::wants_write`] says so and
-    /// the writer should be woken.
+    /// Reads plaintext, appending to `dst`; 0 when the peer closed with close_notify,
+    /// [`TlsError::Truncated`] when it closed without. If something is then to be sent (an
+    /// alert, a key update), [`TlsReader::wants_write`] says so and the writer should be
+    /// woken: the reader never writes. Dropped midway, later reads fail with
+    /// [`TlsError::Interrupted`].
     pub async fn read(&mut self, dst: &mut BytesMut) -> Result<usize, TlsError> {
+        if self.read_torn {
+            return Err(TlsError::Interrupted);
+        }
         if !self.early.is_empty() {
             let n = self.early.len();
             dst.extend_from_slice(&self.early);
@@ -1203,15 +1354,22 @@ impl<R: AsyncReadRent> TlsReader<R> {
             if n > 0 {
                 return Ok(n);
             }
-            if peer_closed || !read_more(&mut self.io, &mut self.incoming).await? {
+            if peer_closed {
                 return Ok(0);
+            }
+            self.read_torn = true;
+            let filled = read_more(&mut self.io, &mut self.incoming).await;
+            self.read_torn = false;
+            if !filled? {
+                return Err(TlsError::Truncated);
             }
         }
     }
 
-    /// Whether rustls has something queued to send (to be written by the writer half).
+    /// Whether something waits to be sent by the writer half: an alert, a handshake record
+    /// from rustls, or a KeyUpdate the peer asked for.
     pub fn wants_write(&self) -> bool {
-        !self.core.borrow().queued.is_empty()
+        self.core.borrow().wants_write()
     }
 }
 
@@ -1237,11 +1395,12 @@ impl<W: AsyncWriteRent> TlsWriter<W> {
         self.outgoing.filled
     }
 
-    /// Writes the pending ciphertext (and anything rustls queued by itself, like alerts).
+    /// Writes the pending ciphertext (and anything queued to send: alerts, rustls's handshake
+    /// records, a KeyUpdate the peer asked for).
     pub async fn flush(&mut self) -> Result<(), TlsError> {
+        self.outgoing.check_torn()?;
         self.core.borrow_mut().move_queued(&mut self.outgoing);
-        self.outgoing.write_to(&mut self.io).await?;
-        Ok(())
+        self.outgoing.write_to(&mut self.io).await
     }
 
     /// Encrypts `data` and writes it.
@@ -1250,12 +1409,13 @@ impl<W: AsyncWriteRent> TlsWriter<W> {
         self.flush().await
     }
 
-    /// Sends close_notify and shuts the socket's write side.
+    /// Sends close_notify (after a failure: the alert that says why, which the reader may
+    /// have queued) and shuts the socket's write side.
     pub async fn close(&mut self) -> Result<(), TlsError> {
-        self.core.borrow_mut().close_notify(&mut self.outgoing)?;
+        let closed = self.core.borrow_mut().close_notify(&mut self.outgoing);
         self.flush().await?;
         self.io.shutdown().await?;
-        Ok(())
+        closed
     }
 }
 

@@ -27,6 +27,7 @@ use rustls::{
     AlertDescription, CipherSuite, ConnectionTrafficSecrets, ContentType, ExtractedSecrets,
     HandshakeType, ProtocolVersion,
 };
+use zeroize::Zeroize;
 
 /// Alert levels (RFC 8446 6).
 const WARNING: u8 = 1;
@@ -40,13 +41,29 @@ const HEADER: usize = 5;
 const TAG: usize = 16;
 /// Most ciphertext bytes in one record (RFC 8446 5.2: 2^14 + 256).
 const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
-/// Most bytes of answers (KeyUpdates) waiting to be sent before a peer that keeps asking for
-/// more is cut off.
-const MAX_QUEUED: usize = 16 * 1024;
+/// Limits on what a peer may send that costs us work but carries no data, taken from rustls
+/// (its `TemperCounters` and deframer, after BoringSSL) so that our layer is at least as strict:
+/// KeyUpdate messages between two non-empty application-data records (rustls resets its count
+/// on any application data, an empty record included; we do not, so alternating empty records
+/// and KeyUpdates is cut off too).
+const MAX_KEY_UPDATES: u8 = 32;
+/// Consecutive records with no content.
+const MAX_EMPTY_RECORDS: u8 = 32;
+/// user_canceled warning alerts over the life of the connection.
+const MAX_WARNING_ALERTS: u8 = 4;
+/// Longest post-handshake message reassembled across records (rustls: 0xffff).
+const MAX_HANDSHAKE_MESSAGE: usize = 0xffff;
+/// Handshake message header: type and 24-bit length.
+const HANDSHAKE_HEADER: usize = 4;
+/// Records a key protects before we replace it whatever its cipher (rustls's soft limit):
+/// far from 2^64, where the sequence number would wrap (RFC 8446 5.3).
+const SEQ_SOFT_LIMIT: u64 = 0xffff_ffff_ffff_0000;
 /// What one record adds to its plaintext when we send it: header, content type, tag.
 pub(super) const OVERHEAD: usize = HEADER + 1 + TAG;
 /// The KeyUpdate message we send: update_not_requested (RFC 8446 4.6.3).
 const KEY_UPDATE: [u8; 5] = [24, 0, 0, 1, 0];
+/// Bytes of the record that carries our KeyUpdate.
+pub(super) const KEY_UPDATE_RECORD: usize = KEY_UPDATE.len() + OVERHEAD;
 
 /// Whether a connection that negotiated `version` and `suite` can move to [`Tls13Records`].
 pub(super) fn supported(version: Option<ProtocolVersion>, suite: Option<CipherSuite>) -> bool {
@@ -97,13 +114,23 @@ struct Direction {
     limit: u64,
 }
 
+impl Drop for Direction {
+    /// The traffic key and IV do not outlive their use: on a key update the old direction is
+    /// dropped, and so is every direction when the connection ends. (ring's expanded key
+    /// schedule in `key` offers no way to wipe it; it is freed.)
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
 impl Direction {
     fn new(seq: u64, secrets: ConnectionTrafficSecrets) -> Result<Self, rustls::Error> {
         let (algorithm, key, iv, limit) = match &secrets {
-            // rustls's confidentiality limit for AES-GCM; ChaCha20-Poly1305 has none that a
-            // 64-bit sequence number can reach.
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv, 1 << 23),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv, 1 << 23),
+            // rustls's confidentiality limit for AES-GCM in TLS (its 2^23 is for QUIC): RFC
+            // 8446 5.5 allows about 2^24.5 full-size records per key. ChaCha20-Poly1305 has
+            // none that a 64-bit sequence number can reach.
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv, 1 << 24),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv, 1 << 24),
             ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
                 (&CHACHA20_POLY1305, key, iv, u64::MAX)
             }
@@ -126,10 +153,16 @@ impl Direction {
             secret_len: key.len(),
             iv,
             seq,
-            limit,
+            limit: limit.min(SEQ_SOFT_LIMIT),
         };
+        secret.zeroize();
         direction.key()?;
         Ok(direction)
+    }
+
+    fn wipe(&mut self) {
+        self.secret.zeroize();
+        self.iv.zeroize();
     }
 
     /// The expanded key, built again after a park.
@@ -142,13 +175,13 @@ impl Direction {
         Ok(self.key.as_deref().expect("built above"))
     }
 
-    /// The nonce for the current record; then counts it.
+    /// The nonce for the current record; then counts it. Fails, before anything is sealed or
+    /// opened, once the sequence number has no successor (RFC 8446 5.3: it must not wrap).
     fn next_nonce(&mut self) -> Result<Nonce, rustls::Error> {
         let mut nonce = self.iv;
         for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
             *n ^= s;
         }
-        // RFC 8446 5.3: the sequence number must not wrap.
         self.seq = self.seq.checked_add(1).ok_or(rustls::Error::EncryptError)?;
         Ok(Nonce::assume_unique_for_key(nonce))
     }
@@ -162,6 +195,20 @@ pub(super) struct Tls13Records {
     tx: Direction,
     alpn: Option<Vec<u8>>,
     peer_certificates: Option<Vec<CertificateDer<'static>>>,
+    /// The peer asked us to update our keys (KeyUpdate with update_requested): our KeyUpdate
+    /// goes out before our next application data (RFC 8446 4.6.3). One pending answer covers
+    /// any number of requests, so a peer that asks while we send nothing queues nothing.
+    key_update_due: bool,
+    /// KeyUpdates received since the last non-empty application-data record.
+    key_updates: u8,
+    /// Records in a row with no content.
+    empty_records: u8,
+    /// user_canceled alerts received.
+    warning_alerts: u8,
+    /// The start of a handshake message whose end is in a later record.
+    fragment: Vec<u8>,
+    /// The peer sent close_notify: whatever follows is ignored (RFC 8446 6.1).
+    peer_closed: bool,
 }
 
 impl std::fmt::Debug for Tls13Records {
@@ -215,6 +262,12 @@ impl Tls13Records {
             tx: Direction::new(tx_seq, tx)?,
             alpn,
             peer_certificates,
+            key_update_due: false,
+            key_updates: 0,
+            empty_records: 0,
+            warning_alerts: 0,
+            fragment: Vec::new(),
+            peer_closed: false,
         })
     }
 
@@ -233,31 +286,55 @@ impl Tls13Records {
         self.peer_certificates.as_deref()
     }
 
-    /// Decrypts the complete records at the start of `incoming` in place. Application data
-    /// goes to `plain`; records to send in answer (a KeyUpdate) to `queued`. Stops after
-    /// close_notify. On error, an alert for the peer is in `queued` when one applies.
+    /// Whether the peer asked for a KeyUpdate that we have not sent yet.
+    pub(super) fn key_update_due(&self) -> bool {
+        self.key_update_due
+    }
+
+    /// Decrypts the complete records at the start of `incoming` in place and appends their
+    /// application data to `plain`. Nothing is sent from here: a KeyUpdate the peer asks for
+    /// is sent by the next write ([`Tls13Records::answer_key_update`],
+    /// [`Tls13Records::encrypt`]). On error the alert for the peer, when one applies, is in
+    /// `alerts`. After close_notify everything is consumed unread (RFC 8446 6.1: "Any data
+    /// received after a closure alert has been received MUST be ignored").
     pub(super) fn open(
         &mut self,
         incoming: &mut [u8],
         plain: &mut BytesMut,
-        queued: &mut Vec<u8>,
+        alerts: &mut Vec<u8>,
     ) -> Result<Opened, rustls::Error> {
-        let mut opened = Opened::default();
-        while !opened.peer_closed {
-            let Some(record) = self.open_one(&mut incoming[opened.consumed..], queued)? else {
+        let mut consumed = 0;
+        while !self.peer_closed {
+            let Some((kind, body, len)) = self.open_one(&mut incoming[consumed..], alerts)? else {
                 break;
             };
-            let (kind, body, len) = record;
-            let body = &incoming[opened.consumed + body.start..opened.consumed + body.end];
-            match kind {
-                ContentType::ApplicationData => plain.extend_from_slice(body),
-                ContentType::Alert => opened.peer_closed = self.alert(body, queued)?,
-                ContentType::Handshake => self.handshake(body, queued)?,
-                _ => return Err(self.fail(queued, AlertDescription::UnexpectedMessage)),
+            let body = &incoming[consumed + body.start..consumed + body.end];
+            consumed += len;
+            self.count_empty(body.is_empty(), alerts)?;
+            // RFC 8446 5.1: a handshake message split over records is not interleaved with
+            // other record types.
+            if !self.fragment.is_empty() && kind != ContentType::Handshake {
+                return Err(self.fail(alerts, AlertDescription::UnexpectedMessage));
             }
-            opened.consumed += len;
+            match kind {
+                ContentType::ApplicationData => {
+                    if !body.is_empty() {
+                        self.key_updates = 0;
+                    }
+                    plain.extend_from_slice(body);
+                }
+                ContentType::Alert => self.alert(body, alerts)?,
+                ContentType::Handshake => self.handshake(body, alerts)?,
+                _ => return Err(self.fail(alerts, AlertDescription::UnexpectedMessage)),
+            }
         }
-        Ok(opened)
+        if self.peer_closed {
+            consumed = incoming.len();
+        }
+        Ok(Opened {
+            consumed,
+            peer_closed: self.peer_closed,
+        })
     }
 
     /// Decrypts the record at the start of `buf`: (inner content type, its plaintext's range in
@@ -265,7 +342,7 @@ impl Tls13Records {
     fn open_one(
         &mut self,
         buf: &mut [u8],
-        queued: &mut Vec<u8>,
+        alerts: &mut Vec<u8>,
     ) -> Result<Option<(ContentType, Range<usize>, usize)>, rustls::Error> {
         let Some(header) = buf.get(..HEADER) else {
             return Ok(None);
@@ -277,104 +354,167 @@ impl Tls13Records {
         // an unexpected message. The legacy version is ignored (RFC 8446 5.1); the header is
         // authenticated as it came, as the additional data.
         if header[0] != u8::from(ContentType::ApplicationData) {
-            return Err(self.fail(queued, AlertDescription::UnexpectedMessage));
+            return Err(self.fail(alerts, AlertDescription::UnexpectedMessage));
         }
         if len > MAX_CIPHERTEXT {
-            return Err(self.fail(queued, AlertDescription::RecordOverflow));
+            return Err(self.fail(alerts, AlertDescription::RecordOverflow));
         }
         if len < TAG + 1 {
-            return Err(self.fail(queued, AlertDescription::DecodeError));
+            return Err(self.fail(alerts, AlertDescription::DecodeError));
         }
         let Some(ciphertext) = buf.get_mut(HEADER..HEADER + len) else {
             return Ok(None);
         };
-        let nonce = self.rx.next_nonce()?;
+        let Ok(nonce) = self.rx.next_nonce() else {
+            // The peer's sequence number would wrap: it should have updated its keys.
+            return Err(self.fail(alerts, AlertDescription::UnexpectedMessage));
+        };
         let Ok(plaintext) = self
             .rx
             .key()?
             .open_in_place(nonce, Aad::from(header), ciphertext)
         else {
-            return Err(self.fail(queued, AlertDescription::BadRecordMac));
+            return Err(self.fail(alerts, AlertDescription::BadRecordMac));
         };
         // The real content type is the last non-zero byte; zeros after it are padding.
         // RFC 8446 5.4: the inner plaintext (content, type, padding) is at most 2^14 + 1 bytes.
         if plaintext.len() > MAX_PLAINTEXT + 1 {
-            return Err(self.fail(queued, AlertDescription::RecordOverflow));
+            return Err(self.fail(alerts, AlertDescription::RecordOverflow));
         }
         let Some(last) = plaintext.iter().rposition(|&b| b != 0) else {
-            return Err(self.fail(queued, AlertDescription::UnexpectedMessage));
+            return Err(self.fail(alerts, AlertDescription::UnexpectedMessage));
         };
-        if last > MAX_PLAINTEXT {
-            return Err(self.fail(queued, AlertDescription::RecordOverflow));
-        }
         let kind = ContentType::from(plaintext[last]);
         Ok(Some((kind, HEADER..HEADER + last, HEADER + len)))
     }
 
-    /// An alert from the peer: `Ok(true)` for close_notify, an error for anything fatal.
-    fn alert(&mut self, body: &[u8], queued: &mut Vec<u8>) -> Result<bool, rustls::Error> {
-        let [_level, description] = body else {
-            return Err(self.fail(queued, AlertDescription::DecodeError));
-        };
-        match AlertDescription::from(*description) {
-            AlertDescription::CloseNotify => Ok(true),
-            // RFC 8446 6.1: user_canceled is followed by close_notify.
-            AlertDescription::UserCanceled => Ok(false),
-            other => Err(rustls::Error::AlertReceived(other)),
+    /// Counts a record with no content; too many in a row end the connection.
+    fn count_empty(&mut self, empty: bool, alerts: &mut Vec<u8>) -> Result<(), rustls::Error> {
+        if !empty {
+            self.empty_records = 0;
+            return Ok(());
         }
-    }
-
-    /// Handshake messages after the handshake: KeyUpdate, and NewSessionTicket to a client.
-    fn handshake(&mut self, mut body: &[u8], queued: &mut Vec<u8>) -> Result<(), rustls::Error> {
-        // RFC 8446 5.1: handshake records are never empty.
-        if body.is_empty() {
-            return Err(self.fail(queued, AlertDescription::UnexpectedMessage));
-        }
-        while !body.is_empty() {
-            // We take whole messages only; rustls, OpenSSL and BoringSSL never split these.
-            if body.len() < 4 {
-                return Err(self.fail(queued, AlertDescription::DecodeError));
-            }
-            let kind = body[0];
-            let len = u32::from_be_bytes([0, body[1], body[2], body[3]]) as usize;
-            let Some(message) = body.get(4..4 + len) else {
-                return Err(self.fail(queued, AlertDescription::DecodeError));
-            };
-            let rest = &body[4 + len..];
-            match (HandshakeType::from(kind), &self.kernel) {
-                (HandshakeType::KeyUpdate, _) => {
-                    // RFC 8446 5.1: a KeyUpdate must end its record (the keys change after it).
-                    let requested = match message {
-                        [0] => false,
-                        [1] => true,
-                        _ => return Err(self.fail(queued, AlertDescription::IllegalParameter)),
-                    };
-                    if !rest.is_empty() {
-                        return Err(self.fail(queued, AlertDescription::UnexpectedMessage));
-                    }
-                    let secrets = self.kernel.update_rx()?;
-                    self.rx = Direction::new(0, secrets)?;
-                    if requested {
-                        // Answers wait in `queued` until we next write: a peer that keeps
-                        // asking while we send nothing would grow it without end.
-                        if queued.len() > MAX_QUEUED {
-                            return Err(self.fail(queued, AlertDescription::UnexpectedMessage));
-                        }
-                        append_sealed(queued, KEY_UPDATE.len() + OVERHEAD, |out| {
-                            self.update_tx(out)
-                        })?;
-                    }
-                }
-                (HandshakeType::NewSessionTicket, Kernel::Client(_)) => {
-                    if let Kernel::Client(kernel) = &mut self.kernel {
-                        kernel.handle_new_session_ticket(message)?;
-                    }
-                }
-                _ => return Err(self.fail(queued, AlertDescription::UnexpectedMessage)),
-            }
-            body = rest;
+        self.empty_records += 1;
+        if self.empty_records > MAX_EMPTY_RECORDS {
+            return Err(self.fail(alerts, AlertDescription::UnexpectedMessage));
         }
         Ok(())
+    }
+
+    /// An alert from the peer: close_notify ends its side; user_canceled is allowed a few
+    /// times; anything else is an error alert.
+    fn alert(&mut self, body: &[u8], alerts: &mut Vec<u8>) -> Result<(), rustls::Error> {
+        let [_level, description] = body else {
+            return Err(self.fail(alerts, AlertDescription::DecodeError));
+        };
+        match AlertDescription::from(*description) {
+            AlertDescription::CloseNotify => self.peer_closed = true,
+            // RFC 8446 6.1: user_canceled is followed by close_notify.
+            AlertDescription::UserCanceled => {
+                self.warning_alerts += 1;
+                if self.warning_alerts > MAX_WARNING_ALERTS {
+                    return Err(self.fail(alerts, AlertDescription::UnexpectedMessage));
+                }
+            }
+            // RFC 8446 6.2: every other alert is an error alert, whatever its level, and
+            // ends the connection; none is sent in answer.
+            other => return Err(rustls::Error::AlertReceived(other)),
+        }
+        Ok(())
+    }
+
+    /// The content of a handshake record: messages after the handshake (KeyUpdate, and
+    /// NewSessionTicket to a client), reassembled when one spans records.
+    fn handshake(&mut self, body: &[u8], alerts: &mut Vec<u8>) -> Result<(), rustls::Error> {
+        // RFC 8446 5.1: handshake records are never empty.
+        if body.is_empty() {
+            return Err(self.fail(alerts, AlertDescription::UnexpectedMessage));
+        }
+        let joined;
+        let mut data = match self.fragment.is_empty() {
+            true => body,
+            false => {
+                let mut fragment = std::mem::take(&mut self.fragment);
+                fragment.extend_from_slice(body);
+                joined = fragment;
+                &joined[..]
+            }
+        };
+        while let Some(header) = data.get(..HANDSHAKE_HEADER) {
+            let len =
+                usize::from(header[1]) << 16 | usize::from(header[2]) << 8 | usize::from(header[3]);
+            if len > MAX_HANDSHAKE_MESSAGE {
+                return Err(self.fail(alerts, AlertDescription::DecodeError));
+            }
+            let Some(message) = data.get(HANDSHAKE_HEADER..HANDSHAKE_HEADER + len) else {
+                break;
+            };
+            let rest = &data[HANDSHAKE_HEADER + len..];
+            self.handshake_message(header[0], message, rest.is_empty(), alerts)?;
+            data = rest;
+        }
+        // What is left starts a message that continues in the next record.
+        if !data.is_empty() {
+            self.fragment = data.to_vec();
+        }
+        Ok(())
+    }
+
+    /// One whole handshake message; `ends_record` says whether it ends its record.
+    fn handshake_message(
+        &mut self,
+        kind: u8,
+        message: &[u8],
+        ends_record: bool,
+        alerts: &mut Vec<u8>,
+    ) -> Result<(), rustls::Error> {
+        match (HandshakeType::from(kind), &mut self.kernel) {
+            (HandshakeType::KeyUpdate, _) => {
+                // RFC 8446 4.6.3: request_update is 0 or 1; anything else is an
+                // illegal_parameter. The message is exactly that byte.
+                let requested = match message {
+                    [0] => false,
+                    [1] => true,
+                    [_] => return Err(self.fail(alerts, AlertDescription::IllegalParameter)),
+                    _ => return Err(self.fail(alerts, AlertDescription::DecodeError)),
+                };
+                // RFC 8446 5.1: a KeyUpdate must end its record (the keys change after it).
+                if !ends_record {
+                    return Err(self.fail(alerts, AlertDescription::UnexpectedMessage));
+                }
+                self.key_updates += 1;
+                if self.key_updates > MAX_KEY_UPDATES {
+                    return Err(self.fail(alerts, AlertDescription::UnexpectedMessage));
+                }
+                let secrets = match self.kernel.update_rx() {
+                    Ok(secrets) => secrets,
+                    Err(e) => {
+                        let _ = self.fail(alerts, AlertDescription::InternalError);
+                        return Err(e);
+                    }
+                };
+                self.rx = Direction::new(0, secrets)?;
+                self.key_update_due |= requested;
+            }
+            (HandshakeType::NewSessionTicket, Kernel::Client(kernel)) => {
+                if let Err(e) = kernel.handle_new_session_ticket(message) {
+                    let _ = self.fail(alerts, AlertDescription::DecodeError);
+                    return Err(e);
+                }
+            }
+            _ => return Err(self.fail(alerts, AlertDescription::UnexpectedMessage)),
+        }
+        Ok(())
+    }
+
+    /// Seals the KeyUpdate the peer asked for, if one is due, into `out` (at least
+    /// [`KEY_UPDATE_RECORD`] bytes). Returns the bytes written.
+    pub(super) fn answer_key_update(&mut self, out: &mut [u8]) -> Result<usize, rustls::Error> {
+        if !self.key_update_due {
+            return Ok(0);
+        }
+        self.key_update_due = false;
+        self.update_tx(out)
     }
 
     /// Sends KeyUpdate (update_not_requested) under the current key, then switches to the next.
@@ -387,10 +527,10 @@ impl Tls13Records {
     }
 
     /// Queues a fatal alert for the peer and returns the error it stands for.
-    fn fail(&mut self, queued: &mut Vec<u8>, description: AlertDescription) -> rustls::Error {
+    fn fail(&mut self, alerts: &mut Vec<u8>, description: AlertDescription) -> rustls::Error {
         let alert = [FATAL, u8::from(description)];
         // The error returned says what went wrong; an alert that cannot be sealed is not sent.
-        let _ = append_sealed(queued, alert.len() + OVERHEAD, |out| {
+        let _ = append_sealed(alerts, alert.len() + OVERHEAD, |out| {
             self.seal(ContentType::Alert, &alert, out)
         });
         match description {
@@ -425,6 +565,9 @@ impl Tls13Records {
     ) -> Result<usize, rustls::Error> {
         let inner = len + 1;
         let record = inner + TAG;
+        if len > MAX_PLAINTEXT || out.len() < HEADER + record {
+            return Err(rustls::Error::EncryptError);
+        }
         let header = [
             u8::from(ContentType::ApplicationData),
             3,
@@ -448,14 +591,12 @@ impl Tls13Records {
     /// Bytes that [`Tls13Records::encrypt`] writes for `plaintext` bytes (a KeyUpdate that
     /// may come first included).
     pub(super) fn sealed_len(plaintext: usize) -> usize {
-        plaintext
-            + plaintext.div_ceil(MAX_PLAINTEXT).max(1) * OVERHEAD
-            + KEY_UPDATE.len()
-            + OVERHEAD
+        plaintext + plaintext.div_ceil(MAX_PLAINTEXT).max(1) * OVERHEAD + KEY_UPDATE_RECORD
     }
 
     /// Encrypts `parts`, taken as one byte sequence, as application data records into `out`:
     /// every record but the last full, each gathered from the parts straight into its place.
+    /// A KeyUpdate goes first when the peer asked for one or the key reached its limit.
     /// Returns the bytes written, or `Err(needed)` if `out` is smaller than
     /// [`Tls13Records::sealed_len`] of their total.
     pub(super) fn encrypt(
@@ -471,7 +612,10 @@ impl Tls13Records {
         let mut written = 0;
         let mut source = Gather::new(parts);
         while remaining > 0 {
-            if self.tx.seq >= self.tx.limit {
+            if self.key_update_due || self.tx.seq >= self.tx.limit {
+                // One update serves both reasons; after it the sequence starts at 0, far
+                // below any limit, so at most one is written per call.
+                self.key_update_due = false;
                 written += self.update_tx(&mut out[written..])?;
             }
             let len = remaining.min(MAX_PLAINTEXT);
@@ -484,6 +628,30 @@ impl Tls13Records {
             remaining -= len;
         }
         Ok(Ok(written))
+    }
+
+    /// Seals `inner` as the whole inner plaintext of a record (content, type byte, padding:
+    /// any bytes at all) and appends the record to `wire`, as a peer that breaks the rules
+    /// might; with `key_update`, then moves to the next sending key.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(super) fn seal_inner(
+        &mut self,
+        inner: &[u8],
+        key_update: bool,
+        wire: &mut Vec<u8>,
+    ) -> Result<(), rustls::Error> {
+        let (content, kind) = match inner.split_last() {
+            Some((&kind, content)) => (content, ContentType::from(kind)),
+            None => return Err(rustls::Error::EncryptError),
+        };
+        append_sealed(wire, inner.len() + OVERHEAD, |out| {
+            self.seal(kind, content, out)
+        })?;
+        if key_update {
+            let secrets = self.kernel.update_tx()?;
+            self.tx = Direction::new(0, secrets)?;
+        }
+        Ok(())
     }
 
     /// Encrypts a close_notify alert into `out` (at least [`OVERHEAD`] + 2 bytes).
@@ -554,5 +722,344 @@ fn append_sealed<E>(
             queued.truncate(start);
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tls_pair::{pair, SUITES};
+    use super::*;
+
+    /// One record of `kind` holding `content`, sealed by `from`.
+    fn record(from: &mut Tls13Records, kind: ContentType, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![0; content.len() + OVERHEAD];
+        let n = from.seal(kind, content, &mut out).expect("seal");
+        out.truncate(n);
+        out
+    }
+
+    /// A KeyUpdate from `from` (asking for ours when `requested`); `from` then sends under its
+    /// next key, as a peer would.
+    fn key_update(from: &mut Tls13Records, requested: bool) -> Vec<u8> {
+        let wire = record(
+            from,
+            ContentType::Handshake,
+            &[24, 0, 0, 1, requested.into()],
+        );
+        let secrets = from.kernel.update_tx().expect("next key");
+        from.tx = Direction::new(0, secrets).expect("key");
+        wire
+    }
+
+    /// What `to` reads from `wire`: its plaintext, or the error and the alert it queued.
+    fn open_all(to: &mut Tls13Records, wire: &mut [u8]) -> Result<(Vec<u8>, Opened), String> {
+        let mut plain = BytesMut::new();
+        let mut alerts = Vec::new();
+        match to.open(wire, &mut plain, &mut alerts) {
+            Ok(opened) => Ok((plain.to_vec(), opened)),
+            Err(e) => Err(format!("{e:?} alert {}", alerts.len())),
+        }
+    }
+
+    /// The alert description `to` sent in `alerts`, decrypted by `peer`.
+    fn alert_sent(peer: &mut Tls13Records, alerts: &mut [u8]) -> AlertDescription {
+        let Err(rustls::Error::AlertReceived(description)) =
+            peer.open(alerts, &mut BytesMut::new(), &mut Vec::new())
+        else {
+            panic!("an alert");
+        };
+        description
+    }
+
+    /// Feeds `wire` to `to` and returns the error with the alert it sent, opened by `peer`.
+    fn refused(
+        to: &mut Tls13Records,
+        peer: &mut Tls13Records,
+        wire: &mut [u8],
+    ) -> AlertDescription {
+        let mut alerts = Vec::new();
+        to.open(wire, &mut BytesMut::new(), &mut alerts)
+            .expect_err("refused");
+        alert_sent(peer, &mut alerts)
+    }
+
+    /// Requests for a key update, however many, are answered by one KeyUpdate, sent only
+    /// when we write: opening never produces output.
+    #[test]
+    fn key_update_requests_queue_one_answer_sent_by_the_next_write() {
+        for suite in SUITES {
+            let (mut client, mut server) = pair(suite);
+            let mut wire: Vec<u8> = (0..5).flat_map(|_| key_update(&mut client, true)).collect();
+            wire.extend(record(&mut client, ContentType::ApplicationData, b"ping"));
+            let (plain, _) = open_all(&mut server, &mut wire).unwrap();
+            assert_eq!(plain, b"ping");
+            assert!(server.key_update_due(), "{suite:?}");
+            let mut out = vec![0; Tls13Records::sealed_len(4)];
+            let n = server.encrypt(&[b"pong"], &mut out).unwrap().unwrap();
+            assert!(!server.key_update_due());
+            // One KeyUpdate record, then the data record, which the client reads under the
+            // key the KeyUpdate announced.
+            assert_eq!(n, KEY_UPDATE_RECORD + 4 + OVERHEAD, "{suite:?}");
+            let (plain, _) = open_all(&mut client, &mut out[..n]).unwrap();
+            assert_eq!(plain, b"pong");
+        }
+    }
+
+    /// rustls's limit: 32 KeyUpdates between application data; the 33rd is refused. Empty
+    /// application-data records in between do not reset the count, non-empty ones do.
+    #[test]
+    fn key_updates_without_data_between_are_limited_to_32() {
+        let (mut client, mut server) = pair(SUITES[0]);
+        let mut wire = Vec::new();
+        for _ in 0..32 {
+            wire.extend(key_update(&mut client, false));
+            wire.extend(record(&mut client, ContentType::ApplicationData, b""));
+        }
+        open_all(&mut server, &mut wire).expect("32 are allowed");
+        let mut wire = key_update(&mut client, false);
+        assert_eq!(
+            refused(&mut server, &mut client, &mut wire),
+            AlertDescription::UnexpectedMessage
+        );
+
+        let (mut client, mut server) = pair(SUITES[0]);
+        let mut wire = Vec::new();
+        for _ in 0..100 {
+            wire.extend(key_update(&mut client, true));
+            wire.extend(record(&mut client, ContentType::ApplicationData, b"x"));
+        }
+        let (plain, _) = open_all(&mut server, &mut wire).expect("data resets the count");
+        assert_eq!(plain.len(), 100);
+    }
+
+    /// At most 32 empty records in a row (rustls's limit); data in between resets the count.
+    #[test]
+    fn empty_records_in_a_row_are_limited_to_32() {
+        let (mut client, mut server) = pair(SUITES[1]);
+        let mut wire: Vec<u8> = (0..32)
+            .flat_map(|_| record(&mut client, ContentType::ApplicationData, b""))
+            .collect();
+        wire.extend(record(&mut client, ContentType::ApplicationData, b"x"));
+        wire.extend((0..32).flat_map(|_| record(&mut client, ContentType::ApplicationData, b"")));
+        open_all(&mut server, &mut wire).expect("32 in a row are allowed");
+        let mut wire = record(&mut client, ContentType::ApplicationData, b"");
+        assert_eq!(
+            refused(&mut server, &mut client, &mut wire),
+            AlertDescription::UnexpectedMessage
+        );
+    }
+
+    /// user_canceled is a warning rustls takes 4 times; the 5th is refused. Any other alert
+    /// ends the connection whatever its level, and gets no alert in answer.
+    #[test]
+    fn warning_alerts_are_limited_and_other_alerts_end_the_connection() {
+        let (mut client, mut server) = pair(SUITES[2]);
+        let canceled = [WARNING, u8::from(AlertDescription::UserCanceled)];
+        let mut wire: Vec<u8> = (0..4)
+            .flat_map(|_| record(&mut client, ContentType::Alert, &canceled))
+            .collect();
+        open_all(&mut server, &mut wire).expect("4 are allowed");
+        let mut wire = record(&mut client, ContentType::Alert, &canceled);
+        assert_eq!(
+            refused(&mut server, &mut client, &mut wire),
+            AlertDescription::UnexpectedMessage
+        );
+
+        let (mut client, mut server) = pair(SUITES[2]);
+        let warning = [WARNING, u8::from(AlertDescription::HandshakeFailure)];
+        let mut wire = record(&mut client, ContentType::Alert, &warning);
+        let mut alerts = Vec::new();
+        let error = server
+            .open(&mut wire, &mut BytesMut::new(), &mut alerts)
+            .unwrap_err();
+        assert_eq!(
+            error,
+            rustls::Error::AlertReceived(AlertDescription::HandshakeFailure)
+        );
+        assert!(alerts.is_empty(), "no alert answers an alert");
+    }
+
+    /// RFC 8446 6.1: data after close_notify is ignored, even a record that would not open.
+    #[test]
+    fn data_after_close_notify_is_ignored() {
+        let (mut client, mut server) = pair(SUITES[0]);
+        let mut wire = record(&mut client, ContentType::ApplicationData, b"before");
+        let close = [WARNING, u8::from(AlertDescription::CloseNotify)];
+        wire.extend(record(&mut client, ContentType::Alert, &close));
+        wire.extend(record(&mut client, ContentType::ApplicationData, b"after"));
+        wire.extend(b"\x17\x03\x03\x00\x20 not a record at all");
+        let (plain, opened) = open_all(&mut server, &mut wire).unwrap();
+        assert_eq!(plain, b"before");
+        assert!(opened.peer_closed);
+        assert_eq!(
+            opened.consumed,
+            wire.len(),
+            "everything after is consumed unread"
+        );
+        let mut more = record(&mut client, ContentType::ApplicationData, b"later");
+        let (plain, opened) = open_all(&mut server, &mut more).unwrap();
+        assert!(plain.is_empty() && opened.consumed == more.len());
+    }
+
+    /// A NewSessionTicket message in handshake records.
+    fn ticket(ticket_len: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend(3600u32.to_be_bytes()); // lifetime
+        body.extend(7u32.to_be_bytes()); // age_add
+        body.extend([1, 9]); // nonce
+        body.extend(u16::try_from(ticket_len).unwrap().to_be_bytes());
+        body.extend((0..ticket_len).map(|i| i as u8));
+        body.extend([0, 0]); // no extensions
+        let len = body.len();
+        let mut message = vec![4, (len >> 16) as u8, (len >> 8) as u8, len as u8];
+        message.extend(body);
+        message
+    }
+
+    /// Handshake messages split over records (a session ticket larger than a record, or cut
+    /// anywhere by a peer such as OpenSSL with a small max_send_fragment) are reassembled; a
+    /// KeyUpdate may span records as long as it ends one.
+    #[test]
+    fn handshake_messages_split_across_records_are_reassembled() {
+        for cut in [1, 3, 4, 5, 100, 16 * 1024] {
+            let (mut client, mut server) = pair(SUITES[0]);
+            let message = ticket(20_000);
+            let mut wire = Vec::new();
+            for piece in message.chunks(cut.min(MAX_PLAINTEXT)) {
+                wire.extend(record(&mut server, ContentType::Handshake, piece));
+            }
+            wire.extend(record(&mut server, ContentType::ApplicationData, b"after"));
+            let (plain, _) = open_all(&mut client, &mut wire).expect("reassembled");
+            assert_eq!(plain, b"after", "cut every {cut}");
+        }
+        let (mut client, mut server) = pair(SUITES[0]);
+        let mut wire = record(&mut client, ContentType::Handshake, &[24, 0]);
+        let mut rest = record(&mut client, ContentType::Handshake, &[0, 1, 1]);
+        let secrets = client.kernel.update_tx().unwrap();
+        client.tx = Direction::new(0, secrets).unwrap();
+        wire.append(&mut rest);
+        wire.extend(record(
+            &mut client,
+            ContentType::ApplicationData,
+            b"new key",
+        ));
+        let (plain, _) = open_all(&mut server, &mut wire).expect("KeyUpdate over two records");
+        assert_eq!(plain, b"new key");
+        assert!(server.key_update_due());
+    }
+
+    /// A split message is not interleaved with other records, a KeyUpdate ends its record, and
+    /// no message may claim more than 64 KiB.
+    #[test]
+    fn malformed_handshake_content_is_refused_with_the_rfc_alert() {
+        let (mut client, mut server) = pair(SUITES[0]);
+        let mut wire = record(&mut server, ContentType::Handshake, &ticket(100)[..50]);
+        wire.extend(record(
+            &mut server,
+            ContentType::ApplicationData,
+            b"between",
+        ));
+        assert_eq!(
+            refused(&mut client, &mut server, &mut wire),
+            AlertDescription::UnexpectedMessage
+        );
+
+        let (mut client, mut server) = pair(SUITES[0]);
+        let mut wire = record(&mut server, ContentType::Handshake, &[4, 1, 0, 0, 0]);
+        assert_eq!(
+            refused(&mut client, &mut server, &mut wire),
+            AlertDescription::DecodeError
+        );
+
+        let (mut client, mut server) = pair(SUITES[0]);
+        let mut both = vec![24, 0, 0, 1, 0];
+        both.extend(ticket(10));
+        let mut wire = record(&mut client, ContentType::Handshake, &both);
+        assert_eq!(
+            refused(&mut server, &mut client, &mut wire),
+            AlertDescription::UnexpectedMessage
+        );
+
+        let (mut client, mut server) = pair(SUITES[0]);
+        let mut wire = record(&mut client, ContentType::Handshake, &[24, 0, 0, 1, 2]);
+        assert_eq!(
+            refused(&mut server, &mut client, &mut wire),
+            AlertDescription::IllegalParameter
+        );
+
+        // A server takes no session ticket.
+        let (mut client, mut server) = pair(SUITES[0]);
+        let mut wire = record(&mut client, ContentType::Handshake, &ticket(10));
+        assert_eq!(
+            refused(&mut server, &mut client, &mut wire),
+            AlertDescription::UnexpectedMessage
+        );
+    }
+
+    /// At the confidentiality limit of its key, the sender updates it before the next record
+    /// (the peer reads on across the change); the same at rustls's soft limit for a cipher
+    /// without one (ChaCha20-Poly1305), well before the sequence number could wrap.
+    #[test]
+    fn sequence_numbers_roll_over_to_a_new_key_at_the_limit() {
+        for (suite, limit) in [(SUITES[0], 1 << 24), (SUITES[2], SEQ_SOFT_LIMIT)] {
+            let (mut client, mut server) = pair(suite);
+            assert_eq!(server.tx.limit, limit);
+            // Both ends agree on the sequence number, as if that many records had passed.
+            server.tx.seq = limit - 2;
+            client.rx.seq = limit - 2;
+            let data = vec![5u8; 3 * MAX_PLAINTEXT];
+            let mut out = vec![0; Tls13Records::sealed_len(data.len())];
+            let n = server.encrypt(&[&data], &mut out).unwrap().unwrap();
+            assert_eq!(
+                n,
+                3 * (MAX_PLAINTEXT + OVERHEAD) + KEY_UPDATE_RECORD,
+                "{suite:?}"
+            );
+            assert_eq!(
+                server.tx.seq, 1,
+                "two records under the old key, one under the new"
+            );
+            let (plain, _) = open_all(&mut client, &mut out[..n]).unwrap();
+            assert!(plain == data);
+            assert_eq!(client.rx.seq, 1);
+        }
+    }
+
+    /// Near 2^64 nothing wraps: a sequence number with no successor can neither seal nor open
+    /// a record; both fail cleanly (the receiver with an alert) instead of reusing a nonce.
+    #[test]
+    fn sequence_numbers_never_wrap_near_2_to_the_64() {
+        let (mut client, mut server) = pair(SUITES[2]);
+        server.tx.seq = u64::MAX;
+        let mut out = [0u8; 64];
+        assert_eq!(
+            server.seal(ContentType::ApplicationData, b"x", &mut out),
+            Err(rustls::Error::EncryptError)
+        );
+        assert_eq!(server.tx.seq, u64::MAX, "no nonce used");
+
+        server.tx.seq = u64::MAX - 1;
+        client.rx.seq = u64::MAX - 1;
+        let mut wire = record(&mut server, ContentType::ApplicationData, b"last");
+        assert_eq!(open_all(&mut client, &mut wire).unwrap().0, b"last");
+        assert_eq!(client.rx.seq, u64::MAX);
+        let mut wire = vec![23, 3, 3, 0, 17];
+        wire.extend([0u8; 17]);
+        let mut alerts = Vec::new();
+        assert!(client
+            .open(&mut wire, &mut BytesMut::new(), &mut alerts)
+            .is_err());
+        assert!(!alerts.is_empty(), "the peer is told");
+    }
+
+    /// What a direction's destructor does (on a key update and at the end) leaves neither
+    /// key nor IV behind.
+    #[test]
+    fn wiping_a_direction_zeroes_its_key_and_iv() {
+        let (mut client, _server) = pair(SUITES[0]);
+        assert!(client.rx.secret.iter().any(|&b| b != 0));
+        client.rx.wipe();
+        assert!(client.rx.secret.iter().all(|&b| b == 0));
+        assert!(client.rx.iv.iter().all(|&b| b == 0));
     }
 }

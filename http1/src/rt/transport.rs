@@ -132,6 +132,8 @@ where
 fn into_io(e: TlsError) -> io::Error {
     match e {
         TlsError::Io(e) => e,
+        // What [`super::Conn`] tells from a clean end of stream (see `Filled::Truncated`).
+        TlsError::Truncated => io::Error::new(io::ErrorKind::UnexpectedEof, e),
         other => io::Error::new(io::ErrorKind::InvalidData, other),
     }
 }

@@ -189,10 +189,16 @@ async fn read_loop<R: AsyncReadRent>(mut reader: TlsReader<R>, shared: Rc<Shared
     }
 }
 
+/// How long a failed connection's writer may spend sending the alert that says why.
+const ALERT_WAIT: Duration = Duration::from_secs(1);
+
 async fn write_loop<W: AsyncWriteRent>(mut writer: TlsWriter<W>, shared: Rc<Shared>) {
     let mut plain = Vec::with_capacity(FLUSH_AT);
     loop {
         if write_ready(&mut writer, &shared, &mut plain).await.is_err() {
+            // A TLS failure the reader found left an alert that says why: send it, briefly
+            // (the peer may have stopped reading).
+            let _ = monoio::time::timeout(ALERT_WAIT, writer.close()).await;
             shared.close(ConnectionError::TransportClosed);
             return;
         }
