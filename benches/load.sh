@@ -5,6 +5,7 @@
 #             (TLS 1.3, AES-128-GCM and the same certificate as the service)
 #   gh-pass   wrk -> Gatehouse service (TLS) -> tunnel -> connector -> back end   passthrough app
 #   gh-pre    the same, preauth app, with a valid session cookie
+#   gh-pass-rustls  gh-pass on rustls's own TLS record layer (opt-in, see LOAD_TARGETS)
 # for a 1 KiB and a 1 MiB file, at 64 and 256 connections; then Gatehouse passthrough with one
 # and with two service workers (thread-per-core scaling).
 #
@@ -13,15 +14,24 @@
 # generator never steals it. The scaling run leaves the servers unpinned.
 #
 # Each run prints requests/s, p50 / p99 / p99.9 / max latency (the last two from the wrk hook
-# benches/latency.lua) and transfer rate; the summary gives each figure's ratio to nginx.
+# benches/latency.lua) and transfer rate; a Gatehouse run also prints the CPU time (utime +
+# stime from /proc/PID/stat, before and after the run) of service and connector per request
+# completed, in microseconds, and their resident memory. The summary gives each figure's ratio
+# to nginx, the median CPU per request, and gh-pass against gh-pass-rustls when both ran.
 #
 # Usage: benches/load.sh [seconds per run, default 10]
 # Subsets (environment): LOAD_SIZES="1k 1m", LOAD_CONNS="64 256",
 # LOAD_TARGETS="direct nginx nginx-nolog gh-pass gh-pre" (also nginx-new and gh-new: a new TLS
 # connection for every request, compared with each other; nginx-tls12: the proxy at nginx
-# 1.22's own TLS defaults), LOAD_REPEAT=1 (rounds, interleaved),
+# 1.22's own TLS defaults; gh-pass-rustls: gh-pass served by a second service and connector,
+# pinned and configured as the first, started with GATEHOUSE_TLS_RECORDS=rustls so that
+# traffic after the handshake stays on rustls's record layer, where the first stack runs
+# Gatehouse's own, set explicitly as GATEHOUSE_TLS_RECORDS=gatehouse so that an exported
+# value cannot blur the comparison; both stacks run throughout, so rounds stay interleaved),
+# LOAD_REPEAT=1 (rounds, interleaved),
 # LOAD_SCALING=1 (0 skips the 1-vs-2-worker runs), LOAD_IDLE=0 (N > 0 also measures resident
-# memory per idle keep-alive TLS connection with N connections, nginx proxy and service),
+# memory per idle keep-alive TLS connection with N connections, nginx proxy and service, and
+# the rustls-path service when gh-pass-rustls is among the targets),
 # LOAD_PERF=1 (records a perf profile of service and connector during each Gatehouse run;
 # LOAD_PERF=dwarf for call graphs through code without frame pointers),
 # LOAD_GH=path (a gatehouse binary to measure instead of building this checkout),
@@ -68,6 +78,8 @@ CPUS=$(nproc)
 if [ "$CPUS" -ge 2 ]; then SERVER_CPU=0; CLIENT_CPU=1; else SERVER_CPU=0; CLIENT_CPU=0; fi
 
 BACKEND=18900; PROXY=18901; HTTPS=18902; TUNNEL=18903; PROXY_NOLOG=18904; PROXY_TLS12=18905
+# The second Gatehouse stack (gh-pass-rustls).
+HTTPS_RUSTLS=18906; TUNNEL_RUSTLS=18907
 mkdir -p "$WORK/www" "$WORK/tmp"
 head -c 1024 /dev/urandom > "$WORK/www/1k.bin"
 head -c 1048576 /dev/urandom > "$WORK/www/1m.bin"
@@ -128,16 +140,23 @@ taskset -c "$SERVER_CPU" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
 taskset -c "$SERVER_CPU" "$NGINX" -c "$WORK/proxy.conf" -p "$WORK" 2>/dev/null & PIDS+=($!)
 PROXY_MASTER=$!
 
-start_gatehouse() { # workers, pin (yes/no)
-  local workers=$1 pin=$2
+# Pids of the stacks: SERVICE_PID / CONNECTOR_PID for the one on Gatehouse's record layer,
+# RUSTLS_SERVICE_PID / RUSTLS_CONNECTOR_PID for the one on rustls's (gh-pass-rustls).
+SERVICE_PID=""; CONNECTOR_PID=""; RUSTLS_SERVICE_PID=""; RUSTLS_CONNECTOR_PID=""
+start_gatehouse() { # workers, pin (yes/no), record layer (gatehouse, the default, or rustls)
+  local workers=$1 pin=$2 records=${3:-gatehouse}
+  # The rustls stack has its own ports, files and state, so that both stacks can run at once
+  # and gh-pass and gh-pass-rustls interleave in each round like the other targets.
+  local sfx="" pre="" https=$HTTPS tunnel=$TUNNEL
+  if [ "$records" = rustls ]; then sfx=-rustls; pre=RUSTLS_; https=$HTTPS_RUSTLS; tunnel=$TUNNEL_RUSTLS; fi
   local hash
   hash=$(echo bench-pw | "$GH" dev-idp hash --iterations 1000)
-  cat > "$WORK/service.toml" <<EOF
-state_dir = "state"
+  cat > "$WORK/service$sfx.toml" <<EOF
+state_dir = "state$sfx"
 workers = $workers
 public_name = "localhost"
 hsts = "off"
-events_file = "events.jsonl"
+events_file = "events$sfx.jsonl"
 [limits]
 # One load generator is one client address: per-address limits off for the benchmark.
 rate = 0
@@ -149,8 +168,8 @@ hosts = ["127.0.0.1", "pass.test", "pre.test", "localhost"]
 cert = "$WORK/proxy.pem"
 key = "$WORK/proxy.key"
 [listen]
-https = "127.0.0.1:$HTTPS"
-tunnel = "127.0.0.1:$TUNNEL"
+https = "127.0.0.1:$https"
+tunnel = "127.0.0.1:$tunnel"
 [dev_idp]
 [[dev_idp.users]]
 username = "bench"
@@ -170,30 +189,36 @@ provider = "dev"
 groups = ["staff"]
 ${LOAD_PRE_EXTRA:-}
 EOF
-  rm -rf "$WORK/state" "$WORK/connector"
-  # taskset execs the command, so $! is the server's own pid.
+  rm -rf "$WORK/state$sfx" "$WORK/connector$sfx"
+  # taskset execs the command, so $! is the server's own pid. Both the service and the
+  # connector get the variable: both ends of the tunnel, as well as the client-facing side, are
+  # TLS.
   local cpus; cpus=$([ "$pin" = yes ] && echo "$SERVER_CPU" || echo "0-$((CPUS - 1))")
-  taskset -c "$cpus" "$GH" service run --config "$WORK/service.toml" 2>"$WORK/service.log" &
+  GATEHOUSE_TLS_RECORDS="$records" taskset -c "$cpus" \
+    "$GH" service run --config "$WORK/service$sfx.toml" 2>"$WORK/service$sfx.log" &
   PIDS+=($!)
-  SERVICE_PID=$!
-  for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$TUNNEL") 2>/dev/null && break; sleep 0.1; done
-  "$GH" service token create --config "$WORK/service.toml" --role admin --ttl 10m > "$WORK/token"
-  "$GH" connector register --service "https://localhost:$TUNNEL" --token "@$WORK/token" \
-    --group default --state-dir "$WORK/connector" >/dev/null 2>&1
-  taskset -c "$cpus" "$GH" connector run --state-dir "$WORK/connector" 2>"$WORK/connector.log" &
+  printf -v "${pre}SERVICE_PID" %s "$!"
+  for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$tunnel") 2>/dev/null && break; sleep 0.1; done
+  "$GH" service token create --config "$WORK/service$sfx.toml" --role admin --ttl 10m > "$WORK/token$sfx"
+  "$GH" connector register --service "https://localhost:$tunnel" --token "@$WORK/token$sfx" \
+    --group default --state-dir "$WORK/connector$sfx" >/dev/null 2>&1
+  GATEHOUSE_TLS_RECORDS="$records" taskset -c "$cpus" \
+    "$GH" connector run --state-dir "$WORK/connector$sfx" 2>"$WORK/connector$sfx.log" &
   PIDS+=($!)
-  CONNECTOR_PID=$!
+  printf -v "${pre}CONNECTOR_PID" %s "$!"
   for _ in $(seq 100); do
-    code=$(curl -sk -o /dev/null -w '%{http_code}' --resolve "pass.test:$HTTPS:127.0.0.1" \
-      "https://pass.test:$HTTPS/1k.bin" || true)
+    code=$(curl -sk -o /dev/null -w '%{http_code}' --resolve "pass.test:$https:127.0.0.1" \
+      "https://pass.test:$https/1k.bin" || true)
     [ "$code" = 200 ] && break; sleep 0.1
   done
   sleep 1
 }
 
-stop_gatehouse() {
-  kill "$SERVICE_PID" "$CONNECTOR_PID" 2>/dev/null || true
-  wait "$SERVICE_PID" "$CONNECTOR_PID" 2>/dev/null || true
+stop_gatehouse() { # record layer (gatehouse, the default, or rustls)
+  local service=$SERVICE_PID connector=$CONNECTOR_PID
+  if [ "${1:-gatehouse}" = rustls ]; then service=$RUSTLS_SERVICE_PID; connector=$RUSTLS_CONNECTOR_PID; fi
+  kill "$service" "$connector" 2>/dev/null || true
+  wait "$service" "$connector" 2>/dev/null || true
 }
 
 session_cookie() {
@@ -220,24 +245,33 @@ fi
 
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
-# run NAME SIZE CONNECTIONS URL [wrk header args...]
+# Resident KiB per idle connection (LOAD_IDLE), by serving process, for the summary.
+IDLE_RESULTS="$WORK/idle.tsv"
+: > "$IDLE_RESULTS"
 # CPU time (user + system, clock ticks) a process has used so far.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+HZ=$(getconf CLK_TCK)
+# Microseconds of CPU per request: ticks, requests; "-" when no request completed.
+per_request() { awk -v u="$1" -v r="${2:-0}" -v hz="$HZ" 'BEGIN {if (r > 0) printf "%.1f", u / hz * 1e6 / r; else printf "-"}'; }
+# run NAME SIZE CONNECTIONS URL [wrk header args...]
 run() {
   local name=$1 size=$2 conns=$3 url=$4; shift 4
-  local out before=0
-  [[ $name == gh-* ]] && before=$(( $(ticks "$SERVICE_PID") + $(ticks "$CONNECTOR_PID") ))
+  # gh-pass-rustls is served by the second stack, every other gh-* run by the first.
+  local svc=$SERVICE_PID con=$CONNECTOR_PID
+  if [[ $name == *-rustls ]]; then svc=$RUSTLS_SERVICE_PID; con=$RUSTLS_CONNECTOR_PID; fi
+  local out before_svc=0 before_con=0
+  if [[ $name == gh-* ]]; then before_svc=$(ticks "$svc"); before_con=$(ticks "$con"); fi
   local perf_data="$WORK/perf-$name-$size-$conns.data" perf_pid="" alloc_pids=()
   if [[ -n ${LOAD_ALLOCS:-} && $name == gh-* ]]; then
     local pid
-    for pid in "$SERVICE_PID" "$CONNECTOR_PID"; do
+    for pid in "$svc" "$con"; do
       perf stat -x, -e 'ghalloc:*' -p "$pid" -o "$WORK/allocs-$pid" -- sleep "$DURATION" 2>/dev/null &
       alloc_pids+=($!)
     done
   fi
   if [[ -n ${LOAD_PERF:-} && $name == gh-* ]]; then
     local graph=-g; [ "$LOAD_PERF" = dwarf ] && graph="--call-graph=dwarf,16384"
-    perf record -q -F 499 $graph -p "$SERVICE_PID,$CONNECTOR_PID" -o "$perf_data" -- sleep "$DURATION" 2>/dev/null &
+    perf record -q -F 499 $graph -p "$svc,$con" -o "$perf_data" -- sleep "$DURATION" 2>/dev/null &
     perf_pid=$!
   fi
   out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency \
@@ -250,7 +284,7 @@ run() {
   if [ ${#alloc_pids[@]} -gt 0 ]; then
     wait "${alloc_pids[@]}" || true
     local total; total=$(awk '/requests in/ {print $1}' <<<"$out")
-    allocs=" allocations/req: service $(alloc_rate "$WORK/allocs-$SERVICE_PID" "$total"), connector $(alloc_rate "$WORK/allocs-$CONNECTOR_PID" "$total")"
+    allocs=" allocations/req: service $(alloc_rate "$WORK/allocs-$svc" "$total"), connector $(alloc_rate "$WORK/allocs-$con" "$total")"
   fi
   local rps p50 p99 p999 max rate non2xx
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
@@ -260,29 +294,40 @@ run() {
   max=$(awk '$1=="tail" {print $5}' <<<"$out")
   rate=$(awk '/^Transfer\/sec:/ {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' <<<"$out")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$rate" "${non2xx:-0}" "$p999" >> "$RESULTS"
-  local rss=""
+  local rss="" cpu=- cpu_svc=- cpu_con=-
   if [[ $name == gh-* ]]; then
     # CPU per request of service + connector: steadier than requests/s on a shared host,
-    # whose stolen time is not charged to the processes.
-    local used requests hz
-    used=$(( $(ticks "$SERVICE_PID") + $(ticks "$CONNECTOR_PID") - before ))
+    # whose stolen time is not charged to the processes. Each process apart too, as a change
+    # of TLS code (gh-pass-rustls) shows on both ends of the tunnel.
+    local used_svc used_con requests
+    used_svc=$(( $(ticks "$svc") - before_svc ))
+    used_con=$(( $(ticks "$con") - before_con ))
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
-    hz=$(getconf CLK_TCK)
-    rss=" cpu $(awk -v u="$used" -v r="$requests" -v hz="$hz" 'BEGIN {printf "%.1f", u / hz * 1e6 / r}') us/req;"
-    rss+=" rss service $(awk '/VmRSS/ {print $2}' "/proc/$SERVICE_PID/status") KiB, connector $(awk '/VmRSS/ {print $2}' "/proc/$CONNECTOR_PID/status") KiB"
+    cpu=$(per_request $((used_svc + used_con)) "$requests")
+    cpu_svc=$(per_request "$used_svc" "$requests")
+    cpu_con=$(per_request "$used_con" "$requests")
+    rss=" cpu $cpu us/req (service $cpu_svc, connector $cpu_con);"
+    rss+=" rss service $(awk '/VmRSS/ {print $2}' "/proc/$svc/status") KiB, connector $(awk '/VmRSS/ {print $2}' "/proc/$con/status") KiB"
   fi
-  printf '  %-11s %-3s c=%-4s %10s req/s  p50 %-9s p99 %-9s p99.9 %-9s max %-9s %10s/s  non-2xx %s%s%s\n' \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$rate" \
+    "${non2xx:-0}" "$p999" "$cpu" "$cpu_svc" "$cpu_con" >> "$RESULTS"
+  printf '  %-14s %-3s c=%-4s %10s req/s  p50 %-9s p99 %-9s p99.9 %-9s max %-9s %10s/s  non-2xx %s%s%s\n' \
     "$name" "$size" "$conns" "$rps" "$p50" "$p99" "$p999" "$max" "$rate" "${non2xx:-0}" "$rss" "$allocs"
 }
 
+TARGETS="${LOAD_TARGETS:-direct nginx nginx-nolog gh-pass gh-pre}"
+RUSTLS_STACK=""
+for target in $TARGETS; do if [ "$target" = gh-pass-rustls ]; then RUSTLS_STACK=yes; fi; done
 echo "== load: ${DURATION}s per run; servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
 start_gatehouse 1 yes
+# The second stack idles on the same core while the others run: it costs next to nothing,
+# and starting it once keeps gh-pass and gh-pass-rustls in the same rounds.
+if [ -n "$RUSTLS_STACK" ]; then start_gatehouse 1 yes rustls; fi
 COOKIE=$(session_cookie)
 for round in $(seq "${LOAD_REPEAT:-1}"); do
 for size in ${LOAD_SIZES:-1k 1m}; do
   for conns in ${LOAD_CONNS:-64 256}; do
-    for target in ${LOAD_TARGETS:-direct nginx nginx-nolog gh-pass gh-pre}; do
+    for target in $TARGETS; do
       case $target in
         direct) run direct "$size" "$conns" "http://127.0.0.1:$BACKEND/$size.bin" ;;
         nginx) run nginx "$size" "$conns" "https://127.0.0.1:$PROXY/$size.bin" ;;
@@ -291,6 +336,10 @@ for size in ${LOAD_SIZES:-1k 1m}; do
         # The same request bytes as gh-pre (a browser sends its cookies either way), so
         # the difference between the two is what pre-authentication does.
         gh-pass) run gh-pass "$size" "$conns" "https://127.0.0.1:$HTTPS/$size.bin" \
+          -H "Host: pass.test" -H "Cookie: $COOKIE" ;;
+        # gh-pass byte for byte, on the rustls-record-layer stack (the pass app ignores the
+        # cookie, which the first stack issued). Not in the default set.
+        gh-pass-rustls) run gh-pass-rustls "$size" "$conns" "https://127.0.0.1:$HTTPS_RUSTLS/$size.bin" \
           -H "Host: pass.test" -H "Cookie: $COOKIE" ;;
         # A new TLS connection for every request (resumed after the first of each client
         # connection): what a storm of reconnecting clients costs. Not in the default set.
@@ -307,12 +356,16 @@ done
 done
 echo "== resident memory after the runs: service $(awk '/VmRSS/ {print $2, $3}' /proc/$SERVICE_PID/status), connector $(awk '/VmRSS/ {print $2, $3}' /proc/$CONNECTOR_PID/status)"
 stop_gatehouse
+if [ -n "$RUSTLS_STACK" ]; then
+  echo "== resident memory after the runs (rustls records): service $(awk '/VmRSS/ {print $2, $3}' /proc/$RUSTLS_SERVICE_PID/status), connector $(awk '/VmRSS/ {print $2, $3}' /proc/$RUSTLS_CONNECTOR_PID/status)"
+  stop_gatehouse rustls
+fi
 
 # Resident memory per idle keep-alive connection: N TLS connections, each sent one request
 # for the 1 KiB file and then left idle; RSS of the serving process before and after.
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 idle_memory() { # name pid port sni
-  local name=$1 pid=$2 port=$3 sni=$4 before after fifo="$WORK/idle.fifo"
+  local name=$1 pid=$2 port=$3 sni=$4 before after per_conn fifo="$WORK/idle.fifo"
   before=$(rss_kib "$pid")
   rm -f "$fifo"; mkfifo "$fifo"
   # The client holds its connections until its stdin (the fifo) closes.
@@ -322,9 +375,10 @@ idle_memory() { # name pid port sni
   for _ in $(seq 1200); do grep -qE '^(ready|failed)' "$WORK/idle.out" && break; sleep 0.25; done
   sleep 2 # let timers that release idle buffers run
   after=$(rss_kib "$pid")
-  printf '  %-8s %s idle connections (%s): RSS %s KiB -> %s KiB, %s KiB per connection\n' "$name" \
-    "$LOAD_IDLE" "$(head -1 "$WORK/idle.out")" "$before" "$after" \
-    "$(awk -v a="$after" -v b="$before" -v n="$LOAD_IDLE" 'BEGIN {printf "%.2f", (a - b) / n}')"
+  per_conn=$(awk -v a="$after" -v b="$before" -v n="$LOAD_IDLE" 'BEGIN {printf "%.2f", (a - b) / n}')
+  printf '  %-14s %s idle connections (%s): RSS %s KiB -> %s KiB, %s KiB per connection\n' "$name" \
+    "$LOAD_IDLE" "$(head -1 "$WORK/idle.out")" "$before" "$after" "$per_conn"
+  printf '%s\t%s\n' "$name" "$per_conn" >> "$IDLE_RESULTS"
   exec 9>&-
   wait "$client" 2>/dev/null || true
 }
@@ -334,6 +388,13 @@ if [ "${LOAD_IDLE:-0}" -gt 0 ]; then
   start_gatehouse 1 yes
   idle_memory gh-pass "$SERVICE_PID" "$HTTPS" pass.test
   stop_gatehouse
+  # A fresh stack, as for gh-pass, started once the other has stopped: both measurements
+  # start from the same state.
+  if [ -n "$RUSTLS_STACK" ]; then
+    start_gatehouse 1 yes rustls
+    idle_memory gh-pass-rustls "$RUSTLS_SERVICE_PID" "$HTTPS_RUSTLS" pass.test
+    stop_gatehouse rustls
+  fi
 fi
 
 if [ "${LOAD_SCALING:-1}" = 1 ]; then
@@ -345,9 +406,9 @@ if [ "${LOAD_SCALING:-1}" = 1 ]; then
   done
 fi
 
-echo "== summary: median over rounds; ratios to nginx (and gh-pre to gh-pass) in the same run"
-python3 - "$RESULTS" <<'PY'
-import statistics, sys
+echo "== summary: median over rounds; ratios to nginx (and gh-pre to gh-pass, gh-pass to gh-pass-rustls) in the same run"
+python3 - "$RESULTS" "$IDLE_RESULTS" <<'PY'
+import math, statistics, sys
 from collections import defaultdict
 def ms(t):
     for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
@@ -359,26 +420,35 @@ def rate(t):
         if t.endswith(unit):
             return float(t[: -len(unit)]) * f
     return float("nan")
+def num(t):
+    try:
+        return float(t)
+    except ValueError:
+        return float("nan")
 runs = defaultdict(list)
 order = []
 for line in open(sys.argv[1]):
-    name, size, conns, rps, p50, p99, tr, _, p999 = line.rstrip("\n").split("\t")
+    # CPU per request (service + connector, us) is "-" for runs that are not Gatehouse's.
+    name, size, conns, rps, p50, p99, tr, _, p999, cpu = line.rstrip("\n").split("\t")[:10]
     key = (name, size, conns)
     if key not in order:
         order.append(key)
-    runs[key].append((float(rps), ms(p50), ms(p99), rate(tr), ms(p999)))
-med = {k: tuple(statistics.median(v[i] for v in runs[k]) for i in range(5)) for k in order}
+    runs[key].append((float(rps), ms(p50), ms(p99), rate(tr), ms(p999), num(cpu)))
+med = {k: tuple(statistics.median(v[i] for v in runs[k]) for i in range(6)) for k in order}
+# Resident KiB per idle keep-alive connection, by serving process (LOAD_IDLE).
+idle = dict(line.rstrip("\n").split("\t") for line in open(sys.argv[2]))
 def baseline(name):
     # New-connection runs are compared with nginx under the same load.
     return "nginx-new" if name.endswith("-new") else "nginx"
-print(f"{'run':11} {'size':4} {'conns':>5} {'req/s':>9} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x p99':>6} {'p99.9 ms':>9} {'MB/s':>8} {'x MB/s':>7} {'rounds':>6}")
+print(f"{'run':14} {'size':4} {'conns':>5} {'req/s':>9} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x p99':>6} {'p99.9 ms':>9} {'MB/s':>8} {'x MB/s':>7} {'cpu us':>7} {'rounds':>6}")
 for key in order:
     name, size, conns = key
-    rps, p50, p99, tr, p999 = med[key]
+    rps, p50, p99, tr, p999, cpu = med[key]
     base = med.get((baseline(name), size, conns))
     x = lambda a, i: f"{a / base[i]:.2f}" if base and base[i] else "-"
-    print(f"{name:11} {size:4} {conns:>5} {rps:>9.0f} {x(rps, 0):>8} {p50:>8.2f} {p99:>8.2f} {x(p99, 2):>6} "
-          f"{p999:>9.2f} {tr:>8.1f} {x(tr, 3):>7} {len(runs[key]):>6}")
+    cpu_s = "-" if math.isnan(cpu) else f"{cpu:.1f}"
+    print(f"{name:14} {size:4} {conns:>5} {rps:>9.0f} {x(rps, 0):>8} {p50:>8.2f} {p99:>8.2f} {x(p99, 2):>6} "
+          f"{p999:>9.2f} {tr:>8.1f} {x(tr, 3):>7} {cpu_s:>7} {len(runs[key]):>6}")
 print()
 print("chart: x nginx in requests/s (1k) or transfer rate (1m); '|' is nginx (1.00)")
 for key in order:
@@ -391,7 +461,18 @@ for key in order:
     ratio = med[key][i] / base[i]
     bar = ("#" * round(min(ratio, 3.0) * 20)).ljust(20)
     bar = bar[:20] + "|" + bar[20:]
-    print(f"{name:11} {size:3} c={conns:<4} {bar:<62} {ratio:.2f}")
+    print(f"{name:14} {size:3} c={conns:<4} {bar:<62} {ratio:.2f}")
+for size, conns in sorted({(k[1], k[2]) for k in order}):
+    a, b = med.get(("gh-pass", size, conns)), med.get(("gh-pass-rustls", size, conns))
+    if a and b:
+        # Gatehouse's record layer against rustls's, the rest alike: above 1 in requests/s
+        # and below 1 in CPU is what Gatehouse's own buys.
+        r = lambda i: f"{a[i] / b[i]:.2f}" if b[i] else "-"
+        line = (f"gh-pass / gh-pass-rustls {size} c={conns}: {r(0)} of the requests/s, "
+                f"{r(5)} of the CPU per request ({a[5]:.1f} vs {b[5]:.1f} us)")
+        if "gh-pass" in idle and "gh-pass-rustls" in idle:
+            line += f", idle {idle['gh-pass']} vs {idle['gh-pass-rustls']} KiB per connection"
+        print(line)
 for size, conns in sorted({(k[1], k[2]) for k in order}):
     a, b = med.get(("gh-pass", size, conns)), med.get(("gh-pre", size, conns))
     if a and b:
