@@ -45,6 +45,30 @@ pub struct RequestHead<'b, 'f> {
     pub head_len: usize,
 }
 
+impl<'b> RequestHead<'b, '_> {
+    /// The authority the request is for. RFC 9112 3.2.2: for an absolute-form target that is
+    /// the target's authority, and the Host field is ignored (a proxy must replace it);
+    /// otherwise the Host field. Both were checked by the parser ([`authority_is_valid`]).
+    pub fn authority(&self) -> Option<&'b [u8]> {
+        match self.form {
+            TargetForm::Absolute => split_absolute(self.target).map(|(authority, _)| authority),
+            _ => self.host,
+        }
+    }
+
+    /// The target in origin form (path and query): for an absolute-form target the part after
+    /// its authority, `/` when that is empty; otherwise the target as received.
+    pub fn origin_target(&self) -> &'b [u8] {
+        match self.form {
+            TargetForm::Absolute => match split_absolute(self.target) {
+                Some((_, b"")) | None => b"/",
+                Some((_, path)) => path,
+            },
+            _ => self.target,
+        }
+    }
+}
+
 impl RequestHead<'_, '_> {
     /// Whether this is a HEAD request (its response has no body whatever its fields say).
     pub fn is_head(&self) -> bool {
@@ -228,16 +252,64 @@ fn authority_form(target: &[u8]) -> bool {
 }
 
 /// RFC 9112 3.2.2: `absolute-form = absolute-URI`. Only the `http` and `https` schemes with an
-/// authority mean anything to an HTTP server; other absolute URIs are rejected.
+/// authority mean anything to an HTTP server; other absolute URIs are rejected, and so is an
+/// authority that is not `host[:port]` (RFC 9110 4.2.4: no userinfo).
 fn absolute_form(target: &[u8]) -> bool {
+    split_absolute(target).is_some_and(|(authority, _)| authority_is_valid(authority))
+}
+
+/// An `http`/`https` absolute URI's authority and what follows it (path and query).
+fn split_absolute(target: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = if target.len() > 7 && target[..7].eq_ignore_ascii_case(b"http://") {
         &target[7..]
     } else if target.len() > 8 && target[..8].eq_ignore_ascii_case(b"https://") {
         &target[8..]
     } else {
-        return false;
+        return None;
     };
-    rest.first().is_some_and(|&b| b != b'/')
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?'))
+        .unwrap_or(rest.len());
+    Some(rest.split_at(end))
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 7.2, RFC 3986 3.2.2): a non-empty registered name or
+/// IPv4 address, or an IPv6 literal in brackets; a port of digits only (at most 5). No
+/// userinfo. What a Host field or an absolute-form target's authority must be.
+pub fn authority_is_valid(authority: &[u8]) -> bool {
+    let (host_ok, rest) = match authority.strip_prefix(b"[") {
+        Some(literal) => match literal.iter().position(|&b| b == b']') {
+            Some(end) => (
+                end > 0
+                    && literal[..end]
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')),
+                &literal[end + 1..],
+            ),
+            None => return false,
+        },
+        None => {
+            let end = authority
+                .iter()
+                .position(|&b| b == b':')
+                .unwrap_or(authority.len());
+            let host = &authority[..end];
+            (
+                !host.is_empty()
+                    && host
+                        .iter()
+                        .all(|&b| chars::HOST[b as usize] && !matches!(b, b'[' | b']' | b'@')),
+                &authority[end..],
+            )
+        }
+    };
+    host_ok
+        && match rest {
+            [] => true,
+            [b':', port @ ..] => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
 }
 
 /// RFC 9112 6.3, for requests: decides how the body is framed, or rejects the request.
@@ -287,7 +359,8 @@ fn check_host(version: Version, control: &Control<'_>) -> Result<(), Error> {
     match (control.host_count, control.host) {
         (0, _) if version == Version::Http11 => Err(Error::HostMissing),
         (0, _) => Ok(()),
-        (1, Some(host)) if host.iter().all(|&b| chars::HOST[b as usize]) => Ok(()),
+        // An empty Host stands for an empty authority (RFC 9112 3.2): no host to route to.
+        (1, Some(host)) if host.is_empty() || authority_is_valid(host) => Ok(()),
         (1, _) => Err(Error::HostInvalid),
         _ => Err(Error::HostDuplicate),
     }

@@ -387,3 +387,49 @@ fn every_error_maps_to_a_client_error_or_501_505() {
     }
     assert_eq!(Error::TransferCodingUnknown.status(), 501);
 }
+
+/// RFC 9110 7.2 and RFC 3986 3.2.2: a Host is `uri-host [":" port]` with a port of digits
+/// only; an absolute-form target's authority likewise, and without userinfo (RFC 9110 4.2.4).
+#[test]
+fn rfc9110_7_2_host_and_target_authorities_are_host_and_digit_port() {
+    use gatehouse_http1::authority_is_valid;
+    for good in [
+        &b"example.com"[..],
+        b"example.com:8443",
+        b"example.com:",
+        b"127.0.0.1:80",
+        b"[::1]:443",
+        b"[2001:db8::1]",
+        b"xn--bcher-kva.example",
+    ] {
+        assert!(
+            authority_is_valid(good),
+            "{}",
+            String::from_utf8_lossy(good)
+        );
+    }
+    for bad in [
+        &b""[..],
+        b":443",
+        b"example.com:https",
+        b"example.com:80:80",
+        b"example.com:123456",
+        b"user@example.com",
+        b"[::1",
+        b"[]:80",
+        b"[::1]x",
+        b"exa[mple.com",
+    ] {
+        assert!(!authority_is_valid(bad), "{}", String::from_utf8_lossy(bad));
+    }
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost: example.com:https\r\n\r\n"),
+        Error::HostInvalid
+    );
+    assert_eq!(
+        req_err(b"GET http://user@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+        Error::Target
+    );
+    let r = req(b"GET http://other.test:8443?q HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert_eq!(r.form, TargetForm::Absolute);
+}

@@ -11,7 +11,7 @@ use gatehouse_core::translate::is_proxy_controlled;
 use gatehouse_http1::rt::{Conn, ConnError, IdleStack, TlsStream};
 use gatehouse_http1::{
     is_hop_by_hop, parse_request, BodyDecoder, BodyKind, Field, Limits, RequestHead, Status,
-    TargetForm, Version, CONTINUE_100,
+    Version, CONTINUE_100,
 };
 use gatehouse_tunnel::frame::{BodyLength, IdentityCache, IdentityParts, OpenParts, Response};
 use gatehouse_tunnel::rt::{StreamEvent, StreamHandle};
@@ -534,7 +534,9 @@ fn start(
             keep_alive,
         }
     };
-    let Some((host, path)) = host_and_path(head) else {
+    // RFC 9112 3.2.2: with an absolute-form target, its authority is the host, for routing,
+    // policy and everything forwarded; the client's Host field is ignored and replaced.
+    let (Some(host), path) = (head.authority(), head.origin_target()) else {
         return local(400, "Bad request", "The request names no host.");
     };
     if head.is_connect() {
@@ -637,6 +639,7 @@ fn start(
         app,
         peer,
         request_id,
+        host,
         path,
         identity: None,
         session_key: None,
@@ -939,6 +942,9 @@ fn forward(
                 };
             }
         };
+    if let Some((status, title, detail)) = misfit_for_tunnel(head, request.path) {
+        return local(status, title, detail);
+    }
     let Some(tunnel) = worker.pick(&app.group, except) else {
         return local(
             502,
@@ -964,6 +970,15 @@ fn forward(
     }
     let stream = match opened {
         Ok(stream) => stream,
+        // Every part was checked against the frame's bounds; what is left is the frame's
+        // total size.
+        Err(gatehouse_tunnel::StreamError::WrongState) => {
+            return local(
+                431,
+                "Request header fields too large",
+                "The request's header fields are larger than this service forwards.",
+            );
+        }
         Err(_) => {
             return local(
                 502,
@@ -991,7 +1006,7 @@ fn forward(
         keep_alive: head.keep_alive,
         expect_continue: head.expect_continue,
         body: head.body,
-        upgrade: head.upgrade,
+        upgrade: allowed_upgrade(head, app).is_some(),
         idempotent: !has_body && matches!(head.method, b"GET" | b"HEAD" | b"OPTIONS"),
         _app_slot: app_slot,
         _in_flight: worker.shield.request_started(),
@@ -1007,6 +1022,9 @@ struct Outgoing<'r, 'b, 'f> {
     app: &'r App,
     peer: SocketAddr,
     request_id: [u8; 16],
+    /// The authority the request was routed by (see [`RequestHead::authority`]): the only
+    /// Host that goes on.
+    host: &'r [u8],
     path: &'r [u8],
     identity: Option<IdentityParts<'r>>,
     /// The session whose identity this is: the tunnel's connector may keep it.
@@ -1016,7 +1034,8 @@ struct Outgoing<'r, 'b, 'f> {
 
 /// Opens the request's stream on `tunnel`. Fields that only concern this hop, that the proxy
 /// sets itself, or that back ends might trust (identity, forwarding) are not forwarded; nor
-/// are Gatehouse's own cookies.
+/// are Gatehouse's own cookies. The client's Host field is replaced by the authority the
+/// request was routed by, which no Connection field can remove.
 fn open(
     tunnel: &Tunnel,
     request: &Outgoing<'_, '_, '_>,
@@ -1032,21 +1051,22 @@ fn open(
     let keep_cookie =
         own_cookies && auth::strip_own_cookies(head.fields.get_all("cookie"), cookie_buf);
     let identity_names = app.preauth.as_ref().map(|p| &p.identity_headers);
-    let upgrade_value = head.upgrade.then(|| head.fields.get("upgrade")).flatten();
+    let upgrade_value = allowed_upgrade(head, app);
     let forwarded = all
         .iter()
-        .filter(|f| forwardable(f, all))
+        .filter(|f| !f.is("host") && forwardable(f, all))
         .filter(|f| !(own_cookies && f.is("cookie")))
         .filter(|f| !(request.drop_authorization && f.is("authorization")))
         .filter(|f| identity_names.is_none_or(|names| !names.names().any(|n| folded_eq(f.name, n))))
         .map(|f| (f.name, f.value))
+        .chain(std::iter::once((&b"Host"[..], request.host)))
         .chain(keep_cookie.then_some((&b"Cookie"[..], &cookie_buf[..])))
         .chain(upgrade_value.map(|_| (&b"Connection"[..], &b"Upgrade"[..])))
         .chain(upgrade_value.map(|v| (&b"Upgrade"[..], v)));
     tunnel.mux.open(OpenParts {
         stream: StreamId(0),
         // An upgrade keeps the stream open upwards: the new protocol's bytes follow a 101.
-        end: head.body == BodyKind::Empty && !head.upgrade,
+        end: head.body == BodyKind::Empty && upgrade_value.is_none(),
         request_id: request.request_id,
         client: request.peer,
         https: true,
@@ -1062,6 +1082,53 @@ fn open(
         identity: request.identity,
         fields: forwarded,
     })
+}
+
+/// The protocol in the client's Upgrade field that the app allows (`upgrades`, WebSocket by
+/// default), if the request asks to switch at all (RFC 9110 7.8). Any other is dropped with
+/// the Upgrade field and the request goes on as a plain one: `h2c` above all, which is
+/// HTTP/2 without TLS and never valid on a TLS connection (RFC 9113 3.1).
+fn allowed_upgrade<'b>(head: &RequestHead<'b, '_>, app: &App) -> Option<&'b [u8]> {
+    if !head.upgrade {
+        return None;
+    }
+    head.fields
+        .get_all("upgrade")
+        .flat_map(|value| value.split(|&b| b == b','))
+        .map(|element| element.trim_ascii())
+        .find(|protocol| {
+            let name = protocol.split(|&b| b == b'/').next().unwrap_or(protocol);
+            app.upgrades
+                .iter()
+                .any(|allowed| name.eq_ignore_ascii_case(allowed.as_bytes()))
+        })
+}
+
+/// The page for a request whose parts do not fit the tunnel's OPEN frame (one-byte lengths for
+/// the method and field names, two-byte ones for the target and field values), if one does
+/// not: the status a server gives for each, never "no connector".
+fn misfit_for_tunnel(
+    head: &RequestHead<'_, '_>,
+    path: &[u8],
+) -> Option<(u16, &'static str, &'static str)> {
+    const SHORT: usize = u8::MAX as usize;
+    const LONG: usize = u16::MAX as usize;
+    if head.method.len() > SHORT {
+        return Some((
+            501,
+            "Not implemented",
+            "The request method is longer than any this service forwards.",
+        ));
+    }
+    if path.len() > LONG {
+        return Some((414, "URI too long", "The request target is too long."));
+    }
+    let too_large = |f: &Field<'_>| f.name.len() > SHORT || f.value.len() > LONG;
+    head.fields.as_slice().iter().any(too_large).then_some((
+        431,
+        "Request header fields too large",
+        "A header field is longer than this service forwards.",
+    ))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -1082,32 +1149,12 @@ fn forwardable(field: &Field<'_>, all: &[Field<'_>]) -> bool {
     !is_hop_by_hop(field.name, all)
         && !field.is("content-length")
         && !field.is("expect")
+        // Only meaningful with an h2c upgrade, which is never forwarded (RFC 9113 3.1).
+        && !field.is("http2-settings")
         // Names with '_' are dropped (as nginx does): back ends that fold '_' into '-' must
         // not be handed a second spelling of a header the proxy controls.
         && !field.name.contains(&b'_')
         && !is_proxy_controlled(field.name)
-}
-
-/// The host (Host field, or the authority of an absolute-form target) and the origin-form
-/// path of a request.
-fn host_and_path<'b>(head: &RequestHead<'b, '_>) -> Option<(&'b [u8], &'b [u8])> {
-    match head.form {
-        TargetForm::Absolute => {
-            let rest = head
-                .target
-                .iter()
-                .position(|&b| b == b':')
-                .map(|i| &head.target[i + 1..])?
-                .strip_prefix(b"//")?;
-            let end = rest
-                .iter()
-                .position(|&b| matches!(b, b'/' | b'?'))
-                .unwrap_or(rest.len());
-            let path = &rest[end..];
-            Some((&rest[..end], if path.is_empty() { b"/" } else { path }))
-        }
-        _ => Some((head.host?, head.target)),
-    }
 }
 
 /// Counts a body chunk of `len` bytes; true when the body is now over the size limit, or a

@@ -197,6 +197,10 @@ pub struct App {
     pub backend_pin: Option<[u8; 32]>,
     /// `max_concurrent`: requests in flight at once; default 0 = unlimited.
     pub max_concurrent: usize,
+    /// `upgrades`: protocols a client may switch to (RFC 9110 7.8), lower-case; default
+    /// `["websocket"]`, `[]` for none. An Upgrade naming anything else is dropped and the
+    /// request goes on as a plain one. `h2c` is refused: it is HTTP/2 without TLS.
+    pub upgrades: Vec<String>,
     /// Sign-in settings; `Some` exactly when `mode` is preauth.
     pub preauth: Option<Preauth>,
 }
@@ -437,6 +441,7 @@ struct RawApp {
     backend_pin: Option<Spanned<String>>,
     #[serde(default)]
     max_concurrent: usize,
+    upgrades: Option<Spanned<Vec<Spanned<String>>>>,
     provider: Option<Spanned<String>>,
     session_lifetime: Option<Spanned<RawDuration>>,
     bearer_audiences: Option<Spanned<Vec<String>>>,
@@ -457,6 +462,23 @@ enum RawDuration {
 
 fn default_true() -> bool {
     true
+}
+
+/// A protocol name of `upgrades`: a token, kept lower-case (protocol names compare without
+/// case, RFC 9110 7.8).
+fn parse_upgrade(protocol: &str) -> Result<String, String> {
+    let lower = protocol.to_ascii_lowercase();
+    if lower.is_empty()
+        || !lower
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        return Err(format!("{protocol:?} is not a protocol name"));
+    }
+    if lower == "h2c" {
+        return Err("h2c is HTTP/2 without TLS, which a TLS front cannot switch to".to_owned());
+    }
+    Ok(lower)
 }
 
 impl RawConfig {
@@ -637,6 +659,14 @@ impl RawApp {
             .as_ref()
             .map(|pin| src.read(pin, |pin| parse_pin(pin)))
             .transpose()?;
+        let upgrades = match &self.upgrades {
+            None => vec!["websocket".to_owned()],
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .map(|protocol| src.read(protocol, |p| parse_upgrade(p)))
+                .collect::<Result<_, _>>()?,
+        };
         // The connector refuses an https back end it cannot verify, and a plain http one has
         // nothing to verify: say so now rather than on every request.
         let verifier = self
@@ -668,6 +698,7 @@ impl RawApp {
             backend_ca: self.backend_ca.map(|path| dir.join(path.into_inner())),
             backend_pin,
             max_concurrent: self.max_concurrent,
+            upgrades,
             preauth,
         })
     }

@@ -1,0 +1,155 @@
+//! End to end, edge correctness of the request path: the real `gatehouse` service and
+//! connector processes, the Python echo back end, curl.
+
+mod common;
+
+use common::*;
+
+/// The echo back end's JSON answer.
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "not JSON: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|h| h[1].as_str().unwrap())
+        .collect()
+}
+
+const OTHER_HOST: &str = "other.test";
+
+/// Two passthrough apps on one back end: `app.test` and `other.test`.
+fn two_apps(name: &str) -> (Stack, Proc) {
+    let (backend, port) = backend(None);
+    let other = AppSpec {
+        name: "other",
+        external: format!("https://{OTHER_HOST}/"),
+        internal: format!("http://127.0.0.1:{port}/"),
+        group: "default",
+        extra: String::new(),
+    };
+    let mut stack = Stack::start(name, &[passthrough_app("echo", port), other], "");
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+    stack.wait_ready(OTHER_HOST, "/echo/ready");
+    (stack, backend)
+}
+
+/// RFC 9112 3.2.2: with an absolute-form target, the target's authority replaces the Host
+/// field for everything: routing, and what the back end is told (X-Forwarded-Host,
+/// Forwarded). The client's Host (here another app's, such as a pre-authenticated one)
+/// never goes on. No Connection field can remove Host or our own fields, a Host whose port is
+/// not digits is 400, and so is an authority with userinfo.
+#[test]
+fn an_absolute_form_target_replaces_the_host_field() {
+    let (stack, _backend) = two_apps("edge-host");
+    let port = stack.https_port;
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "--request-target",
+            &format!("https://{OTHER_HOST}:{port}/echo/absolute"),
+            "-H",
+            &format!("Host: {APP_HOST}:{port}"),
+            &stack.url(APP_HOST, "/"),
+        ],
+    );
+    let echo = json(&out);
+    assert_eq!(echo["path"], "/echo/absolute");
+    let routed = format!("{OTHER_HOST}:{port}");
+    assert_eq!(header(&echo, "x-forwarded-host"), vec![routed.as_str()]);
+    assert!(
+        header(&echo, "forwarded")[0].contains(&format!("host=\"{routed}\"")),
+        "{:?}",
+        header(&echo, "forwarded")
+    );
+    assert_eq!(header(&echo, "host").len(), 1);
+
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-H",
+            "Connection: host, x-forwarded-for, x-forwarded-host, x-request-id",
+            &stack.url(APP_HOST, "/echo/nominated"),
+        ],
+    );
+    let echo = json(&out);
+    assert_eq!(header(&echo, "host").len(), 1, "Host survives");
+    assert_eq!(header(&echo, "x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(
+        header(&echo, "x-forwarded-host"),
+        vec![format!("{APP_HOST}:{port}").as_str()]
+    );
+    assert_eq!(header(&echo, "x-request-id").len(), 1);
+
+    for bad in [
+        vec![
+            "-H".to_owned(),
+            format!("Host: {APP_HOST}:https"),
+            stack.url(APP_HOST, "/echo/"),
+        ],
+        vec![
+            "--request-target".to_owned(),
+            format!("https://user@{OTHER_HOST}:{port}/echo/"),
+            stack.url(APP_HOST, "/"),
+        ],
+    ] {
+        let mut args: Vec<&str> = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        args.extend(bad.iter().map(String::as_str));
+        assert_eq!(text(&stack.curl(APP_HOST, &args)), "400", "{bad:?}");
+    }
+}
+
+/// Only the upgrades an app allows go on (WebSocket by default). `h2c` (HTTP/2 without TLS)
+/// and its HTTP2-Settings never reach the back end: the request is served as a plain one.
+#[test]
+fn only_allowed_upgrades_are_forwarded_and_h2c_never() {
+    let (stack, _backend) = two_apps("edge-upgrade");
+    let out = stack.curl(
+        APP_HOST,
+        &[
+            "-H",
+            "Connection: Upgrade, HTTP2-Settings",
+            "-H",
+            "Upgrade: h2c",
+            "-H",
+            "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA",
+            &stack.url(APP_HOST, "/echo/h2c"),
+        ],
+    );
+    let echo = json(&out);
+    assert_eq!(echo["path"], "/echo/h2c");
+    assert!(header(&echo, "upgrade").is_empty());
+    assert!(header(&echo, "http2-settings").is_empty());
+    assert!(header(&echo, "connection")
+        .iter()
+        .all(|c| !c.to_ascii_lowercase().contains("upgrade")));
+}
+
+/// A method or a field name longer than the tunnel's OPEN frame carries gets what a server
+/// would answer (501, 431), not "No connector online".
+#[test]
+fn parts_too_long_for_the_tunnel_get_the_status_a_server_gives() {
+    let (stack, _backend) = two_apps("edge-misfit");
+    let status = |args: &[&str]| {
+        let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        all.extend_from_slice(args);
+        text(&stack.curl(APP_HOST, &all))
+    };
+    let url = stack.url(APP_HOST, "/echo/long");
+    let method = "M".repeat(300);
+    assert_eq!(status(&["-X", &method, &url]), "501");
+    let field = format!("X-{}: 1", "n".repeat(300));
+    assert_eq!(status(&["-H", &field, &url]), "431");
+    assert_eq!(status(&[&url]), "200");
+}
