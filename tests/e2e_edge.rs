@@ -153,3 +153,95 @@ fn parts_too_long_for_the_tunnel_get_the_status_a_server_gives() {
     assert_eq!(status(&["-H", &field, &url]), "431");
     assert_eq!(status(&[&url]), "200");
 }
+
+/// nginx as the back end, with `keepalive_timeout 1s`, serving every method.
+fn nginx_backend(name: &str) -> (Proc, u16) {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nginx is not installed (scripts/test.sh installs it)");
+    let dir = temp_dir(name);
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/hello.txt"), "hello from nginx\n").unwrap();
+    let port = free_port();
+    let conf = format!(
+        "daemon off; worker_processes 1; error_log {d}/error.log; pid {d}/nginx.pid;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
+         fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+         keepalive_timeout 1s;\n\
+         server {{ listen 127.0.0.1:{port}; root {d}/www;\n\
+         location /any {{ return 200 \"ok\\n\"; }} }} }}\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = std::process::Command::new(nginx)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(&dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    (
+        Proc {
+            child,
+            name: "nginx".into(),
+        },
+        port,
+    )
+}
+
+/// A back end that closes idle connections after 1 s (nginx, `keepalive_timeout 1s`) under a
+/// steady mix of GET and requests with bodies (POST, PATCH chunked, POST with Expect, an
+/// empty POST), with pauses that outlast its timeout but not the connector's 4 s: no request
+/// may go out on a connection nginx closed, so every answer is a 2xx.
+#[test]
+fn pooled_back_end_connections_closed_by_the_back_end_are_never_used() {
+    let (_nginx, port) = nginx_backend("edge-keepalive-nginx");
+    let mut stack = Stack::start("edge-keepalive", &[passthrough_app("nginx", port)], "");
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/hello.txt");
+    let body = "b".repeat(20_000);
+    let mut codes = Vec::new();
+    let requests: [(&str, Vec<&str>); 5] = [
+        ("/any/post", vec!["--data-binary", &body]),
+        (
+            "/any/patch",
+            vec![
+                "-X",
+                "PATCH",
+                "-H",
+                "Transfer-Encoding: chunked",
+                "--data-binary",
+                &body,
+            ],
+        ),
+        (
+            "/any/expect",
+            vec!["-H", "Expect: 100-continue", "--data-binary", &body],
+        ),
+        ("/any/empty", vec!["-X", "POST"]),
+        // Last: a GET first after the pause would take the stale connection itself (the
+        // service sends a refused GET again) and spare the others.
+        ("/hello.txt", vec![]),
+    ];
+    for round in 0..6 {
+        for (path, extra) in &requests {
+            let url = stack.url(APP_HOST, path);
+            let mut args = vec!["-w", "%{http_code}", "-o", "/dev/null"];
+            args.extend(extra.iter().copied());
+            args.push(&url);
+            codes.push(text(&stack.curl(APP_HOST, &args)));
+        }
+        // Longer than nginx keeps an idle connection, shorter than the connector would.
+        std::thread::sleep(std::time::Duration::from_millis(if round % 2 == 0 {
+            1300
+        } else {
+            300
+        }));
+    }
+    assert_eq!(codes.len(), 30, "{codes:?}");
+    assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use gatehouse_core::api::{AppRoute, ConnectorConfig, IdentityHeaderNames};
 use gatehouse_core::translate::{self, Mapping, Origin};
-use gatehouse_http1::rt::{Conn, ConnError, TlsStream, Transport};
+use gatehouse_http1::rt::{idle_and_open, Conn, ConnError, TlsStream, Transport};
 use gatehouse_http1::{BodyDecoder, BodyKind, Limits, RequestMethod};
 use gatehouse_tunnel::frame::{
     BodyLength, Identity, IdentityCache, Open, ResponseParts, IDENTITY_CACHE_MAX,
@@ -37,13 +37,28 @@ enum Backend {
     Tls(Box<Conn<TlsStream<TcpStream>>>),
 }
 
+impl Backend {
+    /// Whether this pooled connection can take a request: nothing buffered, nothing to read
+    /// and no end of stream on its socket (see [`idle_and_open`]).
+    fn idle_and_open(&self) -> bool {
+        match self {
+            Backend::Plain(conn) => conn.buffered().is_empty() && idle_and_open(conn.io()),
+            Backend::Tls(conn) => conn.buffered().is_empty() && idle_and_open(conn.io().get_ref()),
+        }
+    }
+}
+
+/// Idle back-end connections of one app and host, the most recently used last, each with the
+/// time it went idle.
+type Idle = Vec<(Backend, Instant)>;
+
 /// What one connector thread keeps: the configuration in force, pooled back-end connections,
 /// back-end TLS settings.
 pub(crate) struct ThreadCtx {
     pub(crate) shared: Arc<Shared>,
     config: RefCell<Arc<ConnectorConfig>>,
     generation: Cell<u64>,
-    pool: RefCell<HashMap<String, Vec<Backend>>>,
+    pool: RefCell<HashMap<String, Idle>>,
     backend_tls: RefCell<HashMap<String, Arc<rustls::ClientConfig>>>,
     /// Tunnels this thread serves: on SIGTERM the thread waits for them to drain.
     pub(crate) live_tunnels: Cell<u32>,
@@ -217,50 +232,88 @@ pub(crate) async fn handle(
         stream.reset(Code::PROTOCOL_ERROR);
         return;
     }
-    let pooled = ctx.pool.borrow_mut().get_mut(key).and_then(Vec::pop);
-    let fresh = pooled.is_none();
-    let backend = match pooled {
-        Some(b) => b,
-        // Boxed, like the TLS exchange and upgrades below: rare or per-connection paths whose
-        // futures would otherwise size every request's task.
-        None => match Box::pin(dial(app, &parts.internal_host, &ctx)).await {
-            Ok(b) => b,
-            Err(code) => {
-                stream.reset(code);
-                return;
+    // A request with a body must not go out on a connection the back end has closed: the
+    // body cannot be sent again once taken from the tunnel; nor may any request the service
+    // would not send again. A body-less GET, HEAD or OPTIONS may (if the connection turns out
+    // closed, the service sends it again), which spares the busiest requests the check.
+    let check = !(open.end && matches!(open.method(), b"GET" | b"HEAD" | b"OPTIONS"));
+    let keepalive = Duration::from_millis(app.backend_keepalive_ms);
+    let mut pooled = take_pooled(ctx.pool.borrow_mut().get_mut(key), keepalive, check);
+    loop {
+        let fresh = pooled.is_none();
+        let backend = match pooled.take() {
+            Some(b) => b,
+            // Boxed, like the TLS exchange and upgrades below: rare or per-connection paths
+            // whose futures would otherwise size every request's task.
+            None => match Box::pin(dial(app, &parts.internal_host, &ctx)).await {
+                Ok(b) => b,
+                Err(code) => {
+                    stream.reset(code);
+                    return;
+                }
+            },
+        };
+        let outcome = match backend {
+            Backend::Plain(conn) => {
+                exchange(
+                    conn,
+                    &open,
+                    &stream,
+                    (app, &parts),
+                    (head, fields),
+                    fresh,
+                    &ctx,
+                    key,
+                    Backend::Plain,
+                )
+                .await
             }
-        },
-    };
-    match backend {
-        Backend::Plain(conn) => {
-            exchange(
-                conn,
-                &open,
-                &stream,
-                (app, &parts),
-                (head, fields),
-                fresh,
-                &ctx,
-                key,
-                Backend::Plain,
-            )
-            .await;
-        }
-        Backend::Tls(conn) => {
-            Box::pin(exchange(
-                *conn,
-                &open,
-                &stream,
-                (app, &parts),
-                (head, fields),
-                fresh,
-                &ctx,
-                key,
-                |c| Backend::Tls(Box::new(c)),
-            ))
-            .await;
+            Backend::Tls(conn) => {
+                Box::pin(exchange(
+                    *conn,
+                    &open,
+                    &stream,
+                    (app, &parts),
+                    (head, fields),
+                    fresh,
+                    &ctx,
+                    key,
+                    |c| Backend::Tls(Box::new(c)),
+                ))
+                .await
+            }
+        };
+        // Nothing of the request reached the pooled connection: once more on a new one.
+        if outcome != Exchange::Stale {
+            return;
         }
     }
+}
+
+/// The most recently used idle connection that is still fit for a request: idle for less than
+/// `keepalive` and, with `check`, still open ([`Backend::idle_and_open`]). Those that are not
+/// are closed on the way.
+fn take_pooled(idle: Option<&mut Idle>, keepalive: Duration, check: bool) -> Option<Backend> {
+    let idle = idle?;
+    let now = Instant::now();
+    while let Some((backend, since)) = idle.pop() {
+        if now.duration_since(since) < keepalive && (!check || backend.idle_and_open()) {
+            return Some(backend);
+        }
+    }
+    None
+}
+
+/// How one exchange with a back end ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exchange {
+    /// The response went to the tunnel in full; the connection went back to the pool.
+    Pooled,
+    /// The exchange is over (answered, reset, or upgraded) and the connection closed.
+    Closed,
+    /// The pooled connection failed before any byte of the request reached the back end and
+    /// nothing was taken from the tunnel: the request may go out on a new connection.
+    Stale,
 }
 
 /// The request/response exchange over one back-end connection (plain or TLS). A pooled
@@ -276,7 +329,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
     ctx: &ThreadCtx,
     key: &str,
     wrap: fn(Conn<T>) -> Backend,
-) -> bool {
+) -> Exchange {
     let method = RequestMethod {
         head: open.method() == b"HEAD",
         connect: false,
@@ -284,13 +337,13 @@ async fn exchange<T: Transport + Splittable + 'static>(
     let (res, written) = conn.write_vec(std::mem::take(head)).await;
     *head = written;
     if res.is_err() {
-        if !fresh && open.end {
-            // Stale pooled connection: the caller's next request dials afresh.
-            stream.reset(Code::REFUSED_STREAM);
-        } else {
-            stream.reset(Code::UPSTREAM_UNREACHABLE);
+        if !fresh {
+            // A pooled connection the back end had closed: the head did not get through and
+            // the body, if any, is still in the tunnel.
+            return Exchange::Stale;
         }
-        return false;
+        stream.reset(Code::UPSTREAM_UNREACHABLE);
+        return Exchange::Closed;
     }
     // Request body from the tunnel to the back end.
     let chunked = open.body == BodyLength::Streamed;
@@ -303,7 +356,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
             Ok(e) => e,
             Err(_) => {
                 stream.reset(Code::UPSTREAM_TIMEOUT);
-                return false;
+                return Exchange::Closed;
             }
         };
         match event {
@@ -318,7 +371,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
                 };
                 if written.is_err() {
                     stream.reset(Code::UPSTREAM_UNREACHABLE);
-                    return false;
+                    return Exchange::Closed;
                 }
                 stream.consume(len);
             }
@@ -330,11 +383,11 @@ async fn exchange<T: Transport + Splittable + 'static>(
                         .is_err()
                 {
                     stream.reset(Code::UPSTREAM_UNREACHABLE);
-                    return false;
+                    return Exchange::Closed;
                 }
                 request_done = true;
             }
-            _ => return false,
+            _ => return Exchange::Closed,
         }
     }
 
@@ -366,21 +419,21 @@ async fn exchange<T: Transport + Splittable + 'static>(
             Ok((status, Ok(kind), reusable)) => break (status, kind, reusable),
             Ok((_, Err(_), _)) | Err(ConnError::Http(_)) => {
                 stream.reset(Code::UPSTREAM_PROTOCOL);
-                return false;
+                return Exchange::Closed;
             }
             Err(ConnError::Timeout) => {
                 stream.reset(Code::UPSTREAM_TIMEOUT);
-                return false;
+                return Exchange::Closed;
             }
             Err(ConnError::Closed) if !fresh && open.end => {
                 // The pooled connection was closed by the back end before we used it: the
                 // request never reached it, so the service may send it again.
                 stream.reset(Code::REFUSED_STREAM);
-                return false;
+                return Exchange::Closed;
             }
             Err(_) => {
                 stream.reset(Code::UPSTREAM_UNREACHABLE);
-                return false;
+                return Exchange::Closed;
             }
         }
     };
@@ -413,11 +466,11 @@ async fn exchange<T: Transport + Splittable + 'static>(
             .filter(|(n, _)| !n.eq_ignore_ascii_case(b"content-length")),
     });
     if responded.is_err() {
-        return false;
+        return Exchange::Closed;
     }
     if status == 101 {
         Box::pin(upgraded(conn, stream)).await;
-        return false;
+        return Exchange::Closed;
     }
     if no_body {
         return finish(conn, reusable && request_done, ctx, key, wrap);
@@ -432,7 +485,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
         match next {
             Ok(Some(chunk)) => {
                 if !matches!(stream.send(chunk, false).await, Ok(true)) {
-                    return false;
+                    return Exchange::Closed;
                 }
             }
             Ok(None) => {
@@ -442,7 +495,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
             Err(_) => {
                 // Cut mid-body: the client must see an error, never a short success.
                 stream.reset(Code::UPSTREAM_PROTOCOL);
-                return false;
+                return Exchange::Closed;
             }
         }
     }
@@ -454,18 +507,20 @@ fn finish<T>(
     ctx: &ThreadCtx,
     key: &str,
     wrap: fn(Conn<T>) -> Backend,
-) -> bool {
-    if reusable {
-        let mut pool = ctx.pool.borrow_mut();
-        match pool.get_mut(key) {
-            Some(idle) if idle.len() < POOL_PER_APP => idle.push(wrap(conn)),
-            Some(_) => {}
-            None => {
-                pool.insert(key.to_owned(), vec![wrap(conn)]);
-            }
+) -> Exchange {
+    if !reusable {
+        return Exchange::Closed;
+    }
+    let now = Instant::now();
+    let mut pool = ctx.pool.borrow_mut();
+    match pool.get_mut(key) {
+        Some(idle) if idle.len() < POOL_PER_APP => idle.push((wrap(conn), now)),
+        Some(_) => {}
+        None => {
+            pool.insert(key.to_owned(), vec![(wrap(conn), now)]);
         }
     }
-    reusable
+    Exchange::Pooled
 }
 
 /// A back-end stream that can be split into read and write halves for an upgraded connection.

@@ -93,6 +93,10 @@ pub struct AppRoute {
     pub response_timeout_ms: u64,
     /// Longest silence while a body streams, milliseconds.
     pub idle_timeout_ms: u64,
+    /// How long an idle back-end connection is kept for the next request, milliseconds
+    /// (0: a connection per request). Absent from older services: 4 s.
+    #[serde(default = "default_backend_keepalive_ms")]
+    pub backend_keepalive_ms: u64,
     /// PEM CA certificates that verify an https back end (none: the pin must be set).
     pub backend_ca_pem: Option<String>,
     /// SHA-256 of the back end's certificate (DER), lower-case hex.
@@ -101,6 +105,10 @@ pub struct AppRoute {
     /// end. Fields of these names from the client are always dropped.
     #[serde(default)]
     pub identity_headers: Option<IdentityHeaderNames>,
+}
+
+fn default_backend_keepalive_ms() -> u64 {
+    4_000
 }
 
 /// Field names for the identity of a signed-in user; `None` leaves one out.

@@ -186,6 +186,7 @@ pub(crate) fn app_route(app: &App) -> AppRoute {
         translate_urls: app.translate_urls,
         response_timeout_ms: app.response_timeout.as_millis() as u64,
         idle_timeout_ms: app.idle_timeout.as_millis() as u64,
+        backend_keepalive_ms: app.backend_keepalive.as_millis() as u64,
         backend_ca_pem: app
             .backend_ca
             .as_ref()

@@ -353,6 +353,11 @@ impl<S: Transport> Conn<S> {
         self.io.shutdown().await.map_err(ConnError::Io)
     }
 
+    /// The stream under the connection, to look at.
+    pub fn io(&self) -> &S {
+        &self.io
+    }
+
     /// The stream under the connection.
     pub fn io_mut(&mut self) -> &mut S {
         &mut self.io

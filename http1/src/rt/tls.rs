@@ -1085,6 +1085,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         self.core.alpn_protocol()
     }
 
+    /// The stream TLS runs over (to look at its socket, never to read or write it).
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
     /// The peer's certificate chain (end entity first), if it sent one.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         self.core.peer_certificates()

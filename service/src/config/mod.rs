@@ -197,6 +197,10 @@ pub struct App {
     pub backend_pin: Option<[u8; 32]>,
     /// `max_concurrent`: requests in flight at once; default 0 = unlimited.
     pub max_concurrent: usize,
+    /// `backend_keepalive`: how long the connector keeps an idle connection to the app for
+    /// the next request; default 4 s (below common servers' own timeouts, so the connector
+    /// closes first), 0 = a connection per request.
+    pub backend_keepalive: Duration,
     /// `upgrades`: protocols a client may switch to (RFC 9110 7.8), lower-case; default
     /// `["websocket"]`, `[]` for none. An Upgrade naming anything else is dropped and the
     /// request goes on as a plain one. `h2c` is refused: it is HTTP/2 without TLS.
@@ -442,6 +446,7 @@ struct RawApp {
     #[serde(default)]
     max_concurrent: usize,
     upgrades: Option<Spanned<Vec<Spanned<String>>>>,
+    backend_keepalive: Option<Spanned<RawDuration>>,
     provider: Option<Spanned<String>>,
     session_lifetime: Option<Spanned<RawDuration>>,
     bearer_audiences: Option<Spanned<Vec<String>>>,
@@ -654,6 +659,11 @@ impl RawApp {
         )?;
         let idle_timeout =
             src.read_or(&self.idle_timeout, Duration::from_secs(300), parse_duration)?;
+        let backend_keepalive = src.read_or(
+            &self.backend_keepalive,
+            Duration::from_secs(4),
+            parse_duration_or_zero,
+        )?;
         let backend_pin = self
             .backend_pin
             .as_ref()
@@ -698,6 +708,7 @@ impl RawApp {
             backend_ca: self.backend_ca.map(|path| dir.join(path.into_inner())),
             backend_pin,
             max_concurrent: self.max_concurrent,
+            backend_keepalive,
             upgrades,
             preauth,
         })
@@ -927,6 +938,19 @@ fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A duration where zero means "never" (a keep-alive: no reuse at all).
+fn parse_duration_or_zero(raw: &RawDuration) -> Result<Duration, String> {
+    match raw {
+        RawDuration::Seconds(0) => Ok(Duration::ZERO),
+        RawDuration::Text(text)
+            if text.trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" =>
+        {
+            Ok(Duration::ZERO)
+        }
+        other => parse_duration(other),
+    }
+}
+
 fn parse_external_url(text: &str) -> Result<ExternalUrl, String> {
     let url = parse_url(text)?;
     if url.scheme != "https" {
@@ -1154,6 +1178,32 @@ mod tests {
             (lab.idle_timeout, lab.max_concurrent),
             (Duration::from_secs(600), 64)
         );
+        assert_eq!(wiki.upgrades, ["websocket"]);
+        assert_eq!(wiki.backend_keepalive, Duration::from_secs(4));
+        assert_eq!(lab.upgrades, ["websocket"], "the default");
+    }
+
+    /// `upgrades` takes protocol names (lower-cased) but never h2c; `backend_keepalive` takes
+    /// zero for "no reuse"; mistakes name the line and the key.
+    #[test]
+    fn upgrades_and_backend_keepalive() {
+        let urls = "external_url = \"https://a.example.com/\"\ninternal_url = \"http://a.corp/\"";
+        let c = parsed(&one_app(&format!(
+            "{urls}\nupgrades = [\"WebSocket\", \"IRC-6\"]\nbackend_keepalive = \"0s\""
+        )))
+        .apps
+        .remove(0);
+        assert_eq!(c.upgrades, ["websocket", "irc-6"]);
+        assert_eq!(c.backend_keepalive, Duration::ZERO);
+        let c = parsed(&one_app(&format!("{urls}\nupgrades = []")))
+            .apps
+            .remove(0);
+        assert!(c.upgrades.is_empty());
+        let e = refused(&one_app(&format!("{urls}\nupgrades = [\"h2c\"]")));
+        assert_eq!(at(&e), (6, "apps[0].upgrades"), "{e}");
+        assert!(e.message.contains("h2c"), "{e}");
+        let e = refused(&one_app(&format!("{urls}\nbackend_keepalive = \"soon\"")));
+        assert_eq!(at(&e), (6, "apps[0].backend_keepalive"), "{e}");
     }
 
     #[test]

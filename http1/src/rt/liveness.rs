@@ -1,0 +1,68 @@
+//! Whether a pooled connection can still take a request.
+//!
+//! Between requests nothing may arrive on a keep-alive connection to a back end, so anything
+//! readable (the end of the stream after the back end's keep-alive timeout, a reset, a stray
+//! byte, a TLS close_notify) means it is closing or broken. Sending a request with a body on
+//! it would lose the request: the body cannot be sent again once read from the tunnel.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// True when `socket` has nothing to read and no end of stream: it looks idle and open. Costs
+/// three system calls (dup, a non-blocking peek, close); nothing is consumed.
+pub fn idle_and_open(socket: &monoio::net::TcpStream) -> bool {
+    // SAFETY: the descriptor is `socket`'s, which this function borrows for as long as the
+    // BorrowedFd lives (until the duplicate below is made), so it stays open and is not
+    // reused meanwhile. Nothing else is done with it than duplicating it.
+    #[allow(unsafe_code)]
+    let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+    let Ok(duplicate) = fd.try_clone_to_owned() else {
+        return false;
+    };
+    let probe = std::net::TcpStream::from(duplicate);
+    // monoio creates its sockets non-blocking (SOCK_NONBLOCK) and the duplicate shares the
+    // open file description: setting the flag again changes nothing and guarantees that the
+    // peek cannot wait.
+    if probe.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    matches!(probe.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Open and silent: reusable. The peer wrote a byte, or closed: not.
+    #[test]
+    fn only_a_silent_open_connection_counts_as_idle() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut rt = crate::rt::runtime().unwrap();
+        rt.block_on(async move {
+            let settle = || std::thread::sleep(Duration::from_millis(50));
+            let client = monoio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (mut server, _) = listener.accept().unwrap();
+            assert!(idle_and_open(&client), "open and silent");
+            assert!(idle_and_open(&client), "peeking consumed nothing");
+            server.write_all(b"x").unwrap();
+            settle();
+            assert!(!idle_and_open(&client), "a byte waits");
+
+            let other = monoio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (server, _) = listener.accept().unwrap();
+            assert!(idle_and_open(&other));
+            drop(server);
+            settle();
+            assert!(!idle_and_open(&other), "the peer closed");
+        });
+    }
+}
