@@ -245,3 +245,51 @@ fn pooled_back_end_connections_closed_by_the_back_end_are_never_used() {
     assert_eq!(codes.len(), 30, "{codes:?}");
     assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
 }
+
+/// A body that stops altogether is cut off by the minimum-body-rate rule (256 B/s over 10 s
+/// windows by default) at the end of its first window, about 10 s after it started, with 408:
+/// not after the 300 s idle timeout. A chunk size that cannot fit the body limit gets 413 at
+/// once, before any of its data.
+#[test]
+fn stalled_bodies_are_cut_off_within_the_rate_window_and_impossible_chunks_at_once() {
+    let (_backend, port) = backend(None);
+    let mut stack = Stack::start(
+        "edge-stall",
+        &[passthrough_app("echo", port)],
+        "[limits]\nmax_body_size = 1000000\n",
+    );
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+    let script = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+def ask(head, body):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[2]))), server_hostname=sys.argv[3])
+    started = time.monotonic()
+    s.sendall(head.encode() + body)
+    s.settimeout(40)
+    data = b""
+    while b"\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk: break
+        data += chunk
+    return data.split(b"\r\n")[0].decode(), round(time.monotonic() - started)
+host = sys.argv[3]
+print(*ask(f"POST /echo/stall HTTP/1.1\r\nHost: {host}\r\nContent-Length: 500000\r\n\r\n", b"x" * 100))
+print(*ask(f"POST /echo/huge HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n", b"ffffffffffffffff\r\nxx"))
+"#;
+    let out = stack.python_client(script);
+    let mut lines = out.lines();
+    let (stall, stall_secs) = lines.next().unwrap().rsplit_once(' ').unwrap();
+    assert_eq!(stall, "HTTP/1.1 408 Request Timeout");
+    let stall_secs: u64 = stall_secs.parse().unwrap();
+    assert!(
+        (9..=13).contains(&stall_secs),
+        "cut off after {stall_secs} s"
+    );
+    let (huge, huge_secs) = lines.next().unwrap().rsplit_once(' ').unwrap();
+    assert_eq!(huge, "HTTP/1.1 413 Content Too Large");
+    assert_eq!(huge_secs, "0");
+    // Both streams were released: the app still answers.
+    assert_eq!(stack.status(APP_HOST, "/echo/after"), "200");
+}

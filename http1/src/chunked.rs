@@ -36,6 +36,8 @@ pub struct ChunkedDecoder {
     extension_bytes: usize,
     trailer_bytes: usize,
     trailer_fields: usize,
+    /// Data bytes the chunk sizes so far announced.
+    announced: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +63,7 @@ impl ChunkedDecoder {
             extension_bytes: 0,
             trailer_bytes: 0,
             trailer_fields: 0,
+            announced: 0,
         }
     }
 
@@ -145,6 +148,11 @@ impl ChunkedDecoder {
             return Err(Error::ChunkLineTooLong);
         }
         check_extensions(extensions)?;
+        // A chunk that cannot fit is refused now, not after the body limit's worth of data.
+        self.announced = match self.announced.checked_add(size) {
+            Some(total) if total <= self.limits.body => total,
+            _ => return Err(Error::BodyTooLarge),
+        };
         self.state = match size {
             0 => ChunkedState::Trailers,
             _ => ChunkedState::Data { remaining: size },

@@ -15,6 +15,8 @@ pub enum Error {
     BareCr,
     /// An LF that is not preceded by CR (Gatehouse does not accept bare LF as a line end).
     BareLf,
+    /// A chunk size takes the body past the size limit (413).
+    BodyTooLarge,
     /// A chunk-size line or chunk extension longer than the configured limit.
     ChunkLineTooLong,
     /// A chunk-size that is not hexadecimal or does not fit in 64 bits.
@@ -86,6 +88,7 @@ impl Error {
                 431
             }
             Error::ExpectationUnsupported => 417,
+            Error::BodyTooLarge => 413,
             Error::TransferCodingUnknown => 501,
             Error::VersionUnsupported => 505,
             // A response we cannot frame is the back end's fault: the client gets 502.
@@ -98,6 +101,7 @@ impl Error {
     pub fn reason(self) -> &'static str {
         match self {
             Error::BareCr => "bare CR in message",
+            Error::BodyTooLarge => "body larger than accepted",
             Error::BareLf => "bare LF in message (CRLF required)",
             Error::ChunkLineTooLong => "chunk-size line too long",
             Error::ChunkSize => "invalid chunk size",

@@ -17,6 +17,10 @@ pub struct Limits {
     pub chunk_extensions_total: usize,
     /// Bytes in the trailer section including the final empty line; default 16 KiB.
     pub trailer_section: usize,
+    /// Bytes of a chunked body in all; default `u64::MAX` (none). A chunk size that would
+    /// take the body past it is refused as soon as its line arrives (413), before any of
+    /// its data.
+    pub body: u64,
 }
 
 impl Default for Limits {
@@ -28,6 +32,7 @@ impl Default for Limits {
             chunk_line: 4 * 1024,
             chunk_extensions_total: 16 * 1024,
             trailer_section: 16 * 1024,
+            body: u64::MAX,
         }
     }
 }

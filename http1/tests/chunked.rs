@@ -168,3 +168,26 @@ fn encoder_output_decodes_to_the_same_bytes() {
     assert_eq!(wire, b"abc\r\n");
     assert_eq!(decode_all(LAST_CHUNK, 1).2, Ok(true));
 }
+
+/// With a body limit, a chunk size that would take the body past it is refused as soon as its
+/// line is read (413), before any of its data; sizes that fit pass.
+#[test]
+fn a_chunk_size_past_the_body_limit_is_refused_at_its_line() {
+    use gatehouse_http1::{BodyDecoder, BodyEvent, BodyKind, Limits};
+    let limits = Limits {
+        body: 10,
+        ..Limits::default()
+    };
+    let mut decoder = BodyDecoder::new(BodyKind::Chunked, &limits);
+    let (n, event) = decoder.decode(b"6\r\nabcdef\r\n").unwrap();
+    assert!(matches!(event, BodyEvent::Data(_)));
+    let (m, _) = decoder.decode(&b"6\r\nabcdef\r\n"[n..]).unwrap();
+    assert_eq!(n + m, 11);
+    assert_eq!(decoder.decode(b"5\r\n").unwrap_err(), Error::BodyTooLarge);
+    assert_eq!(Error::BodyTooLarge.status(), 413);
+    let mut decoder = BodyDecoder::new(BodyKind::Chunked, &limits);
+    assert_eq!(
+        decoder.decode(b"ffffffffffffffff\r\n").unwrap_err(),
+        Error::BodyTooLarge
+    );
+}

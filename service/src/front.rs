@@ -1157,29 +1157,61 @@ fn forwardable(field: &Field<'_>, all: &[Field<'_>]) -> bool {
         && !is_proxy_controlled(field.name)
 }
 
-/// Counts a body chunk of `len` bytes; true when the body is now over the size limit, or a
-/// 10-second window ended below the minimum rate (a slow-body attack).
-fn body_limits_broken(
-    p: &Proxied,
-    received: &mut u64,
-    window: &mut (Instant, u64),
-    len: usize,
-) -> bool {
+/// The minimum-body-rate rule (`[limits] min_body_rate`): time is cut into 10-second windows
+/// from the start of the body, and each window must bring at least the rate times its length.
+/// A body that stops altogether is cut off at the end of the window it falls short in, not
+/// after the idle timeout (a slow-body attack, THREATS.md DOS-2).
+struct BodyRate {
+    /// Bytes per second; 0 = no rule.
+    rate: u32,
+    /// Start of the current window.
+    start: Instant,
+    /// Bytes received in it.
+    bytes: u64,
+}
+
+impl BodyRate {
     const WINDOW: Duration = Duration::from_secs(10);
-    *received += len as u64;
-    window.1 += len as u64;
-    if p.max_body_size > 0 && *received > p.max_body_size {
-        return true;
-    }
-    let elapsed = window.0.elapsed();
-    if p.min_body_rate > 0 && elapsed >= WINDOW {
-        let needed = u64::from(p.min_body_rate) * elapsed.as_secs();
-        if window.1 < needed {
-            return true;
+
+    fn new(rate: u32, now: Instant) -> Self {
+        BodyRate {
+            rate,
+            start: now,
+            bytes: 0,
         }
-        *window = (Instant::now(), 0);
     }
-    false
+
+    fn needed(&self) -> u64 {
+        u64::from(self.rate) * Self::WINDOW.as_secs()
+    }
+
+    /// Counts `len` bytes that arrived at `now`; false when a window that ended before them
+    /// fell short.
+    fn arrived(&mut self, len: usize, now: Instant) -> bool {
+        if self.rate > 0 {
+            while now >= self.start + Self::WINDOW {
+                if self.bytes < self.needed() {
+                    return false;
+                }
+                self.start += Self::WINDOW;
+                self.bytes = 0;
+            }
+        }
+        self.bytes += len as u64;
+        true
+    }
+
+    /// By when more must arrive for the rule to hold: the end of the current window if it is
+    /// short so far, else the end of the next one (`None`: no rule).
+    fn deadline(&self) -> Option<Instant> {
+        if self.rate == 0 {
+            return None;
+        }
+        Some(match self.bytes < self.needed() {
+            true => self.start + Self::WINDOW,
+            false => self.start + 2 * Self::WINDOW,
+        })
+    }
 }
 
 /// How a request ended, for its event and the metrics.
@@ -1233,14 +1265,28 @@ async fn proxy(
         {
             return After::Close;
         }
-        let mut decoder = BodyDecoder::new(p.body, &Limits::default());
+        // A chunked body's chunk sizes are held to the size limit as they arrive.
+        let limits = Limits {
+            body: match p.max_body_size {
+                0 => u64::MAX,
+                max => max,
+            },
+            ..Limits::default()
+        };
+        let mut decoder = BodyDecoder::new(p.body, &limits);
         let mut received: u64 = 0;
-        let mut window = (Instant::now(), 0u64);
+        let mut rate = BodyRate::new(p.min_body_rate, Instant::now());
         loop {
-            let idle = Instant::now() + p.idle_timeout;
-            match conn.next_body_chunk(&mut decoder, Some(idle)).await {
+            let now = Instant::now();
+            let idle = now + p.idle_timeout;
+            let deadline = rate.deadline().map_or(idle, |d| d.min(idle));
+            match conn.next_body_chunk(&mut decoder, Some(deadline)).await {
                 Ok(Some(chunk))
-                    if body_limits_broken(&p, &mut received, &mut window, chunk.len()) =>
+                    if {
+                        received += chunk.len() as u64;
+                        let too_large = p.max_body_size > 0 && received > p.max_body_size;
+                        too_large || !rate.arrived(chunk.len(), Instant::now())
+                    } =>
                 {
                     p.stream.reset(Code::CANCEL);
                     let (status, title) = match p.max_body_size > 0 && received > p.max_body_size {
@@ -1275,6 +1321,9 @@ async fn proxy(
                     p.stream.reset(Code::CANCEL);
                     let (status, title) = match e {
                         ConnError::Http(e) => (e.status(), e.reason()),
+                        ConnError::Timeout if Instant::now() < idle => {
+                            (408, "Request body too slow")
+                        }
                         ConnError::Timeout => (408, "Request body timed out"),
                         _ => return After::Close,
                     };
@@ -1669,4 +1718,32 @@ async fn page(
     let mut out = Vec::with_capacity(1024);
     pages::error_page(&mut out, status, title, detail, &hex(id), true);
     let _ = conn.write_vec(out).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each 10-second window must bring rate x 10 bytes: a body that keeps up passes window
+    /// after window; one that stops is due at the end of the window it falls short in.
+    #[test]
+    fn the_minimum_body_rate_is_kept_per_window_and_a_stop_is_due_at_its_end() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut rate = BodyRate::new(100, start);
+        assert_eq!(
+            rate.deadline(),
+            Some(at(10)),
+            "nothing yet: due this window"
+        );
+        assert!(rate.arrived(600, at(5)));
+        assert_eq!(rate.deadline(), Some(at(10)));
+        assert!(rate.arrived(400, at(9)));
+        assert_eq!(rate.deadline(), Some(at(20)), "this window is met");
+        assert!(rate.arrived(1000, at(19)));
+        // The window from 20 s brought nothing: a byte at 31 s comes too late.
+        assert!(!rate.arrived(1, at(31)));
+        assert_eq!(BodyRate::new(0, start).deadline(), None, "no rule");
+        assert!(BodyRate::new(0, start).arrived(1, at(1000)));
+    }
 }
