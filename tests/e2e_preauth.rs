@@ -864,3 +864,87 @@ fn admin_listener_health_metrics_events_and_status_page() {
     }
     drop(backend);
 }
+
+/// The sign-in with the real oidc-provider, stopped before its callback: the callback URL and
+/// the Cookie header a browser would send with it.
+fn callback_of_a_sign_in(stack: &Stack, user: &str) -> (String, String) {
+    let host_port = format!("app.test:{}", stack.https_port);
+    let out = std::process::Command::new("python3")
+        .arg(oidc::support_dir().join("login.py"))
+        .args(["--ca", stack.ca_file().to_str().unwrap()])
+        .args(["--resolve", &format!("{host_port}:127.0.0.1")])
+        .args(["--url", &format!("https://{host_port}/echo/iss")])
+        .args(["--user", user, "--password", "pw-123"])
+        .args([
+            "--stop-before",
+            &format!("https://{host_port}/.gatehouse/callback"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let url = report["stopped_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("never reached the callback: {report}"))
+        .to_owned();
+    (url, report["stopped_cookie"].as_str().unwrap().to_owned())
+}
+
+/// RFC 9207 (mix-up defence) with the real oidc-provider, which advertises
+/// `authorization_response_iss_parameter_supported` and names itself in `iss`: a callback
+/// whose `iss` is another issuer, or that has none, is refused with a page that says so. The
+/// genuine callback signs in; the same callback again (its code already used) is a 400 page
+/// naming the reason, not a 502. Each refusal is an event with its reason.
+#[test]
+fn callbacks_with_a_foreign_or_missing_issuer_or_a_used_code_are_refused() {
+    let (stack, _backend, _provider) = oidc_stack("iss");
+    let (url, cookie) = callback_of_a_sign_in(&stack, "alice");
+    let (base, query) = url.split_once('?').unwrap();
+    let params: Vec<&str> = query.split('&').collect();
+    assert!(
+        params.iter().any(|p| p.starts_with("iss=")),
+        "oidc-provider sends iss: {url}"
+    );
+    let without_iss: Vec<&str> = params
+        .iter()
+        .copied()
+        .filter(|p| !p.starts_with("iss="))
+        .collect();
+    let foreign = format!(
+        "{base}?{}&iss=https%3A%2F%2Fevil.test",
+        without_iss.join("&")
+    );
+    let missing = format!("{base}?{}", without_iss.join("&"));
+    let call = |target: &str| {
+        let out = stack.curl(
+            "app.test",
+            &["-i", "-H", &format!("Cookie: {cookie}"), target],
+        );
+        oidc::parse_exchange(&text(&out))
+    };
+    let answer = call(&foreign);
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(answer.body.contains("another issuer"), "{}", answer.body);
+    let answer = call(&missing);
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(answer.body.contains("without issuer"), "{}", answer.body);
+    let answer = call(&url);
+    assert_eq!(
+        answer.status, 302,
+        "the genuine callback signs in: {answer:?}"
+    );
+    let answer = call(&url);
+    assert_eq!(answer.status, 400, "a used code: {answer:?}");
+    assert!(answer.body.contains("used already"), "{}", answer.body);
+
+    std::thread::sleep(Duration::from_millis(400));
+    let events = stack.log("events");
+    for reason in [
+        "\"reason\":\"issuer_mismatch\"",
+        "\"reason\":\"issuer_missing\"",
+        "\"reason\":\"code_rejected\"",
+    ] {
+        assert!(events.contains(reason), "no event with {reason}:\n{events}");
+    }
+}

@@ -303,8 +303,59 @@ pub(crate) async fn finish_login(
             }
         },
     };
+    // RFC 9207 2.4 (mix-up defence): an `iss` in the response must be the issuer exactly, and
+    // must be there when the provider says it always sends one.
+    let iss = query_param(&callback.query, "iss");
+    let iss_required = state
+        .metadata
+        .authorization_response_iss_parameter_supported;
+    match iss {
+        Some(iss) if iss == provider.issuer => {}
+        Some(_) => {
+            return Answer::page(
+                400,
+                "Sign-in answer from another issuer",
+                format!(
+                    "The answer names an issuer (iss) other than provider \"{}\", which this \
+                     sign-in was started with. Open the application again to sign in.",
+                    provider.name
+                ),
+            )
+            .because("issuer_mismatch")
+            .with_cookie(clear_login(app));
+        }
+        None if iss_required => {
+            return Answer::page(
+                400,
+                "Sign-in answer without issuer",
+                format!(
+                    "Provider \"{}\" names itself (iss) in every answer, and this one does not \
+                     (RFC 9207). Open the application again to sign in.",
+                    provider.name
+                ),
+            )
+            .because("issuer_missing")
+            .with_cookie(clear_login(app));
+        }
+        None => {}
+    }
     let token = match token_request(provider, &state, &code, &login).await {
         Ok(token) => token,
+        // RFC 6749 5.2: invalid_grant is a code that was used already, expired, or was issued
+        // for another client or redirect: the sign-in itself is refused, not the provider down.
+        Err(TokenRequestError::Refused { status, error }) if error == "invalid_grant" => {
+            return Answer::page(
+                400,
+                "Sign-in code not accepted",
+                format!(
+                    "Provider \"{}\" refused the sign-in code ({status} {error}): it was used \
+                     already or has expired. Open the application again to sign in.",
+                    provider.name
+                ),
+            )
+            .because("code_rejected")
+            .with_cookie(clear_login(app))
+        }
         Err(e) => {
             return Answer::page(
                 502,
@@ -314,6 +365,7 @@ pub(crate) async fn finish_login(
                     provider.name
                 ),
             )
+            .because("token_request_failed")
             .with_cookie(clear_login(app))
         }
     };
@@ -413,12 +465,30 @@ fn seal_session(
     Ok(set_cookie(name, &value, max_age))
 }
 
+/// Why a token request gave no ID token.
+#[derive(Debug)]
+enum TokenRequestError {
+    /// The provider answered with an error (RFC 6749 5.2).
+    Refused { status: u16, error: String },
+    /// No usable answer: unreachable, or an answer without an ID token.
+    Failed(String),
+}
+
+impl std::fmt::Display for TokenRequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenRequestError::Refused { status, error } => write!(f, "answered {status} {error}"),
+            TokenRequestError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 async fn token_request(
     provider: &Provider,
     state: &ProviderState,
     code: &str,
     login: &LoginState,
-) -> Result<String, String> {
+) -> Result<String, TokenRequestError> {
     let mut form = String::with_capacity(512);
     let mut add = |key: &str, value: &str| {
         if !form.is_empty() {
@@ -456,7 +526,8 @@ async fn token_request(
         form.as_bytes(),
         authorization,
     )
-    .await?;
+    .await
+    .map_err(TokenRequestError::Failed)?;
     #[derive(serde::Deserialize)]
     struct TokenAnswer {
         id_token: Option<String>,
@@ -465,11 +536,14 @@ async fn token_request(
     let parsed: Option<TokenAnswer> = serde_json::from_slice(&answer.body).ok();
     if answer.status != 200 {
         let error = parsed.and_then(|p| p.error).unwrap_or_default();
-        return Err(format!("answered {} {error}", answer.status));
+        return Err(TokenRequestError::Refused {
+            status: answer.status,
+            error,
+        });
     }
     parsed
         .and_then(|p| p.id_token)
-        .ok_or_else(|| "the answer has no id_token".to_owned())
+        .ok_or_else(|| TokenRequestError::Failed("the answer has no id_token".to_owned()))
 }
 
 /// Verifies `token`, fetching the provider's keys again once when it names an unknown key.

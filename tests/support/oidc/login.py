@@ -8,6 +8,7 @@ Usage:
            --url https://app.test:PORT/echo/hello
            [--user alice --password secret] [--otp-secret BASE32]
            [--jar cookies.lwp] [--max-hops 40] [--timeout 20] [--expect-fail]
+           [--stop-before URL-PREFIX]
 
 What it does, like a browser without JavaScript:
   * GETs --url and follows redirects itself (301/302/303 -> GET, 307/308 keep
@@ -30,6 +31,11 @@ What it does, like a browser without JavaScript:
     form_post pages and provider.mjs's logout confirmation);
   * each kind of form is submitted at most once: a sign-in form shown again
     after submitting it means the sign-in was rejected, and it stops there.
+
+With --stop-before, the first navigation to a URL that starts with the prefix (a
+sign-in callback, say) is not made: the run stops there and the report gives the URL
+("stopped_at") and the Cookie header a browser would have sent with it
+("stopped_cookie"), so that a test can make that request itself, changed or replayed.
 
 The LAST line of stdout is one JSON object:
   {"status": int, "url": str, "body": str (final body, at most 64 KiB),
@@ -515,6 +521,12 @@ def run(args) -> dict:
             result["error"] = f"gave up after {args.max_hops} requests"
             break
         url = urlunsplit(urlsplit(url)._replace(fragment=""))
+        if args.stop_before and url.startswith(args.stop_before):
+            creq = CookieRequest(url, method, "lax")
+            b.jar.add_cookie_header(creq)
+            result["stopped_at"] = url
+            result["stopped_cookie"] = creq.get_header("Cookie") or ""
+            break
         sites = [site_of(u) for u in ([initiator] if initiator else []) + chain]
         cross = any(s != site_of(url) for s in sites)
         if not cross:
@@ -652,6 +664,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jar", help="LWP cookie file to load before and save after the run")
     ap.add_argument("--max-hops", type=int, default=40, help="max requests in all (default 40)")
     ap.add_argument("--timeout", type=float, default=20.0, help="socket timeout in seconds")
+    ap.add_argument("--stop-before", help="stop, without requesting it, at the first URL with this prefix")
     ap.add_argument("--expect-fail", action="store_true",
                     help="the sign-in is expected to be refused (no warning on stderr)")
     args = ap.parse_args(argv)
