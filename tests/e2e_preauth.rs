@@ -948,3 +948,66 @@ fn callbacks_with_a_foreign_or_missing_issuer_or_a_used_code_are_refused() {
         assert!(events.contains(reason), "no event with {reason}:\n{events}");
     }
 }
+
+/// Signing out revokes the session, not only the browser's cookie: a copy of the old cookie
+/// no longer works on any worker (each request below is a new connection, so both workers
+/// see it) nor after the service restarts, while a new sign-in works. Cookies named like
+/// Gatehouse's in any letter case never reach the back end.
+#[test]
+fn a_session_signed_out_of_is_refused_everywhere_and_after_a_restart() {
+    let (mut stack, _backend, _provider) = oidc_stack("revoke");
+    let url = |path: &str| stack.url("app.test", path);
+    let report = oidc::scripted_login(&stack, &HOSTS, &url("/echo/in"), "alice", "pw-123", None);
+    assert_eq!(report["status"], 200, "{report}");
+    let value = report["cookie_attrs"]["__Host-gh-session-app"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let session = format!("__Host-gh-session-app={value}");
+    let status_with = |stack: &Stack, cookie: &str, path: &str| {
+        get(
+            stack,
+            "app.test",
+            &stack.url("app.test", path),
+            &["-H", &format!("Cookie: {cookie}")],
+        )
+    };
+    for _ in 0..6 {
+        assert_eq!(status_with(&stack, &session, "/echo/before").status, 200);
+    }
+    // The back end never sees a cookie of ours, however its name is spelt.
+    let out = status_with(
+        &stack,
+        &format!("{session}; __HOST-GH-session-app=x; __host-gh-other=y; mine=1"),
+        "/echo/cookies",
+    );
+    assert_eq!(out.status, 200);
+    let cookies: Vec<String> = echoed_headers(&out.body)
+        .into_iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(cookies, ["mine=1"]);
+
+    // 302 to the provider's end-session endpoint, or 200 "Signed out" on a worker that has
+    // not fetched the provider's metadata yet.
+    let out = status_with(&stack, &session, "/.gatehouse/logout");
+    assert!(matches!(out.status, 200 | 302), "{out:?}");
+    for _ in 0..6 {
+        let out = status_with(&stack, &session, "/echo/after");
+        assert_eq!(out.status, 302, "the old cookie is refused: {out:?}");
+        assert!(!out.body.contains("X-Gatehouse-User"));
+    }
+    let list = std::fs::read_to_string(stack.dir.join("state/revoked-sessions")).unwrap();
+    assert_eq!(list.lines().count(), 1, "{list}");
+    let report = oidc::scripted_login(&stack, &HOSTS, &url("/echo/again"), "alice", "pw-123", None);
+    assert_eq!(report["status"], 200, "a new sign-in works: {report}");
+
+    stack.service.take().unwrap().kill();
+    stack.start_service();
+    stack.wait_ready("app.test", "/robots.txt");
+    for _ in 0..4 {
+        let out = status_with(&stack, &session, "/echo/restarted");
+        assert_eq!(out.status, 302, "still refused after a restart: {out:?}");
+    }
+}

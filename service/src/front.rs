@@ -683,10 +683,29 @@ fn start(
         let Some(provider) = provider() else {
             return unconfigured();
         };
+        // The cookie goes from the browser, and the session from everywhere: a copy of the
+        // cookie kept elsewhere no longer opens, on any worker, after a restart too.
+        if let Some(session) = auth::open_session(
+            &worker.shared.keyring,
+            app,
+            cookies(),
+            now,
+            &mut scratch.open[..],
+            &mut scratch.memo,
+        ) {
+            if let Err(e) =
+                worker
+                    .shared
+                    .revoked
+                    .revoke(session.session_id, session.expires_at, now)
+            {
+                eprintln!("gatehouse service: cannot write the revoked-session list: {e}");
+            }
+        }
         let state = worker.providers.get(&provider);
         return answer(flow::logout(&provider, state.as_deref(), app, host_text));
     }
-    match auth::check_session(
+    let gate = auth::check_session(
         &worker.shared.keyring,
         app,
         cookies(),
@@ -694,7 +713,19 @@ fn start(
         now,
         &mut scratch.open[..],
         &mut scratch.memo,
-    ) {
+    );
+    // A session signed out of (anywhere) is no session.
+    let gate = match gate {
+        Gate::Allow(session)
+            if worker
+                .revoked
+                .contains(&worker.shared.revoked, &session.session_id) =>
+        {
+            Gate::SignIn { fresh: false }
+        }
+        gate => gate,
+    };
+    match gate {
         Gate::Allow(session) => {
             scratch.user.push_str(session.user_name);
             // Most users have a handful of groups: those fit on the stack; more (up to the
@@ -1047,7 +1078,7 @@ fn open(
     let own_cookies = head
         .fields
         .get_all("cookie")
-        .any(|v| contains(v, auth::COOKIE_PREFIX));
+        .any(|v| contains_ignoring_case(v, auth::COOKIE_PREFIX));
     let keep_cookie =
         own_cookies && auth::strip_own_cookies(head.fields.get_all("cookie"), cookie_buf);
     let identity_names = app.preauth.as_ref().map(|p| &p.identity_headers);
@@ -1131,8 +1162,10 @@ fn misfit_for_tunnel(
     ))
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// `name` equals `configured` ignoring ASCII case and with '_' read as '-': back ends that

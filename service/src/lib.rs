@@ -17,6 +17,7 @@ mod front;
 mod ops;
 pub mod pages;
 pub(crate) mod parked;
+mod revoked;
 mod routes;
 mod shield;
 pub mod state;
@@ -126,6 +127,8 @@ pub(crate) struct Shared {
     pub(crate) ops: Arc<Vec<ops::Published>>,
     /// Where event lines are written.
     pub(crate) events: ops::EventsOut,
+    /// Sessions ended by sign-out (the file `revoked-sessions` in the state directory).
+    pub(crate) revoked: revoked::Revocations,
 }
 
 impl fmt::Debug for Shared {
@@ -225,6 +228,7 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
     let config = config::load(config_path)?;
     let now = unix_now();
     let state = StateDir::open(&config.state_dir)?;
+    let revoked_path = state.path().join("revoked-sessions");
     let ca = state
         .load_or_create_ca(now)?
         .with_validity_secs(config.certificate_validity.as_secs());
@@ -329,6 +333,7 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
             dev_idp_roots,
             ops: published,
             events,
+            revoked: revoked::Revocations::load(&revoked_path, unix_now()),
         }
     });
     if let Some(e) = dev_error {

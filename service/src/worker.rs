@@ -61,6 +61,8 @@ impl Tunnel {
 pub(crate) struct Worker {
     pub(crate) id: u16,
     pub(crate) shared: Arc<Shared>,
+    /// This worker's copy of the revoked sessions (see [`crate::revoked`]).
+    pub(crate) revoked: crate::revoked::RevokedCopy,
     /// The configuration in force, behind this worker's own `Rc` so that taking it for a
     /// request touches no counter shared with other workers (the extra allocation happens
     /// once per reload, the saved atomic increment once per request).
@@ -248,6 +250,7 @@ pub(crate) fn run(id: u16, shared: Arc<Shared>, ready: Sender<Result<(), Service
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id_prefix);
         let worker = Rc::new(Worker {
             id,
+            revoked: Default::default(),
             generation: Cell::new(shared.generation.load(Ordering::Acquire)),
             snapshot: RefCell::new(Rc::new(snapshot)),
             shared,

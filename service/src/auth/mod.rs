@@ -76,7 +76,11 @@ pub fn strip_own_cookies<'v>(
     for value in cookie_fields {
         for pair in value.split(|&b| b == b';') {
             let pair = trim(pair);
-            if pair.is_empty() || pair.starts_with(COOKIE_PREFIX) {
+            // Any letter case: a back end that folds cookie names must not see ours.
+            let ours = pair
+                .get(..COOKIE_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(COOKIE_PREFIX));
+            if pair.is_empty() || ours {
                 continue;
             }
             if !out.is_empty() {
@@ -145,6 +149,23 @@ impl Scratch {
     }
 }
 
+/// Opens the app's session cookie, if the request has one that opens for this app now.
+pub fn open_session<'s, 'v>(
+    keyring: &Keyring,
+    app: &App,
+    cookie_fields: impl Iterator<Item = &'v [u8]>,
+    now: u64,
+    scratch: &'s mut [u8],
+    memo: &mut OpenMemo,
+) -> Option<SessionView<'s>> {
+    let mut name_buf = [0u8; 96];
+    let name = cookie_name(SESSION_COOKIE, &app.name, &mut name_buf);
+    let value = find_cookie(cookie_fields, name)?;
+    keyring
+        .open_memo(name, &app.name, value, now, scratch, memo)
+        .ok()
+}
+
 /// Opens the app's session cookie and applies its policy.
 pub fn check_session<'s, 'v>(
     keyring: &Keyring,
@@ -159,13 +180,8 @@ pub fn check_session<'s, 'v>(
         // Not a pre-authenticated app: there is no session to check.
         return Gate::SignIn { fresh: false };
     };
-    let mut name_buf = [0u8; 96];
-    let name = cookie_name(SESSION_COOKIE, &app.name, &mut name_buf);
-    let Some(value) = find_cookie(cookie_fields, name) else {
-        return Gate::SignIn { fresh: false };
-    };
-    let Ok(session) = keyring.open_memo(name, &app.name, value, now, scratch, memo) else {
-        // Expired, tampered, another app's: all mean "sign in".
+    let Some(session) = open_session(keyring, app, cookie_fields, now, scratch, memo) else {
+        // None, expired, tampered, another app's: all mean "sign in".
         return Gate::SignIn { fresh: false };
     };
     let facts = Facts {
