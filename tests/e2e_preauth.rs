@@ -952,7 +952,8 @@ fn callbacks_with_a_foreign_or_missing_issuer_or_a_used_code_are_refused() {
 /// Signing out revokes the session, not only the browser's cookie: a copy of the old cookie
 /// no longer works on any worker (each request below is a new connection, so both workers
 /// see it) nor after the service restarts, while a new sign-in works. Cookies named like
-/// Gatehouse's in any letter case never reach the back end.
+/// Gatehouse's in any letter case never reach the back end. Along the way: the audit events
+/// of a refused sign-in and of the redirect to sign in.
 #[test]
 fn a_session_signed_out_of_is_refused_everywhere_and_after_a_restart() {
     let (mut stack, _backend, _provider) = oidc_stack("revoke");
@@ -1002,6 +1003,44 @@ fn a_session_signed_out_of_is_refused_everywhere_and_after_a_restart() {
     assert_eq!(list.lines().count(), 1, "{list}");
     let report = oidc::scripted_login(&stack, &HOSTS, &url("/echo/again"), "alice", "pw-123", None);
     assert_eq!(report["status"], 200, "a new sign-in works: {report}");
+
+    // Audit events: the refused sign-in names the user and the reason; the redirect to sign
+    // in names the app and is not an "allow"; request events carry host and path, never the
+    // query.
+    let report = oidc::scripted_login(
+        &stack,
+        &HOSTS,
+        &url("/echo/carol?secret=1"),
+        "carol",
+        "pw-123",
+        None,
+    );
+    assert_eq!(report["status"], 403, "{report}");
+    std::thread::sleep(Duration::from_millis(400));
+    let events: Vec<Value> = stack
+        .log("events")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["type"] == "sign_in"
+            && e["user"] == "carol"
+            && e["decision"] == "deny"
+            && e["reason"] == "not_assigned"),
+        "{events:#?}"
+    );
+    let redirect = events
+        .iter()
+        .find(|e| e["type"] == "request" && e["path"] == "/echo/carol")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(redirect["app"], "app");
+    assert_eq!(redirect["decision"], "redirect");
+    assert_eq!(redirect["status"], 302);
+    assert_eq!(
+        redirect["host"],
+        format!("app.test:{}", stack.https_port).as_str()
+    );
+    assert!(!stack.log("events").contains("secret=1"));
 
     stack.service.take().unwrap().kill();
     stack.start_service();

@@ -241,10 +241,13 @@ pub(crate) async fn serve(
                     .unwrap_or(0);
                 worker.ops.request(&RequestRecord {
                     request_id: &request_id,
-                    app: "",
-                    user: "",
+                    app: &scratch.app,
+                    user: &scratch.user,
                     client: peer.ip(),
                     method: method_of(saved),
+                    host: &scratch.host,
+                    path: &scratch.path,
+                    local: true,
                     status,
                     bytes: 0,
                     started,
@@ -256,6 +259,8 @@ pub(crate) async fn serve(
                 let mut outcome = Outcome::default();
                 let app = std::mem::take(&mut scratch.app);
                 let user = std::mem::take(&mut scratch.user);
+                let host = std::mem::take(&mut scratch.host);
+                let path = std::mem::take(&mut scratch.path);
                 let after = proxy(
                     &mut conn,
                     proxied,
@@ -274,12 +279,17 @@ pub(crate) async fn serve(
                     user: &user,
                     client: peer.ip(),
                     method: method_of(saved),
+                    host: &host,
+                    path: &path,
+                    local: false,
                     status: outcome.status,
                     bytes: outcome.bytes,
                     started,
                 });
                 scratch.app = app;
                 scratch.user = user;
+                scratch.host = host;
+                scratch.path = path;
                 match after {
                     After::KeepAlive => true,
                     After::Close => false,
@@ -523,6 +533,14 @@ fn start(
 ) -> Start {
     let config = &snapshot.config;
     let keep_alive = head.keep_alive && head.body == BodyKind::Empty;
+    for field in [
+        &mut scratch.app,
+        &mut scratch.user,
+        &mut scratch.host,
+        &mut scratch.path,
+    ] {
+        field.clear();
+    }
     let local = |status: u16, title: &str, detail: &str| {
         local_page(status, title, detail, &request_id, keep_alive)
     };
@@ -584,6 +602,13 @@ fn start(
         Some(q) => (&path[..q], &path[q + 1..]),
         None => (path, &b""[..]),
     };
+    // Targets and authorities are ASCII (the parser checked their characters).
+    scratch
+        .host
+        .push_str(std::str::from_utf8(host).unwrap_or(""));
+    scratch
+        .path
+        .push_str(std::str::from_utf8(path_only).unwrap_or(""));
     if path_only == b"/robots.txt" {
         let mut response = Vec::with_capacity(256);
         pages::robots(&mut response, !head.is_head(), !keep_alive);

@@ -262,10 +262,23 @@ pub(crate) struct RequestRecord<'a> {
     pub(crate) user: &'a str,
     pub(crate) client: IpAddr,
     pub(crate) method: &'a str,
+    /// The host the request was routed by ("" before routing).
+    pub(crate) host: &'a str,
+    /// Its path, without the query (which may carry secrets).
+    pub(crate) path: &'a str,
+    /// Answered by Gatehouse itself (a page, a redirect to sign in, robots.txt), not by the
+    /// back end.
+    pub(crate) local: bool,
     pub(crate) status: u16,
     pub(crate) bytes: u64,
     pub(crate) started: Instant,
 }
+
+/// Most bytes of a host, a path and a user name in an event: an event line stays bounded
+/// (about 2 KiB) whatever a client sends.
+const EVENT_HOST_MAX: usize = 256;
+const EVENT_PATH_MAX: usize = 1024;
+const EVENT_USER_MAX: usize = 256;
 
 #[derive(Serialize)]
 struct PanicEvent<'a> {
@@ -295,6 +308,8 @@ struct RequestEvent<'a> {
     user: &'a str,
     client: IpAddr,
     method: &'a str,
+    host: &'a str,
+    path: &'a str,
     decision: &'static str,
     status: u16,
     bytes: u64,
@@ -343,10 +358,18 @@ impl WorkerOps {
             kind: "request",
             request_id: std::str::from_utf8(&id).unwrap_or(""),
             app: r.app,
-            user: r.user,
+            user: truncate_at_char(r.user, EVENT_USER_MAX),
             client: r.client,
             method: r.method,
-            decision: if r.status < 400 { "allow" } else { "deny" },
+            host: truncate_at_char(r.host, EVENT_HOST_MAX),
+            path: truncate_at_char(r.path, EVENT_PATH_MAX),
+            // A redirect of Gatehouse's own (to sign in, to sign out) lets nothing through.
+            decision: match (r.local, r.status) {
+                (_, 400..) | (_, 0) => "deny",
+                (true, 300..=399) => "redirect",
+                (true, _) => "local",
+                (false, _) => "allow",
+            },
             status: r.status,
             bytes: r.bytes,
             latency_ms: (seconds * 1e6).round() / 1e3,
@@ -786,6 +809,9 @@ mod tests {
             user: "alice",
             client: IpAddr::from([192, 0, 2, 1]),
             method: "GET",
+            host: "wiki.example.com",
+            path: "/page",
+            local: false,
             status,
             bytes: 10,
             started: Instant::now(),
@@ -812,6 +838,49 @@ mod tests {
         assert_eq!(event["status"], 404);
         assert_eq!(event["decision"], "deny");
         assert_eq!(event["user"], "alice");
+        assert_eq!(event["host"], "wiki.example.com");
+        assert_eq!(event["path"], "/page");
+    }
+
+    /// Gatehouse's own answers are not "allow": a redirect (to sign in) is "redirect", a page
+    /// of its own "local". Host, path and user are cut to a bound, so an event stays small
+    /// whatever the client sent.
+    #[test]
+    fn local_answers_are_not_allowed_through_and_events_are_bounded() {
+        let ops = WorkerOps::default();
+        let long_path = format!("/{}", "p".repeat(10_000));
+        let long_user = "u".repeat(10_000);
+        for (status, local) in [(302, true), (200, true), (200, false), (503, true)] {
+            ops.request(&RequestRecord {
+                request_id: &[2; 16],
+                app: "wiki",
+                user: &long_user,
+                client: IpAddr::from([192, 0, 2, 1]),
+                method: "GET",
+                host: "wiki.example.com",
+                path: &long_path,
+                local,
+                status,
+                bytes: 0,
+                started: Instant::now(),
+            });
+        }
+        let pending = ops.pending.borrow();
+        let events: Vec<serde_json::Value> = pending
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                assert!(l.len() < 2048, "{} bytes", l.len());
+                serde_json::from_slice(l).unwrap()
+            })
+            .collect();
+        let decisions: Vec<&str> = events
+            .iter()
+            .map(|e| e["decision"].as_str().unwrap())
+            .collect();
+        assert_eq!(decisions, ["redirect", "local", "allow", "deny"]);
+        assert_eq!(events[0]["app"], "wiki");
+        assert_eq!(events[0]["path"].as_str().unwrap().len(), EVENT_PATH_MAX);
     }
 
     /// A contained panic is counted for /metrics and queued as a `panic` event whose message

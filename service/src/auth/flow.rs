@@ -403,7 +403,12 @@ pub(crate) async fn finish_login(
             )
             .because("sign_in_too_old_retry");
         }
-        Err(denial) => return Answer::denial(denial).with_cookie(clear_login(app)),
+        Err(denial) => {
+            // The event of a refused sign-in names who was refused.
+            let mut answer = Answer::denial(denial).with_cookie(clear_login(app));
+            answer.user = facts.user_name.to_owned();
+            return answer;
+        }
     }
     let session = match seal_session(keyring, app, preauth, &claims, mfa, now) {
         Ok(session) => session,

@@ -128,6 +128,10 @@ pub struct Scratch {
     pub app: String,
     /// See `app`.
     pub user: String,
+    /// The host the request was routed by, for its event.
+    pub host: String,
+    /// The request's path without its query, for its event.
+    pub path: String,
 }
 
 impl Default for Scratch {
@@ -145,6 +149,8 @@ impl Scratch {
             memo: OpenMemo::default(),
             app: String::with_capacity(64),
             user: String::with_capacity(64),
+            host: String::with_capacity(64),
+            path: String::with_capacity(256),
         }
     }
 }
