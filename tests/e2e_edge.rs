@@ -293,3 +293,22 @@ print(*ask(f"POST /echo/huge HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chun
     // Both streams were released: the app still answers.
     assert_eq!(stack.status(APP_HOST, "/echo/after"), "200");
 }
+
+/// A connector that has just registered (through whichever worker) is accepted at once by
+/// every worker, for its configuration pull and its tunnels: none refuses it as "revoked or
+/// unknown" until its next housekeeping tick.
+#[test]
+fn a_connector_just_registered_is_accepted_by_every_worker_at_once() {
+    let (_backend, port) = backend(None);
+    let mut stack = Stack::start("edge-register", &[passthrough_app("echo", port)], "");
+    for name in ["c1", "c2", "c3"] {
+        stack.add_connector(name, "default");
+    }
+    stack.wait_ready(APP_HOST, "/echo/ready");
+    let log = stack.log("service");
+    assert!(!log.contains("revoked or unknown"), "{log}");
+    for name in ["c1", "c2", "c3"] {
+        let log = stack.log(name);
+        assert!(!log.contains("403"), "{name}: {log}");
+    }
+}

@@ -161,7 +161,7 @@ fn authenticated(
     match identity {
         None => Err((401, error("a connector certificate is required"))),
         Some(Err(e)) => Err((401, error(&format!("connector certificate refused: {e}")))),
-        Some(Ok(id)) if !worker.snapshot().allowed.contains(&id.id) => {
+        Some(Ok(id)) if !worker.knows_connector(&id.id) => {
             Err((403, error("this connector is revoked or unknown")))
         }
         Some(Ok(id)) => Ok(id),
@@ -187,10 +187,19 @@ pub(crate) fn app_route(app: &App) -> AppRoute {
         response_timeout_ms: app.response_timeout.as_millis() as u64,
         idle_timeout_ms: app.idle_timeout.as_millis() as u64,
         backend_keepalive_ms: app.backend_keepalive.as_millis() as u64,
-        backend_ca_pem: app
-            .backend_ca
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok()),
+        // Read and checked when the configuration was loaded; never left out silently.
+        backend_ca_pem: app.backend_ca_pem.clone().or_else(|| {
+            let path = app.backend_ca.as_ref()?;
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    eprintln!(
+                        "gatehouse service: app {}: cannot read backend_ca {}: {e}",
+                        app.name,
+                        path.display()
+                    )
+                })
+                .ok()
+        }),
         backend_pin: app.backend_pin.map(|pin| gatehouse_core::hex::encode(&pin)),
         identity_headers: app.preauth.as_ref().map(|p| p.identity_headers.clone()),
     }

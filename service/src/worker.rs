@@ -143,7 +143,18 @@ impl Worker {
         id
     }
 
-    fn refresh(&self) {
+    /// Whether connector `id` is registered and not revoked. A connector this worker does not
+    /// know yet may have registered a moment ago through another worker: the shared snapshot
+    /// is looked at again before it is refused, so it is accepted everywhere at once.
+    pub(crate) fn knows_connector(&self, id: &str) -> bool {
+        if self.snapshot().allowed.contains(id) {
+            return true;
+        }
+        self.refresh();
+        self.snapshot().allowed.contains(id)
+    }
+
+    pub(crate) fn refresh(&self) {
         let generation = self.shared.generation.load(Ordering::Acquire);
         if generation == self.generation.get() {
             return;
@@ -410,7 +421,7 @@ async fn serve_tunnel(tls: TlsStream<TcpStream>, peer: std::net::SocketAddr, wor
         Some(Ok(identity)) => identity,
         _ => return,
     };
-    if !worker.snapshot().allowed.contains(&identity.id) {
+    if !worker.knows_connector(&identity.id) {
         eprintln!(
             "gatehouse service: tunnel from {peer} refused: connector {} is revoked or unknown",
             identity.id

@@ -186,7 +186,7 @@ pub(super) struct RawProvider {
     client_secret_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
     client_auth: ClientAuth,
-    ca_file: Option<PathBuf>,
+    ca_file: Option<Spanned<PathBuf>>,
     scopes: Option<Vec<String>>,
     groups_claim: Option<String>,
     mfa_amr: Option<Vec<String>>,
@@ -335,13 +335,21 @@ impl RawProvider {
                 ))
             }
         };
+        let ca_file = match self.ca_file {
+            Some(file) => {
+                let path = dir.join(file.get_ref());
+                src.pem_file(file.span(), &path, super::PemFile::Certificates)?;
+                Some(path)
+            }
+            None => None,
+        };
         Ok(Provider {
             name,
             issuer,
             client_id,
             client_secret,
             client_auth: self.client_auth,
-            ca_file: self.ca_file.map(|f| dir.join(f)),
+            ca_file,
             scopes: self
                 .scopes
                 .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]),

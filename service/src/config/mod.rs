@@ -21,6 +21,9 @@ pub use auth::{
 };
 
 /// Reads and parses the configuration file at `path`.
+///
+/// The certificate, key and CA files it names must exist and parse (PEM); a mistake there is
+/// reported at the key that names the file, like any other.
 pub fn load(path: &Path) -> Result<ServiceConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_owned(),
@@ -28,13 +31,23 @@ pub fn load(path: &Path) -> Result<ServiceConfig, ConfigError> {
         key: String::new(),
         message: e.to_string(),
     })?;
-    parse(path, &text)
+    let source = Source {
+        file: path,
+        text: &text,
+        check_files: true,
+    };
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| source.toml_error(&e))?;
+    raw.into_config(&source)
 }
 
 /// Parses `text`, the contents of `file`. Relative paths in it are resolved against the
 /// directory of `file`.
 pub fn parse(file: &Path, text: &str) -> Result<ServiceConfig, ConfigError> {
-    let source = Source { file, text };
+    let source = Source {
+        file,
+        text,
+        check_files: false,
+    };
     let raw: RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
     raw.into_config(&source)
 }
@@ -193,6 +206,8 @@ pub struct App {
     pub idle_timeout: Duration,
     /// `backend_ca`: PEM CA file verifying an https back end.
     pub backend_ca: Option<PathBuf>,
+    /// The contents of `backend_ca`, as read and checked when the configuration was loaded.
+    pub backend_ca_pem: Option<String>,
     /// `backend_pin`: SHA-256 of the https back end's certificate (DER).
     pub backend_pin: Option<[u8; 32]>,
     /// `max_concurrent`: requests in flight at once; default 0 = unlimited.
@@ -422,8 +437,8 @@ impl RawLimits {
 #[serde(deny_unknown_fields)]
 struct RawCertificate {
     hosts: Spanned<Vec<Spanned<String>>>,
-    cert: PathBuf,
-    key: PathBuf,
+    cert: Spanned<PathBuf>,
+    key: Spanned<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -611,11 +626,11 @@ impl RawCertificate {
             .iter()
             .map(|host| src.read(host, |host| parse_host(host).map(|h| h.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Certificate {
-            hosts,
-            cert: dir.join(self.cert),
-            key: dir.join(self.key),
-        })
+        let cert = dir.join(self.cert.get_ref());
+        let key = dir.join(self.key.get_ref());
+        src.pem_file(self.cert.span(), &cert, PemFile::Certificates)?;
+        src.pem_file(self.key.span(), &key, PemFile::Key)?;
+        Ok(Certificate { hosts, cert, key })
     }
 }
 
@@ -695,6 +710,14 @@ impl RawApp {
             }
             _ => {}
         }
+        let backend_ca = self.backend_ca.map(|path| {
+            let span = path.span();
+            (dir.join(path.into_inner()), span)
+        });
+        let backend_ca_pem = match &backend_ca {
+            Some((path, span)) => src.pem_file(span.clone(), path, PemFile::Certificates)?,
+            None => None,
+        };
         Ok(App {
             name,
             external,
@@ -705,7 +728,8 @@ impl RawApp {
             translate_urls: self.translate_urls,
             response_timeout,
             idle_timeout,
-            backend_ca: self.backend_ca.map(|path| dir.join(path.into_inner())),
+            backend_ca: backend_ca.map(|(path, _)| path),
+            backend_ca_pem,
             backend_pin,
             max_concurrent: self.max_concurrent,
             backend_keepalive,
@@ -719,9 +743,54 @@ impl RawApp {
 struct Source<'a> {
     file: &'a Path,
     text: &'a str,
+    /// Whether the files the configuration names are read and checked too ([`load`]).
+    check_files: bool,
+}
+
+/// What a PEM file named by the configuration must hold.
+#[derive(Clone, Copy)]
+enum PemFile {
+    /// One or more certificates (a certificate chain, or CA roots).
+    Certificates,
+    /// One private key.
+    Key,
 }
 
 impl Source<'_> {
+    /// Reads and checks the PEM file `path` (named at `span`) when files are checked; its text.
+    fn pem_file(
+        &self,
+        span: Range<usize>,
+        path: &Path,
+        kind: PemFile,
+    ) -> Result<Option<String>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        if !self.check_files {
+            return Ok(None);
+        }
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| self.error(span.clone(), format!("cannot read {shown}: {e}")))?;
+        let problem = match kind {
+            PemFile::Certificates => {
+                match CertificateDer::pem_slice_iter(text.as_bytes()).collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(certs) if certs.is_empty() => Some("holds no certificate".to_owned()),
+                    Ok(_) => None,
+                    Err(e) => Some(format!("is not a PEM certificate file: {e}")),
+                }
+            }
+            PemFile::Key => PrivateKeyDer::from_pem_slice(text.as_bytes())
+                .err()
+                .map(|e| format!("holds no PEM private key: {e}")),
+        };
+        match problem {
+            Some(problem) => Err(self.error(span, format!("{shown} {problem}"))),
+            None => Ok(Some(text)),
+        }
+    }
+
     fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         let place = Place::find(self.text, span.start);
         ConfigError {
@@ -1181,6 +1250,38 @@ mod tests {
         assert_eq!(wiki.upgrades, ["websocket"]);
         assert_eq!(wiki.backend_keepalive, Duration::from_secs(4));
         assert_eq!(lab.upgrades, ["websocket"], "the default");
+    }
+
+    /// A configuration loaded from its file has the certificate, key and CA files it names
+    /// checked too: missing or not PEM, the error names the line and the key that named it.
+    #[test]
+    fn loading_checks_the_pem_files_the_configuration_names() {
+        let dir = std::env::temp_dir().join(format!("gh-config-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert =
+            "-----BEGIN CERTIFICATE-----\nMIIBYzCCAQmgAwIBAgIUXs9v\n-----END CERTIFICATE-----\n";
+        std::fs::write(dir.join("not-pem.pem"), "hello\n").unwrap();
+        std::fs::write(dir.join("cert.pem"), cert).unwrap();
+        let write = |body: &str| {
+            let file = dir.join("service.toml");
+            std::fs::write(&file, format!("state_dir = \"s\"\n{body}")).unwrap();
+            load(&file)
+        };
+        let e = write("[[certificates]]\nhosts = [\"a.example.com\"]\ncert = \"missing.pem\"\nkey = \"k.pem\"\n")
+            .unwrap_err();
+        assert_eq!(at(&e), (4, "certificates[0].cert"), "{e}");
+        assert!(e.message.contains("missing.pem"), "{e}");
+        let e = write("[[certificates]]\nhosts = [\"a.example.com\"]\ncert = \"cert.pem\"\nkey = \"not-pem.pem\"\n")
+            .unwrap_err();
+        assert_eq!(at(&e), (5, "certificates[0].key"), "{e}");
+        let e = write(
+            "[[apps]]\nname = \"a\"\nexternal_url = \"https://a.example.com/\"\n\
+             internal_url = \"https://a.corp/\"\nbackend_ca = \"not-pem.pem\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(at(&e), (6, "apps[0].backend_ca"), "{e}");
+        assert!(e.message.contains("certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// `upgrades` takes protocol names (lower-cased) but never h2c; `backend_keepalive` takes
