@@ -95,6 +95,17 @@ pub(crate) fn run(options: DemoOptions) -> anyhow::Result<()> {
         std::env::temp_dir().join(format!("gatehouse-demo-{}", std::process::id()))
     });
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // A port in use is said at once, with which one and how to choose another: the service
+    // would otherwise fail in its log while the demo waits.
+    for (port, what, flag) in [
+        (options.https_port, "the HTTPS front", "--https-port"),
+        (options.tunnel_port, "the tunnel listener", "--tunnel-port"),
+        (options.app_port, "the sample internal app", "--app-port"),
+    ] {
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            bail!("port {port}, for {what}, cannot be used: {e}; choose another with {flag}");
+        }
+    }
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
 
@@ -116,7 +127,8 @@ pub(crate) fn run(options: DemoOptions) -> anyhow::Result<()> {
             apps = demo_config(options.app_port),
         ),
     )?;
-    let service_log = std::fs::File::create(dir.join("service.log"))?;
+    let service_log_path = dir.join("service.log");
+    let service_log = std::fs::File::create(&service_log_path)?;
     children.0.push(
         Command::new(&exe)
             .args(["service", "run", "--config"])
@@ -124,7 +136,7 @@ pub(crate) fn run(options: DemoOptions) -> anyhow::Result<()> {
             .stderr(service_log)
             .spawn()?,
     );
-    wait_for_port(options.tunnel_port)?;
+    wait_for_port(options.tunnel_port, &mut children, &service_log_path)?;
 
     let token = Command::new(&exe)
         .args([
@@ -163,7 +175,8 @@ pub(crate) fn run(options: DemoOptions) -> anyhow::Result<()> {
     if !register.wait()?.success() {
         bail!("the connector could not register (see above)");
     }
-    let connector_log = std::fs::File::create(dir.join("connector.log"))?;
+    let connector_log_path = dir.join("connector.log");
+    let connector_log = std::fs::File::create(&connector_log_path)?;
     children.0.push(
         Command::new(&exe)
             .args(["connector", "run", "--state-dir"])
@@ -171,6 +184,14 @@ pub(crate) fn run(options: DemoOptions) -> anyhow::Result<()> {
             .stderr(connector_log)
             .spawn()?,
     );
+    // Ready means served: each app answers through the front (the passthrough one through the
+    // connector and the sample app, the others with their sign-in redirect).
+    wait_until_served(
+        options.https_port,
+        &dir.join("state/ca.pem"),
+        &mut children,
+        &[&service_log_path, &connector_log_path],
+    )?;
 
     let url = format!("https://{DEMO_HOST}:{}/", options.https_port);
     let port = options.https_port;
@@ -225,13 +246,103 @@ pub(crate) fn run(options: DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wait_for_port(port: u16) -> anyhow::Result<()> {
+/// Fails at once, naming `log`, if a demo process has ended.
+fn check_alive(children: &mut Children, log: &std::path::Path) -> anyhow::Result<()> {
+    for child in &mut children.0 {
+        if let Some(status) = child.try_wait()? {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let last: Vec<&str> = text.lines().rev().take(5).collect();
+            let last: Vec<&str> = last.into_iter().rev().collect();
+            bail!(
+                "a demo process ended ({status}) before the demo was ready; {}:\n{}",
+                log.display(),
+                last.join("\n")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the service listens on `port`, failing at once if a demo process ends.
+fn wait_for_port(port: u16, children: &mut Children, log: &std::path::Path) -> anyhow::Result<()> {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        check_alive(children, log)?;
         if start.elapsed() > Duration::from_secs(20) {
-            bail!("port {port} never opened");
+            bail!("port {port} never opened; see {}", log.display());
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Waits until a request to each demo app through the front on `port` succeeds: 200 from the
+/// sample app for the passthrough one, the redirect to sign in for the others.
+fn wait_until_served(
+    port: u16,
+    ca: &std::path::Path,
+    children: &mut Children,
+    logs: &[&std::path::Path],
+) -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("{}", ca.display()))? {
+        roots.add(cert?)?;
+    }
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(gatehouse_http1::rt::crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let mut runtime = gatehouse_http1::rt::runtime()?;
+    let start = Instant::now();
+    for (host, wanted) in [(PUBLIC_HOST, 200), (DEMO_HOST, 302), (SECURE_HOST, 302)] {
+        loop {
+            let status = runtime.block_on(async {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let tcp = gatehouse_http1::rt::connect(format!("127.0.0.1:{port}"), deadline)
+                    .await
+                    .ok()?;
+                let name = ServerName::try_from(host).ok()?;
+                let tls = gatehouse_http1::rt::TlsStream::connect(
+                    tcp,
+                    config.clone(),
+                    name,
+                    Some(deadline),
+                )
+                .await
+                .ok()?;
+                let request = gatehouse_http1::rt::ClientRequest {
+                    method: "GET",
+                    target: "/",
+                    host,
+                    fields: &[],
+                    body: b"",
+                };
+                let response = gatehouse_http1::rt::fetch(tls, &request, 1 << 20, Some(deadline))
+                    .await
+                    .ok()?;
+                Some(response.status)
+            });
+            if status == Some(wanted) {
+                break;
+            }
+            for log in logs {
+                check_alive(children, log)?;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "https://{host}:{port}/ did not answer {wanted} (last: {status:?}); see {}",
+                    logs.iter()
+                        .map(|l| l.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     Ok(())
 }

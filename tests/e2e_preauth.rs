@@ -1050,3 +1050,64 @@ fn a_session_signed_out_of_is_refused_everywhere_and_after_a_restart() {
         assert_eq!(out.status, 302, "still refused after a restart: {out:?}");
     }
 }
+
+/// `gatehouse demo` says it is ready only once each app is served through the front, and a
+/// port in use stops it at once with a message that names the port, what it is for and the
+/// flag that changes it.
+#[test]
+fn the_demo_is_ready_only_when_served_and_names_a_port_in_use() {
+    let (https, tunnel, app) = (free_port(), free_port(), free_port());
+    let args = |dir: &std::path::Path| {
+        let mut command = gatehouse();
+        command
+            .args(["demo", "--https-port", &https.to_string()])
+            .args(["--tunnel-port", &tunnel.to_string()])
+            .args(["--app-port", &app.to_string(), "--dir"])
+            .arg(dir);
+        command
+    };
+    let busy = std::net::TcpListener::bind(("127.0.0.1", tunnel)).unwrap();
+    let started = Instant::now();
+    let out = args(&temp_dir("demo-busy")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(5), "said at once");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("port {tunnel}")) && said.contains("--tunnel-port"),
+        "{said}"
+    );
+    drop(busy);
+
+    let dir = temp_dir("demo-ready");
+    let child = args(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut demo = Proc {
+        child,
+        name: "demo".into(),
+    };
+    let mut stdout = std::io::BufReader::new(demo.child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("Gatehouse demo is running") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0,
+            "the demo ended"
+        );
+    }
+    // Ready means served: at once, without waiting.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(dir.join("state/ca.pem"))
+        .args(["--resolve", &format!("public.localhost:{https}:127.0.0.1")])
+        .arg(format!("https://public.localhost:{https}/now"))
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("Hello from the internal app"),
+        "{out:?}"
+    );
+    demo.terminate();
+}
