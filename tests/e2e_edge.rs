@@ -312,3 +312,49 @@ fn a_connector_just_registered_is_accepted_by_every_worker_at_once() {
         assert!(!log.contains("403"), "{name}: {log}");
     }
 }
+
+/// HSTS goes on every HTTPS answer of ours, not only proxied ones (robots.txt, error pages,
+/// the redirect of a sign-in); plain HTTP on the HTTPS port gets a 400 a person can read, as
+/// from nginx, not TLS bytes.
+#[test]
+fn our_own_answers_carry_hsts_and_plain_http_gets_a_readable_400() {
+    let (stack, _backend) = two_apps("edge-hsts");
+    let long_method = "M".repeat(300);
+    for (host, path, status, method) in [
+        (APP_HOST, "/robots.txt", "200", "GET"),
+        (APP_HOST, "/echo/error-page", "501", long_method.as_str()),
+        (APP_HOST, "/echo/proxied", "200", "GET"),
+    ] {
+        let out = stack.curl(
+            host,
+            &[
+                "-sS",
+                "-X",
+                method,
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                &stack.url(host, path),
+            ],
+        );
+        let head = text(&out).to_ascii_lowercase();
+        assert!(
+            head.contains(&format!(" {status}")),
+            "{head} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            head.contains("strict-transport-security: max-age=31536000"),
+            "{host}{path}: {head}"
+        );
+    }
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{}/", stack.https_port))
+        .output()
+        .unwrap();
+    let answer = text(&out);
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
+    assert!(answer.contains("sent to the HTTPS port"), "{answer}");
+}

@@ -232,7 +232,7 @@ pub(crate) async fn serve(
         }
         let keep_alive = match start {
             Ok(Start::Local {
-                response,
+                mut response,
                 keep_alive,
             }) => {
                 let status = response
@@ -252,6 +252,7 @@ pub(crate) async fn serve(
                     bytes: 0,
                     started,
                 });
+                add_hsts(&mut response, snapshot.config.hsts.as_deref());
                 let (res, _) = conn.write_vec(response).await;
                 res.is_ok() && keep_alive
             }
@@ -318,6 +319,7 @@ pub(crate) async fn serve(
                 );
                 let mut response = Vec::with_capacity(2048);
                 answer.write(&mut response, &hex(&request_id), !work.keep_alive);
+                add_hsts(&mut response, snapshot.config.hsts.as_deref());
                 let (res, _) = conn.write_vec(response).await;
                 res.is_ok() && work.keep_alive
             }
@@ -336,6 +338,7 @@ pub(crate) async fn serve(
                     &id,
                     true,
                 );
+                add_hsts(&mut page, snapshot.config.hsts.as_deref());
                 let _ = conn.write_vec(page).await;
                 false
             }
@@ -456,6 +459,8 @@ async fn dev_idp(
     request_id: &[u8; 16],
 ) -> bool {
     let outcome = &mut Outcome::default();
+    let snapshot = worker.snapshot();
+    let hsts = snapshot.config.hsts.as_deref();
     let Some(idp) = worker.shared.dev_idp.as_ref() else {
         return false;
     };
@@ -472,6 +477,7 @@ async fn dev_idp(
                     page(
                         conn,
                         outcome,
+                        hsts,
                         413,
                         "Content too large",
                         "The form is too large.",
@@ -517,6 +523,7 @@ async fn dev_idp(
     if work.method != b"HEAD" {
         out.extend_from_slice(&answer.body);
     }
+    add_hsts(&mut out, worker.snapshot().config.hsts.as_deref());
     conn.write_vec(out).await.0.is_ok() && work.keep_alive
 }
 
@@ -1354,6 +1361,7 @@ async fn proxy(
                     page(
                         conn,
                         outcome,
+                        hsts,
                         status,
                         title,
                         "The request body was not accepted.",
@@ -1388,6 +1396,7 @@ async fn proxy(
                     page(
                         conn,
                         outcome,
+                        hsts,
                         status,
                         title,
                         "The request body could not be read.",
@@ -1411,6 +1420,7 @@ async fn proxy(
                 page(
                     conn,
                     outcome,
+                    hsts,
                     504,
                     "The application did not answer in time",
                     "The internal application did not send a response in time.",
@@ -1449,6 +1459,7 @@ async fn proxy(
                 page(
                     conn,
                     outcome,
+                    hsts,
                     502,
                     "Connector connection lost",
                     &format!(
@@ -1462,7 +1473,7 @@ async fn proxy(
             }
             StreamEvent::Reset(code) => {
                 let (status, title, detail) = reset_page(code);
-                page(conn, outcome, status, title, detail, &p.request_id).await;
+                page(conn, outcome, hsts, status, title, detail, &p.request_id).await;
                 return (keep_alive && p.body == BodyKind::Empty).into();
             }
             StreamEvent::Refused | StreamEvent::Closed => {
@@ -1477,13 +1488,14 @@ async fn proxy(
                         continue;
                     }
                 }
-                page(conn, outcome, 502, "Connector connection lost", &format!("The connection to the connector of group \"{}\" was lost before the application answered.", snapshot.config.apps[p.app].group), &p.request_id).await;
+                page(conn, outcome, hsts, 502, "Connector connection lost", &format!("The connection to the connector of group \"{}\" was lost before the application answered.", snapshot.config.apps[p.app].group), &p.request_id).await;
                 return After::Close;
             }
             StreamEvent::Data(_) | StreamEvent::End => {
                 page(
                     conn,
                     outcome,
+                    hsts,
                     502,
                     "Bad answer from the connector",
                     "The connector sent a body without a response head.",
@@ -1520,6 +1532,7 @@ async fn proxy(
         page(
             conn,
             outcome,
+            hsts,
             502,
             "Bad answer from the application",
             "The application switched protocols without being asked.",
@@ -1767,6 +1780,7 @@ fn reset_page(code: Code) -> (u16, &'static str, &'static str) {
 async fn page(
     conn: &mut Client,
     outcome: &mut Outcome,
+    hsts: Option<&str>,
     status: u16,
     title: &str,
     detail: &str,
@@ -1775,7 +1789,23 @@ async fn page(
     outcome.status = status;
     let mut out = Vec::with_capacity(1024);
     pages::error_page(&mut out, status, title, detail, &hex(id), true);
+    add_hsts(&mut out, hsts);
     let _ = conn.write_vec(out).await;
+}
+
+/// Adds Strict-Transport-Security (the configured `hsts`, if any) to a response of our own
+/// (a page, a redirect, robots.txt) in `response`, right after its status line: every answer
+/// on the HTTPS front carries it, not only the proxied ones.
+fn add_hsts(response: &mut Vec<u8>, hsts: Option<&str>) {
+    let Some(hsts) = hsts else {
+        return;
+    };
+    let Some(line_end) = response.windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
+    let at = line_end + 2;
+    let field = [b"Strict-Transport-Security: ", hsts.as_bytes(), b"\r\n"].concat();
+    response.splice(at..at, field);
 }
 
 #[cfg(test)]

@@ -370,6 +370,12 @@ async fn accept_loop<F, Fut>(
     }
 }
 
+/// The answer to plain HTTP on the HTTPS port.
+const PLAIN_HTTP_PAGE: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 73\r\nConnection: close\r\n\r\n\
+The plain HTTP request was sent to the HTTPS port: use https:// instead.\n";
+
 /// A client of the HTTPS front.
 async fn front_connection(tcp: TcpStream, peer: std::net::SocketAddr, worker: Rc<Worker>) {
     let limits = &worker.snapshot.borrow().config.limits.clone();
@@ -382,6 +388,18 @@ async fn front_connection(tcp: TcpStream, peer: std::net::SocketAddr, worker: Rc
     };
     let config = worker.shared.front_tls.clone();
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    // Plain HTTP sent to the HTTPS port gets a page a person can read (as nginx does), not
+    // TLS bytes: a TLS connection starts with a handshake record (22), a request with a
+    // method's capital letter.
+    let mut tcp = tcp;
+    let readable = monoio::time::timeout_at(deadline.into(), tcp.readable(false)).await;
+    if !matches!(readable, Ok(Ok(()))) {
+        return;
+    }
+    if gatehouse_http1::rt::first_byte(&tcp).is_some_and(|b| b.is_ascii_uppercase()) {
+        let _ = monoio::io::AsyncWriteRentExt::write_all(&mut tcp, PLAIN_HTTP_PAGE).await;
+        return;
+    }
     // Boxed: the handshake's state is freed once it is done instead of sizing the
     // connection's task for as long as the connection lives.
     let Ok(tls) = Box::pin(TlsStream::accept_with(tcp, config, Some(deadline))).await else {

@@ -11,23 +11,34 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// True when `socket` has nothing to read and no end of stream: it looks idle and open. Costs
 /// three system calls (dup, a non-blocking peek, close); nothing is consumed.
 pub fn idle_and_open(socket: &monoio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(peek(socket, &mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// The first byte waiting on `socket`, without consuming it (`None`: nothing yet, the end of
+/// the stream, or an error). A TLS connection starts with 22 (handshake); a plain HTTP request
+/// with the letter of its method.
+pub fn first_byte(socket: &monoio::net::TcpStream) -> Option<u8> {
+    let mut byte = [0u8; 1];
+    match peek(socket, &mut byte) {
+        Ok(1) => Some(byte[0]),
+        _ => None,
+    }
+}
+
+/// Peeks at what waits on `socket` without waiting and without consuming it.
+fn peek(socket: &monoio::net::TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: the descriptor is `socket`'s, which this function borrows for as long as the
     // BorrowedFd lives (until the duplicate below is made), so it stays open and is not
     // reused meanwhile. Nothing else is done with it than duplicating it.
     #[allow(unsafe_code)]
     let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
-    let Ok(duplicate) = fd.try_clone_to_owned() else {
-        return false;
-    };
-    let probe = std::net::TcpStream::from(duplicate);
+    let probe = std::net::TcpStream::from(fd.try_clone_to_owned()?);
     // monoio creates its sockets non-blocking (SOCK_NONBLOCK) and the duplicate shares the
     // open file description: setting the flag again changes nothing and guarantees that the
     // peek cannot wait.
-    if probe.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let mut byte = [0u8; 1];
-    matches!(probe.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    probe.set_nonblocking(true)?;
+    probe.peek(buf)
 }
 
 #[cfg(test)]
@@ -51,9 +62,12 @@ mod tests {
             let (mut server, _) = listener.accept().unwrap();
             assert!(idle_and_open(&client), "open and silent");
             assert!(idle_and_open(&client), "peeking consumed nothing");
+            assert_eq!(first_byte(&client), None);
             server.write_all(b"x").unwrap();
             settle();
             assert!(!idle_and_open(&client), "a byte waits");
+            assert_eq!(first_byte(&client), Some(b'x'));
+            assert_eq!(first_byte(&client), Some(b'x'), "and stays");
 
             let other = monoio::net::TcpStream::connect(("127.0.0.1", port))
                 .await

@@ -28,7 +28,7 @@ pub use conn::{Conn, ConnError};
 pub use contain::{contained, panic_message};
 pub use crypto::crypto_provider;
 pub use idle::IdleStack;
-pub use liveness::idle_and_open;
+pub use liveness::{first_byte, idle_and_open};
 pub use pool::{BufferPool, PoolConfig};
 pub use recycle::{with_tunnel_spares, Recycler};
 pub use runtime::{runtime, Runtime};
