@@ -50,7 +50,7 @@ pub use error::Error;
 pub use field::{Field, Fields};
 pub use head::{BodyKind, Status, Version};
 pub use hop::{end_to_end, is_hop_by_hop, HOP_BY_HOP};
-pub use limits::Limits;
+pub use limits::{Limits, FIELD_SLOTS};
 pub use request::{authority_is_valid, parse_request, RequestHead, TargetForm};
 pub use response::{parse_response, RequestMethod, ResponseHead};
 pub use write::{decimal, HeadWriter, CONTINUE_100};

@@ -1,5 +1,9 @@
 //! Size limits. Every buffer and count the engine accepts from a peer has one.
 
+/// Field lines the monoio driver parses a head into (its array on the stack): the default
+/// [`Limits::fields`], so that the limit and the room agree.
+pub const FIELD_SLOTS: usize = 128;
+
 /// Caps on what a peer may send. The defaults follow common practice for an edge proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -8,7 +12,8 @@ pub struct Limits {
     /// Bytes in the header section after the start line, including the final empty line;
     /// default 64 KiB. Over it: 431.
     pub header_section: usize,
-    /// Field lines in a header or trailer section; default 100. Over it: 431.
+    /// Field lines in a header or trailer section, Host and every other field counted alike;
+    /// default [`FIELD_SLOTS`] (128), as many as the driver's field array holds. Over it: 431.
     pub fields: usize,
     /// Bytes in one chunk-size line including extensions and CRLF; default 4 KiB.
     pub chunk_line: usize,
@@ -28,7 +33,7 @@ impl Default for Limits {
         Limits {
             start_line: 8 * 1024,
             header_section: 64 * 1024,
-            fields: 100,
+            fields: FIELD_SLOTS,
             chunk_line: 4 * 1024,
             chunk_extensions_total: 16 * 1024,
             trailer_section: 16 * 1024,

@@ -3,7 +3,7 @@
 
 mod support;
 
-use gatehouse_http1::{BodyKind, Error, Limits, TargetForm, Version};
+use gatehouse_http1::{BodyKind, Error, Limits, TargetForm, Version, FIELD_SLOTS};
 use support::{parse_req, parse_req_with, req, req_err};
 
 #[test]
@@ -309,7 +309,7 @@ fn limits_request_line_over_8k_is_414_even_before_it_ends() {
 }
 
 #[test]
-fn limits_header_section_over_64k_or_100_fields_is_431() {
+fn limits_header_section_over_64k_or_128_fields_is_431() {
     let big = format!(
         "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
         "v".repeat(64 * 1024)
@@ -317,18 +317,31 @@ fn limits_header_section_over_64k_or_100_fields_is_431() {
     assert_eq!(req_err(big.as_bytes()), Error::HeaderSectionTooLarge);
     let unfinished = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "v".repeat(70 * 1024));
     assert_eq!(req_err(unfinished.as_bytes()), Error::HeaderSectionTooLarge);
-    let mut many = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
-    for i in 0..100 {
-        many.push_str(&format!("X-{i}: v\r\n"));
-    }
-    many.push_str("\r\n");
+    // Host counts like any other field: Host and 127 more fit the default limit of 128
+    // (FIELD_SLOTS, what the driver's field array holds); one more is 431.
+    let head_with = |others: usize| {
+        let mut head = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+        for i in 0..others {
+            head.push_str(&format!("X-{i}: v\r\n"));
+        }
+        head + "\r\n"
+    };
+    assert_eq!(req(head_with(127).as_bytes()).fields.len(), FIELD_SLOTS);
+    let many = head_with(128);
     assert_eq!(req_err(many.as_bytes()), Error::TooManyFields);
     assert_eq!(Error::TooManyFields.status(), 431);
+    // A lower limit is kept the same way.
     let limits = Limits {
-        fields: 200,
+        fields: 50,
         ..Limits::default()
     };
-    assert!(parse_req_with(many.as_bytes(), &limits).unwrap().is_some());
+    assert!(parse_req_with(head_with(49).as_bytes(), &limits)
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        parse_req_with(head_with(50).as_bytes(), &limits),
+        Err(Error::TooManyFields)
+    );
 }
 
 #[test]

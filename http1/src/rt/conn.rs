@@ -11,7 +11,7 @@ use super::{BufferPool, Transport};
 
 use crate::{
     parse_request, parse_response, BodyDecoder, BodyEvent, Error, Field, Limits, RequestHead,
-    ResponseHead, Status,
+    ResponseHead, Status, FIELD_SLOTS,
 };
 
 /// Room a head read asks for: heads are small and bounded by the parser's limits.
@@ -240,7 +240,7 @@ impl<S: Transport> Conn<S> {
     ) -> Result<R, ConnError> {
         loop {
             if self.may_hold_head() {
-                let mut fields = [Field::EMPTY; 128];
+                let mut fields = [Field::EMPTY; FIELD_SLOTS];
                 match parse_request(&self.buf, &mut fields, &self.limits)? {
                     Status::Complete(head) => {
                         let len = head.head_len;
@@ -263,7 +263,7 @@ impl<S: Transport> Conn<S> {
     ) -> Result<R, ConnError> {
         loop {
             if self.may_hold_head() {
-                let mut fields = [Field::EMPTY; 128];
+                let mut fields = [Field::EMPTY; FIELD_SLOTS];
                 match parse_response(&self.buf, &mut fields, &self.limits)? {
                     Status::Complete(head) => {
                         let len = head.head_len;
