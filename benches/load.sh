@@ -13,6 +13,8 @@
 # service, connector) runs on CPU 0, so each proxy gets the same single core and the load
 # generator never steals it. The scaling run leaves the servers unpinned.
 #
+# A run with any non-2xx answer makes the script fail (exit 1) after the summary.
+#
 # Each run prints requests/s, p50 / p99 / p99.9 / max latency (the last two from the wrk hook
 # benches/latency.lua) and transfer rate; a Gatehouse run also prints the CPU time (utime +
 # stime from /proc/PID/stat, before and after the run) of service and connector per request
@@ -478,3 +480,12 @@ for size, conns in sorted({(k[1], k[2]) for k in order}):
     if a and b:
         print(f"gh-pre / gh-pass {size} c={conns}: {b[0] / a[0]:.2f} of the requests/s")
 PY
+
+# A run with any non-2xx answer fails the benchmark: a proxy that answers errors fast is not
+# fast (column 8 of the results is wrk's "Non-2xx or 3xx responses").
+failed=$(awk -F'\t' '$8 > 0 {printf "  %s %s c=%s: %s non-2xx\n", $1, $2, $3, $8}' "$RESULTS")
+if [ -n "$failed" ]; then
+  echo "load.sh: FAILED: runs with non-2xx answers:"
+  echo "$failed"
+  exit 1
+fi
