@@ -252,14 +252,7 @@ fn pooled_back_end_connections_closed_by_the_back_end_are_never_used() {
 /// once, before any of its data.
 #[test]
 fn stalled_bodies_are_cut_off_within_the_rate_window_and_impossible_chunks_at_once() {
-    let (_backend, port) = backend(None);
-    let mut stack = Stack::start(
-        "edge-stall",
-        &[passthrough_app("echo", port)],
-        "[limits]\nmax_body_size = 1000000\n",
-    );
-    stack.add_connector("c1", "default");
-    stack.wait_ready(APP_HOST, "/echo/ready");
+    let (stack, _backend) = echo_stack("edge-stall", "[limits]\nmax_body_size = 1000000\n");
     let script = r#"
 import socket, ssl, sys, time
 ctx = ssl.create_default_context(cafile=sys.argv[1])

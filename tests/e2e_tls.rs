@@ -39,14 +39,7 @@ fn handshaken(stack: &Stack) -> (rustls::ClientConnection, TcpStream) {
 /// connection's own records: every complete one opens, and their text is our 408 page.
 #[test]
 fn a_key_update_flood_from_a_client_that_does_not_read_hurts_nobody() {
-    let (_backend, port) = backend(None);
-    let mut stack = Stack::start(
-        "tls-flood",
-        &[passthrough_app("echo", port)],
-        "[limits]\nheader_timeout = \"2s\"\n",
-    );
-    stack.add_connector("c1", "default");
-    stack.wait_ready(APP_HOST, "/echo/ready");
+    let (stack, _backend) = echo_stack("tls-flood", "[limits]\nheader_timeout = \"2s\"\n");
 
     let stack = Arc::new(stack);
     let flooders: Vec<_> = (0..4)

@@ -135,6 +135,16 @@ pub fn backend(log: Option<&Path>) -> (Proc, u16) {
     )
 }
 
+/// A stack with the echo back end as the passthrough app `echo` at [`APP_HOST`], the
+/// configuration lines `extra`, and one connector, ready to serve.
+pub fn echo_stack(name: &str, extra: &str) -> (Stack, Proc) {
+    let (backend, port) = backend(None);
+    let mut stack = Stack::start(name, &[passthrough_app("echo", port)], extra);
+    stack.add_connector("c1", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+    (stack, backend)
+}
+
 /// One app of the service configuration.
 pub struct AppSpec {
     pub name: &'static str,
