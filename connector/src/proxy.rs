@@ -473,7 +473,13 @@ async fn exchange<T: Transport + Splittable + 'static>(
         return Exchange::Closed;
     }
     if no_body {
-        return finish(conn, reusable && request_done, ctx, key, wrap);
+        return finish(
+            conn,
+            reusable && request_done,
+            ctx,
+            (key, Duration::from_millis(app.backend_keepalive_ms)),
+            wrap,
+        );
     }
     // Response body: each piece leaves the read buffer as `Bytes` and goes into the tunnel
     // as it is; credit from the service paces the back end.
@@ -490,7 +496,13 @@ async fn exchange<T: Transport + Splittable + 'static>(
             }
             Ok(None) => {
                 let _ = stream.send(Bytes::new(), true).await;
-                return finish(conn, reusable && request_done, ctx, key, wrap);
+                return finish(
+                    conn,
+                    reusable && request_done,
+                    ctx,
+                    (key, Duration::from_millis(app.backend_keepalive_ms)),
+                    wrap,
+                );
             }
             Err(_) => {
                 // Cut mid-body: the client must see an error, never a short success.
@@ -505,17 +517,28 @@ fn finish<T>(
     conn: Conn<T>,
     reusable: bool,
     ctx: &ThreadCtx,
-    key: &str,
+    (key, keepalive): (&str, Duration),
     wrap: fn(Conn<T>) -> Backend,
 ) -> Exchange {
-    if !reusable {
+    // backend_keepalive = 0: a connection per request.
+    if !reusable || keepalive.is_zero() {
         return Exchange::Closed;
     }
     let now = Instant::now();
     let mut pool = ctx.pool.borrow_mut();
     match pool.get_mut(key) {
-        Some(idle) if idle.len() < POOL_PER_APP => idle.push((wrap(conn), now)),
-        Some(_) => {}
+        Some(idle) => {
+            // Those idle too long go now, not only when reached: their descriptors are not
+            // held for a back end that closed its side long ago. The oldest are at the front.
+            let expired = idle
+                .iter()
+                .take_while(|(_, since)| now.duration_since(*since) >= keepalive)
+                .count();
+            idle.drain(..expired);
+            if idle.len() < POOL_PER_APP {
+                idle.push((wrap(conn), now));
+            }
+        }
         None => {
             pool.insert(key.to_owned(), vec![(wrap(conn), now)]);
         }

@@ -23,6 +23,8 @@ pub(crate) struct Revocations {
     entries: Mutex<HashMap<[u8; 16], u64>>,
     /// Counts changes, so that workers know when to copy the list again.
     generation: AtomicU64,
+    /// Held while the file is written (not the list: workers copy it meanwhile).
+    file: Mutex<()>,
 }
 
 impl Revocations {
@@ -43,25 +45,38 @@ impl Revocations {
             path: path.to_owned(),
             entries: Mutex::new(entries),
             generation: AtomicU64::new(1),
+            file: Mutex::new(()),
         }
     }
 
     /// Revokes session `id`, which would expire at `expires`; drops entries expired by `now`
     /// and writes the list. Workers see it at their next request.
+    /// A session already revoked changes nothing (a cookie sent to the logout address again
+    /// and again costs no write and makes no worker copy the list).
     pub(crate) fn revoke(&self, id: [u8; 16], expires: u64, now: u64) -> std::io::Result<()> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, &mut until| until > now);
-        if expires > now {
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if expires <= now || entries.contains_key(&id) {
+                return Ok(());
+            }
+            entries.retain(|_, &mut until| until > now);
             entries.insert(id, expires);
         }
         self.generation.fetch_add(1, Ordering::Release);
-        let mut text = String::with_capacity(entries.len() * 45);
-        for (id, expires) in entries.iter() {
-            text.push_str(&gatehouse_core::hex::encode(id));
-            text.push(' ');
-            text.push_str(&expires.to_string());
-            text.push('\n');
-        }
+        // The file is written outside the list's lock, so workers never wait on the disk; one
+        // writer at a time, each writing the list as it is then, so the last write holds all.
+        let _writing = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let text = {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut text = String::with_capacity(entries.len() * 45);
+            for (id, expires) in entries.iter() {
+                text.push_str(&gatehouse_core::hex::encode(id));
+                text.push(' ');
+                text.push_str(&expires.to_string());
+                text.push('\n');
+            }
+            text
+        };
         gatehouse_core::secret_file::replace(&self.path, text.as_bytes())
     }
 
@@ -113,6 +128,13 @@ mod tests {
         list.revoke([1; 16], 2000, 1000).unwrap();
         list.revoke([2; 16], 1500, 1000).unwrap();
         assert!(a.contains(&list, &[1; 16]) && b.contains(&list, &[2; 16]));
+        let generation = list.generation();
+        list.revoke([1; 16], 2000, 1000).unwrap();
+        assert_eq!(
+            list.generation(),
+            generation,
+            "revoking again changes nothing"
+        );
         assert!(!b.contains(&list, &[3; 16]));
         let reloaded = Revocations::load(&path, 1600);
         let c = RevokedCopy::default();

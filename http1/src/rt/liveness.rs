@@ -6,10 +6,10 @@
 //! it would lose the request: the body cannot be sent again once read from the tunnel.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 
-/// True when `socket` has nothing to read and no end of stream: it looks idle and open. Costs
-/// three system calls (dup, a non-blocking peek, close); nothing is consumed.
+/// True when `socket` has nothing to read and no end of stream: it looks idle and open. One
+/// system call; nothing is consumed.
 pub fn idle_and_open(socket: &monoio::net::TcpStream) -> bool {
     let mut byte = [0u8; 1];
     matches!(peek(socket, &mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
@@ -26,19 +26,27 @@ pub fn first_byte(socket: &monoio::net::TcpStream) -> Option<u8> {
     }
 }
 
-/// Peeks at what waits on `socket` without waiting and without consuming it.
+/// Peeks at what waits on `socket` without waiting and without consuming it: one
+/// `recv(MSG_PEEK | MSG_DONTWAIT)`. The flags apply to this call only; the socket's own
+/// (blocking or not, as monoio's driver set it) are left alone.
 fn peek(socket: &monoio::net::TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: the descriptor is `socket`'s, which this function borrows for as long as the
-    // BorrowedFd lives (until the duplicate below is made), so it stays open and is not
-    // reused meanwhile. Nothing else is done with it than duplicating it.
+    let fd = socket.as_raw_fd();
+    // SAFETY: `fd` is `socket`'s descriptor, open for as long as the borrow of `socket` that
+    // this function holds; `buf` is a valid, writable buffer of `buf.len()` bytes for the
+    // duration of the call, and recv writes at most that many.
     #[allow(unsafe_code)]
-    let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
-    let probe = std::net::TcpStream::from(fd.try_clone_to_owned()?);
-    // monoio creates its sockets non-blocking (SOCK_NONBLOCK) and the duplicate shares the
-    // open file description: setting the flag again changes nothing and guarantees that the
-    // peek cannot wait.
-    probe.set_nonblocking(true)?;
-    probe.peek(buf)
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match usize::try_from(n) {
+        Ok(n) => Ok(n),
+        Err(_) => Err(io::Error::last_os_error()),
+    }
 }
 
 #[cfg(test)]

@@ -533,6 +533,8 @@ impl Core {
         out.check_torn()?;
         self.check_failed()?;
         self.move_queued(out);
+        // Sealing a KeyUpdate answer there may have failed: then no data goes out.
+        self.check_failed()?;
         let result = match &mut self.session {
             Session::Client(c) => {
                 with_write_traffic(&mut **c, out, &mut self.peer_closed, |w, out| {
@@ -692,6 +694,14 @@ fn process_records<C: Records>(
         done += discard;
         if let Some(e) = failure {
             break Err(e);
+        }
+        // rustls may offer WriteTraffic before the handshake is over (half-RTT data): it is
+        // not over until it says so, so it is shown the next record if one is here.
+        if reached == Some(Progress::Traffic) && conn.handshaking() {
+            if let Some(next) = next_record_end(incoming, end) {
+                end = next;
+                continue;
+            }
         }
         if let Some(progress) = reached {
             break Ok(progress);

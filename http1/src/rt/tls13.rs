@@ -404,13 +404,17 @@ impl Tls13Records {
     /// An alert from the peer: close_notify ends its side; user_canceled is allowed a few
     /// times; anything else is an error alert.
     fn alert(&mut self, body: &[u8], alerts: &mut Vec<u8>) -> Result<(), rustls::Error> {
-        let [_level, description] = body else {
+        let [level, description] = body else {
             return Err(self.fail(alerts, AlertDescription::DecodeError));
         };
+        if !matches!(*level, WARNING | FATAL) {
+            return Err(self.fail(alerts, AlertDescription::IllegalParameter));
+        }
         match AlertDescription::from(*description) {
             AlertDescription::CloseNotify => self.peer_closed = true,
-            // RFC 8446 6.1: user_canceled is followed by close_notify.
-            AlertDescription::UserCanceled => {
+            // RFC 8446 6.1: user_canceled is followed by close_notify; sent as fatal, it ends
+            // the connection like any fatal alert.
+            AlertDescription::UserCanceled if *level == WARNING => {
                 self.warning_alerts += 1;
                 if self.warning_alerts > MAX_WARNING_ALERTS {
                     return Err(self.fail(alerts, AlertDescription::UnexpectedMessage));
@@ -430,20 +434,42 @@ impl Tls13Records {
         if body.is_empty() {
             return Err(self.fail(alerts, AlertDescription::UnexpectedMessage));
         }
-        let joined;
-        let mut data = match self.fragment.is_empty() {
-            true => body,
-            false => {
-                let mut fragment = std::mem::take(&mut self.fragment);
-                fragment.extend_from_slice(body);
-                joined = fragment;
-                &joined[..]
-            }
-        };
+        if self.fragment.is_empty() {
+            // The usual case: whole messages in this record.
+            let left = self.handshake_messages(body, alerts)?;
+            self.fragment.extend_from_slice(&body[body.len() - left..]);
+            return Ok(());
+        }
+        // A message begun in an earlier record: the new piece is appended once, and the
+        // fragment moves only when a message in it is complete (so a peer that sends a large
+        // message a byte per record costs linear work, not a copy of it per record).
+        let mut fragment = std::mem::take(&mut self.fragment);
+        fragment.extend_from_slice(body);
+        let left = self.handshake_messages(&fragment, alerts)?;
+        let done = fragment.len() - left;
+        fragment.drain(..done);
+        self.fragment = fragment;
+        Ok(())
+    }
+
+    /// Handles the whole messages at the start of `data`; returns how many bytes are left at
+    /// its end (the start of a message to be continued). A message header is checked as soon
+    /// as it is complete: its type must be one this end takes after the handshake, and its
+    /// length within bounds, before any of its body is kept.
+    fn handshake_messages(
+        &mut self,
+        mut data: &[u8],
+        alerts: &mut Vec<u8>,
+    ) -> Result<usize, rustls::Error> {
         while let Some(header) = data.get(..HANDSHAKE_HEADER) {
             let len =
                 usize::from(header[1]) << 16 | usize::from(header[2]) << 8 | usize::from(header[3]);
-            if len > MAX_HANDSHAKE_MESSAGE {
+            let expected = match (HandshakeType::from(header[0]), &self.kernel) {
+                (HandshakeType::KeyUpdate, _) => len == 1,
+                (HandshakeType::NewSessionTicket, Kernel::Client(_)) => true,
+                _ => return Err(self.fail(alerts, AlertDescription::UnexpectedMessage)),
+            };
+            if !expected || len > MAX_HANDSHAKE_MESSAGE {
                 return Err(self.fail(alerts, AlertDescription::DecodeError));
             }
             let Some(message) = data.get(HANDSHAKE_HEADER..HANDSHAKE_HEADER + len) else {
@@ -453,11 +479,7 @@ impl Tls13Records {
             self.handshake_message(header[0], message, rest.is_empty(), alerts)?;
             data = rest;
         }
-        // What is left starts a message that continues in the next record.
-        if !data.is_empty() {
-            self.fragment = data.to_vec();
-        }
-        Ok(())
+        Ok(data.len())
     }
 
     /// One whole handshake message; `ends_record` says whether it ends its record.
@@ -877,6 +899,24 @@ mod tests {
             rustls::Error::AlertReceived(AlertDescription::HandshakeFailure)
         );
         assert!(alerts.is_empty(), "no alert answers an alert");
+
+        // user_canceled sent as fatal ends the connection; a level that is neither is refused.
+        let (mut client, mut server) = pair(SUITES[2]);
+        let fatal = [FATAL, u8::from(AlertDescription::UserCanceled)];
+        let mut wire = record(&mut client, ContentType::Alert, &fatal);
+        let error = server
+            .open(&mut wire, &mut BytesMut::new(), &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(
+            error,
+            rustls::Error::AlertReceived(AlertDescription::UserCanceled)
+        );
+        let (mut client, mut server) = pair(SUITES[2]);
+        let mut wire = record(&mut client, ContentType::Alert, &[3, 0]);
+        assert_eq!(
+            refused(&mut server, &mut client, &mut wire),
+            AlertDescription::IllegalParameter
+        );
     }
 
     /// RFC 8446 6.1: data after close_notify is ignored, even a record that would not open.
@@ -987,12 +1027,26 @@ mod tests {
             AlertDescription::IllegalParameter
         );
 
-        // A server takes no session ticket.
+        // A server takes no session ticket: refused as soon as the header says so, before the
+        // rest of the message arrives (nothing of it is kept).
         let (mut client, mut server) = pair(SUITES[0]);
         let mut wire = record(&mut client, ContentType::Handshake, &ticket(10));
         assert_eq!(
             refused(&mut server, &mut client, &mut wire),
             AlertDescription::UnexpectedMessage
+        );
+        let (mut client, mut server) = pair(SUITES[0]);
+        let mut wire = record(&mut client, ContentType::Handshake, &ticket(60_000)[..10]);
+        assert_eq!(
+            refused(&mut server, &mut client, &mut wire),
+            AlertDescription::UnexpectedMessage
+        );
+        // A KeyUpdate of another length is refused at its header too.
+        let (mut client, mut server) = pair(SUITES[0]);
+        let mut wire = record(&mut client, ContentType::Handshake, &[24, 0, 0, 200, 0]);
+        assert_eq!(
+            refused(&mut server, &mut client, &mut wire),
+            AlertDescription::DecodeError
         );
     }
 
