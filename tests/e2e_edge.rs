@@ -351,3 +351,43 @@ fn our_own_answers_carry_hsts_and_plain_http_gets_a_readable_400() {
     assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
     assert!(answer.contains("sent to the HTTPS port"), "{answer}");
 }
+
+/// `gatehouse service check` reads the files the configuration names: a certificate that is
+/// missing, or a CA file that is not PEM, is an error that names the file, the line and the
+/// key, and the command fails.
+#[test]
+fn service_check_names_a_missing_or_broken_pem_file_by_line_and_key() {
+    let dir = temp_dir("edge-check");
+    std::fs::write(dir.join("not-pem.pem"), "hello\n").unwrap();
+    let check = |body: &str| {
+        let config = dir.join("service.toml");
+        std::fs::write(&config, format!("state_dir = \"state\"\n{body}")).unwrap();
+        let out = gatehouse()
+            .args(["service", "check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, said) = check(
+        "[[certificates]]\nhosts = [\"a.example.com\"]\ncert = \"gone.pem\"\nkey = \"gone.key\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        said.contains("service.toml:4") && said.contains("certificates[0].cert"),
+        "{said}"
+    );
+    assert!(said.contains("gone.pem"), "{said}");
+    let (ok, said) = check(
+        "[[apps]]\nname = \"a\"\nexternal_url = \"https://a.example.com/\"\n\
+         internal_url = \"https://a.corp/\"\nbackend_ca = \"not-pem.pem\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        said.contains("service.toml:6") && said.contains("apps[0].backend_ca"),
+        "{said}"
+    );
+}
