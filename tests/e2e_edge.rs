@@ -156,41 +156,21 @@ fn parts_too_long_for_the_tunnel_get_the_status_a_server_gives() {
 
 /// nginx as the back end, with `keepalive_timeout 1s`, serving every method.
 fn nginx_backend(name: &str) -> (Proc, u16) {
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("nginx is not installed (scripts/test.sh installs it)");
     let dir = temp_dir(name);
     std::fs::create_dir_all(dir.join("www")).unwrap();
     std::fs::write(dir.join("www/hello.txt"), "hello from nginx\n").unwrap();
     let port = free_port();
-    let conf = format!(
-        "daemon off; worker_processes 1; error_log {d}/error.log; pid {d}/nginx.pid;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
-         fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-         keepalive_timeout 1s;\n\
-         server {{ listen 127.0.0.1:{port}; root {d}/www;\n\
-         location /any {{ return 200 \"ok\\n\"; }} }} }}\n",
-        d = dir.display()
+    let nginx = start_nginx(
+        &dir,
+        &format!(
+            "keepalive_timeout 1s;\n\
+             server {{ listen 127.0.0.1:{port}; root {d}/www;\n\
+             location /any {{ return 200 \"ok\\n\"; }} }}",
+            d = dir.display()
+        ),
     );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = std::process::Command::new(nginx)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-p")
-        .arg(&dir)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     wait_for_port(port);
-    (
-        Proc {
-            child,
-            name: "nginx".into(),
-        },
-        port,
-    )
+    (nginx, port)
 }
 
 /// A back end that closes idle connections after 1 s (nginx, `keepalive_timeout 1s`) under a

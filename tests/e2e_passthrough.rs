@@ -683,12 +683,6 @@ fn certificate_renewal_keeps_traffic_flowing() {
 
 #[test]
 fn nginx_as_the_internal_app() {
-    let Some(nginx) = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
-        panic!("nginx is not installed (scripts/test.sh installs it)");
-    };
     let dir = temp_dir("nginx");
     let port = free_port();
     std::fs::create_dir_all(dir.join("www")).unwrap();
@@ -778,28 +772,14 @@ fn nginx_as_the_internal_app() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let conf = format!(
-        "daemon off; worker_processes 1; error_log {d}/error.log; pid {d}/nginx.pid;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
-         fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-         server {{ listen 127.0.0.1:{port}; root {d}/www; location /redir {{ return 302 http://127.0.0.1:{port}/hello.txt; }} }}\n\
-         server {{ listen 127.0.0.1:{tls_port} ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem; root {d}/www; }} }}\n",
-        d = dir.display()
+    let _nginx = start_nginx(
+        &dir,
+        &format!(
+            "server {{ listen 127.0.0.1:{port}; root {d}/www; location /redir {{ return 302 http://127.0.0.1:{port}/hello.txt; }} }}\n\
+             server {{ listen 127.0.0.1:{tls_port} ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem; root {d}/www; }}",
+            d = dir.display()
+        ),
     );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = std::process::Command::new(nginx)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-p")
-        .arg(&dir)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _nginx = Proc {
-        child,
-        name: "nginx".into(),
-    };
     wait_for_port(port);
     wait_for_port(tls_port);
     let pinned = format!("backend_pin = \"sha256:{pin}\"");

@@ -683,20 +683,22 @@ fn dev_provider_signs_in_behind_a_configured_front_certificate() {
     drop(backend);
 }
 
+/// `gatehouse demo` on the given ports, keeping its files in `dir`.
+fn demo_command(https: u16, tunnel: u16, app: u16, dir: &std::path::Path) -> std::process::Command {
+    let mut command = gatehouse();
+    command
+        .args(["demo", "--https-port", &https.to_string()])
+        .args(["--tunnel-port", &tunnel.to_string()])
+        .args(["--app-port", &app.to_string(), "--dir"])
+        .arg(dir);
+    command
+}
+
 #[test]
 fn demo_command_runs_the_whole_product_with_sign_in() {
     let dir = temp_dir("demo");
     let (https, tunnel, app) = (free_port(), free_port(), free_port());
-    let child = gatehouse()
-        .args(["demo", "--https-port", &https.to_string()])
-        .args([
-            "--tunnel-port",
-            &tunnel.to_string(),
-            "--app-port",
-            &app.to_string(),
-            "--dir",
-        ])
-        .arg(&dir)
+    let child = demo_command(https, tunnel, app, &dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1057,15 +1059,7 @@ fn a_session_signed_out_of_is_refused_everywhere_and_after_a_restart() {
 #[test]
 fn the_demo_is_ready_only_when_served_and_names_a_port_in_use() {
     let (https, tunnel, app) = (free_port(), free_port(), free_port());
-    let args = |dir: &std::path::Path| {
-        let mut command = gatehouse();
-        command
-            .args(["demo", "--https-port", &https.to_string()])
-            .args(["--tunnel-port", &tunnel.to_string()])
-            .args(["--app-port", &app.to_string(), "--dir"])
-            .arg(dir);
-        command
-    };
+    let args = |dir: &std::path::Path| demo_command(https, tunnel, app, dir);
     let busy = std::net::TcpListener::bind(("127.0.0.1", tunnel)).unwrap();
     let started = Instant::now();
     let out = args(&temp_dir("demo-busy")).output().unwrap();

@@ -1027,7 +1027,8 @@ fn forward(
             stored = Some((key, identity.assertion));
         }
     }
-    let opened = open(&tunnel, &request, cookie_buf);
+    let upgrade = allowed_upgrade(head, app);
+    let opened = open(&tunnel, &request, upgrade, cookie_buf);
     if let (Ok(_), Some((key, assertion))) = (&opened, stored) {
         tunnel.identity_stored(key, assertion);
     }
@@ -1069,7 +1070,7 @@ fn forward(
         keep_alive: head.keep_alive,
         expect_continue: head.expect_continue,
         body: head.body,
-        upgrade: allowed_upgrade(head, app).is_some(),
+        upgrade: upgrade.is_some(),
         idempotent: !has_body && matches!(head.method, b"GET" | b"HEAD" | b"OPTIONS"),
         _app_slot: app_slot,
         _in_flight: worker.shield.request_started(),
@@ -1102,6 +1103,7 @@ struct Outgoing<'r, 'b, 'f> {
 fn open(
     tunnel: &Tunnel,
     request: &Outgoing<'_, '_, '_>,
+    upgrade_value: Option<&[u8]>,
     cookie_buf: &mut Vec<u8>,
 ) -> Result<StreamHandle, gatehouse_tunnel::StreamError> {
     let head = request.head;
@@ -1114,7 +1116,6 @@ fn open(
     let keep_cookie =
         own_cookies && auth::strip_own_cookies(head.fields.get_all("cookie"), cookie_buf);
     let identity_names = app.preauth.as_ref().map(|p| &p.identity_headers);
-    let upgrade_value = allowed_upgrade(head, app);
     let forwarded = all
         .iter()
         .filter(|f| !f.is("host") && forwardable(f, all))
@@ -1804,7 +1805,11 @@ fn add_hsts(response: &mut Vec<u8>, hsts: Option<&str>) {
         return;
     };
     let at = line_end + 2;
-    let field = [b"Strict-Transport-Security: ", hsts.as_bytes(), b"\r\n"].concat();
+    let field = b"Strict-Transport-Security: "
+        .iter()
+        .chain(hsts.as_bytes())
+        .chain(b"\r\n")
+        .copied();
     response.splice(at..at, field);
 }
 

@@ -145,6 +145,37 @@ pub fn echo_stack(name: &str, extra: &str) -> (Stack, Proc) {
     (stack, backend)
 }
 
+/// Starts nginx in `dir` (logs, pid and temporary files there) with `http` inside its
+/// `http { }` block (the `server { }` blocks and any settings); the caller waits for its
+/// ports. Killed on drop.
+pub fn start_nginx(dir: &Path, http: &str) -> Proc {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("nginx is not installed (scripts/test.sh installs it)");
+    let conf = format!(
+        "daemon off; worker_processes 1; error_log {d}/error.log; pid {d}/nginx.pid;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
+         fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+         {http} }}\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new(nginx)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        name: "nginx".into(),
+    }
+}
+
 /// One app of the service configuration.
 pub struct AppSpec {
     pub name: &'static str,

@@ -25,7 +25,7 @@ mod transport;
 
 pub use client::{connect, fetch, ClientRequest, ClientResponse};
 pub use conn::{Conn, ConnError};
-pub use contain::{contained, panic_message};
+pub use contain::contained;
 pub use crypto::crypto_provider;
 pub use idle::IdleStack;
 pub use liveness::{first_byte, idle_and_open};
@@ -33,7 +33,7 @@ pub use pool::{BufferPool, PoolConfig};
 pub use recycle::{with_tunnel_spares, Recycler};
 pub use runtime::{runtime, Runtime};
 pub use tls::{
-    own_record_layer, trim_idle_buffers, Readiness, TlsError, TlsReader, TlsStream, TlsWriter,
-    MAX_PARTS, READ_PLAINTEXT_MAX,
+    trim_idle_buffers, Readiness, TlsError, TlsReader, TlsStream, TlsWriter, MAX_PARTS,
+    READ_PLAINTEXT_MAX,
 };
 pub use transport::Transport;

@@ -89,7 +89,7 @@ const MAX_FRAGMENT: usize = 16 * 1024;
 /// Whether TLS 1.3 traffic may move to our record layer after the handshake: yes unless the
 /// environment says `GATEHOUSE_TLS_RECORDS=rustls`, which keeps every connection of the
 /// process on rustls's own (to compare the two in one benchmark run, or to rule ours out).
-pub fn own_record_layer() -> bool {
+fn own_record_layer() -> bool {
     static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OWN.get_or_init(|| std::env::var("GATEHOUSE_TLS_RECORDS").as_deref() != Ok("rustls"))
 }
@@ -366,7 +366,8 @@ pub(super) enum Progress {
 /// The sans-IO part: one rustls connection plus what its unbuffered API reports only once.
 pub(super) struct Core {
     pub(super) session: Session,
-    /// The configuration allows handing the traffic keys to our record layer.
+    /// The configuration allows handing the traffic keys to our record layer, and the process
+    /// was not told to stay on rustls's (`GATEHOUSE_TLS_RECORDS=rustls`).
     extractable: bool,
     /// Handshake messages, alerts and key updates to send, encoded while processing what the
     /// peer sent; writers send them before any application data they encrypt next.
@@ -384,7 +385,7 @@ impl Core {
     pub(super) fn new(session: Session, extractable: bool) -> Self {
         Core {
             session,
-            extractable,
+            extractable: extractable && own_record_layer(),
             queued: Vec::new(),
             peer_closed: false,
             failed: None,
@@ -973,7 +974,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         name: ServerName<'static>,
         deadline: Option<Instant>,
     ) -> Result<Self, TlsError> {
-        let extractable = config.enable_secret_extraction && own_record_layer();
+        let extractable = config.enable_secret_extraction;
         let session = UnbufferedClientConnection::new(config, name)?;
         let core = Core::new(Session::Client(Box::new(session)), extractable);
         Self::handshake(io, core, Vec::new(), deadline).await
@@ -985,7 +986,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         config: Arc<rustls::ServerConfig>,
         deadline: Option<Instant>,
     ) -> Result<Self, TlsError> {
-        let extractable = config.enable_secret_extraction && own_record_layer();
+        let extractable = config.enable_secret_extraction;
         let session = UnbufferedServerConnection::new(config)?;
         let core = Core::new(Session::Server(Box::new(session)), extractable);
         Self::handshake(io, core, Vec::new(), deadline).await
@@ -1035,7 +1036,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> TlsStream<S> {
         let config = config.ok_or(TlsError::Tls(rustls::Error::General(
             "no configuration for this client hello".into(),
         )))?;
-        let extractable = config.enable_secret_extraction && own_record_layer();
+        let extractable = config.enable_secret_extraction;
         let session = UnbufferedServerConnection::new(config)?;
         let core = Core::new(Session::Server(Box::new(session)), extractable);
         let mut incoming = pool::take_incoming();
