@@ -6,6 +6,8 @@
 #   gh-pass   wrk -> Gatehouse service (TLS) -> tunnel -> connector -> back end   passthrough app
 #   gh-pre    the same, preauth app, with a valid session cookie
 #   gh-pass-rustls  gh-pass on rustls's own TLS record layer (opt-in, see LOAD_TARGETS)
+#   gh-pass-b gh-pass served by another gatehouse binary, LOAD_GH_B (opt-in): a change
+#             measured against the build before it in the same rounds
 #   stack     wrk -> nginx TLS front -> rathole server -> tunnel (TLS) -> rathole client -> back end
 #             what users would build instead of Gatehouse: the same front as `nginx` and, like
 #             the connector, an outbound-only tunnel from next to the back end (opt-in)
@@ -52,6 +54,8 @@
 # LOAD_SCALING=1 (0 skips the 1-vs-2-worker runs), LOAD_IDLE=0 (N > 0 also measures resident
 # memory per idle keep-alive TLS connection with N connections, nginx proxy and service, and
 # the rustls-path service when gh-pass-rustls is among the targets),
+# LOAD_GH_B=path (the binary gh-pass-b runs on the second stack's ports, started like the
+# first; gh-pass-rustls and gh-pass-b share those ports, so a run takes one of them),
 # LOAD_PERF=1 (records a perf profile of service and connector during each Gatehouse run;
 # LOAD_PERF=dwarf for call graphs through code without frame pointers),
 # LOAD_GH=path (a gatehouse binary to measure instead of building this checkout),
@@ -80,10 +84,19 @@ need openssl || apt_install openssl
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 TARGETS="${LOAD_TARGETS:-direct nginx nginx-nolog gh-pass gh-pre}"
-PEER_STACK=""; RUSTLS_STACK=""
+# SECOND: what the second Gatehouse stack runs, rustls (gh-pass-rustls) or b (gh-pass-b).
+PEER_STACK=""; SECOND=""
 for target in $TARGETS; do
-  case $target in stack) PEER_STACK=yes ;; gh-pass-rustls) RUSTLS_STACK=yes ;; esac
+  case $target in
+    stack) PEER_STACK=yes ;;
+    gh-pass-rustls | gh-pass-b)
+      [ -z "$SECOND" ] || { echo "load.sh: gh-pass-rustls and gh-pass-b share ports: pick one" >&2; exit 2; }
+      SECOND=${target#gh-pass-} ;;
+  esac
 done
+if [ "$SECOND" = b ] && [ ! -x "${LOAD_GH_B:-}" ]; then
+  echo "load.sh: gh-pass-b needs LOAD_GH_B, a gatehouse binary" >&2; exit 2
+fi
 # rathole only for stack: its release build (LTO, one codegen unit) takes minutes. Pinned to
 # the version whose TLS transport the stack's comments describe; openssl-sys links the
 # system's libssl, so it needs its headers.
@@ -119,8 +132,8 @@ CPUS=$(nproc)
 if [ "$CPUS" -ge 2 ]; then SERVER_CPU=0; CLIENT_CPU=1; else SERVER_CPU=0; CLIENT_CPU=0; fi
 
 BACKEND=18900; PROXY=18901; HTTPS=18902; TUNNEL=18903; PROXY_NOLOG=18904; PROXY_TLS12=18905
-# The second Gatehouse stack (gh-pass-rustls).
-HTTPS_RUSTLS=18906; TUNNEL_RUSTLS=18907
+# The second Gatehouse stack (gh-pass-rustls or gh-pass-b).
+HTTPS_SECOND=18906; TUNNEL_SECOND=18907
 # The peer stack (stack): nginx front, rathole's control port (the tunnel) and its service port
 # (what the front proxies to).
 STACK_FRONT=18908; RATHOLE_CONTROL=18910; RATHOLE_SERVICE=18911
@@ -274,14 +287,19 @@ EOF
 fi
 
 # Pids of the stacks: SERVICE_PID / CONNECTOR_PID for the one on Gatehouse's record layer,
-# RUSTLS_SERVICE_PID / RUSTLS_CONNECTOR_PID for the one on rustls's (gh-pass-rustls).
-SERVICE_PID=""; CONNECTOR_PID=""; RUSTLS_SERVICE_PID=""; RUSTLS_CONNECTOR_PID=""
-start_gatehouse() { # workers, pin (yes/no), record layer (gatehouse, the default, or rustls)
-  local workers=$1 pin=$2 records=${3:-gatehouse}
-  # The rustls stack has its own ports, files and state, so that both stacks can run at once
-  # and gh-pass and gh-pass-rustls interleave in each round like the other targets.
-  local sfx="" pre="" https=$HTTPS tunnel=$TUNNEL
-  if [ "$records" = rustls ]; then sfx=-rustls; pre=RUSTLS_; https=$HTTPS_RUSTLS; tunnel=$TUNNEL_RUSTLS; fi
+# SECOND_SERVICE_PID / SECOND_CONNECTOR_PID for the second (gh-pass-rustls, gh-pass-b).
+SERVICE_PID=""; CONNECTOR_PID=""; SECOND_SERVICE_PID=""; SECOND_CONNECTOR_PID=""
+start_gatehouse() { # workers, pin (yes/no), stack (gatehouse, the default; rustls or b: the second)
+  local workers=$1 pin=$2 stack=${3:-gatehouse}
+  # The second stack has its own ports, files and state, so that both stacks can run at once
+  # and gh-pass and gh-pass-rustls (or gh-pass-b) interleave in each round like the other
+  # targets.
+  local sfx="" pre="" https=$HTTPS tunnel=$TUNNEL records=gatehouse GH=$GH
+  if [ "$stack" != gatehouse ]; then
+    sfx=-$stack; pre=SECOND_; https=$HTTPS_SECOND; tunnel=$TUNNEL_SECOND
+  fi
+  if [ "$stack" = rustls ]; then records=rustls; fi
+  if [ "$stack" = b ]; then GH=$LOAD_GH_B; fi
   local hash
   hash=$(echo bench-pw | "$GH" dev-idp hash --iterations 1000)
   cat > "$WORK/service$sfx.toml" <<EOF
@@ -347,9 +365,9 @@ EOF
   sleep 1
 }
 
-stop_gatehouse() { # record layer (gatehouse, the default, or rustls)
+stop_gatehouse() { # stack (gatehouse, the default, or the second: rustls or b)
   local service=$SERVICE_PID connector=$CONNECTOR_PID
-  if [ "${1:-gatehouse}" = rustls ]; then service=$RUSTLS_SERVICE_PID; connector=$RUSTLS_CONNECTOR_PID; fi
+  if [ "${1:-gatehouse}" != gatehouse ]; then service=$SECOND_SERVICE_PID; connector=$SECOND_CONNECTOR_PID; fi
   kill "$service" "$connector" 2>/dev/null || true
   wait "$service" "$connector" 2>/dev/null || true
 }
@@ -418,9 +436,10 @@ role_ticks() { # role, service pid, connector pid
 # run NAME SIZE CONNECTIONS URL [wrk header args...]
 run() {
   local name=$1 size=$2 conns=$3 url=$4; shift 4
-  # gh-pass-rustls is served by the second stack, every other gh-* run by the first.
+  # gh-pass-rustls and gh-pass-b are served by the second stack, every other gh-* run by the
+  # first.
   local svc=$SERVICE_PID con=$CONNECTOR_PID
-  if [[ $name == *-rustls ]]; then svc=$RUSTLS_SERVICE_PID; con=$RUSTLS_CONNECTOR_PID; fi
+  if [[ $name == gh-pass-rustls || $name == gh-pass-b ]]; then svc=$SECOND_SERVICE_PID; con=$SECOND_CONNECTOR_PID; fi
   local out role
   local -A before=()
   for role in $(path_roles "$name"); do before[$role]=$(role_ticks "$role" "$svc" "$con"); done
@@ -486,8 +505,8 @@ run() {
 echo "== load: ${DURATION}s per run; servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
 start_gatehouse 1 yes
 # The second stack idles on the same core while the others run: it costs next to nothing,
-# and starting it once keeps gh-pass and gh-pass-rustls in the same rounds.
-if [ -n "$RUSTLS_STACK" ]; then start_gatehouse 1 yes rustls; fi
+# and starting it once keeps gh-pass and gh-pass-rustls (or gh-pass-b) in the same rounds.
+if [ -n "$SECOND" ]; then start_gatehouse 1 yes "$SECOND"; fi
 COOKIE=$(session_cookie)
 for round in $(seq "${LOAD_REPEAT:-1}"); do
 for size in ${LOAD_SIZES:-1k 1m}; do
@@ -506,7 +525,10 @@ for size in ${LOAD_SIZES:-1k 1m}; do
           -H "Host: pass.test" -H "Cookie: $COOKIE" ;;
         # gh-pass byte for byte, on the rustls-record-layer stack (the pass app ignores the
         # cookie, which the first stack issued). Not in the default set.
-        gh-pass-rustls) run gh-pass-rustls "$size" "$conns" "https://127.0.0.1:$HTTPS_RUSTLS/$size.bin" \
+        gh-pass-rustls) run gh-pass-rustls "$size" "$conns" "https://127.0.0.1:$HTTPS_SECOND/$size.bin" \
+          -H "Host: pass.test" -H "Cookie: $COOKIE" ;;
+        # gh-pass byte for byte, served by LOAD_GH_B. Not in the default set.
+        gh-pass-b) run gh-pass-b "$size" "$conns" "https://127.0.0.1:$HTTPS_SECOND/$size.bin" \
           -H "Host: pass.test" -H "Cookie: $COOKIE" ;;
         # A new TLS connection for every request (resumed after the first of each client
         # connection): what a storm of reconnecting clients costs. Not in the default set.
@@ -523,9 +545,9 @@ done
 done
 echo "== resident memory after the runs: service $(awk '/VmRSS/ {print $2, $3}' /proc/$SERVICE_PID/status), connector $(awk '/VmRSS/ {print $2, $3}' /proc/$CONNECTOR_PID/status)"
 stop_gatehouse
-if [ -n "$RUSTLS_STACK" ]; then
-  echo "== resident memory after the runs (rustls records): service $(awk '/VmRSS/ {print $2, $3}' /proc/$RUSTLS_SERVICE_PID/status), connector $(awk '/VmRSS/ {print $2, $3}' /proc/$RUSTLS_CONNECTOR_PID/status)"
-  stop_gatehouse rustls
+if [ -n "$SECOND" ]; then
+  echo "== resident memory after the runs (second stack, $SECOND): service $(awk '/VmRSS/ {print $2, $3}' /proc/$SECOND_SERVICE_PID/status), connector $(awk '/VmRSS/ {print $2, $3}' /proc/$SECOND_CONNECTOR_PID/status)"
+  stop_gatehouse "$SECOND"
 fi
 
 # Resident memory per idle keep-alive connection: N TLS connections, each sent one request
@@ -557,10 +579,10 @@ if [ "${LOAD_IDLE:-0}" -gt 0 ]; then
   stop_gatehouse
   # A fresh stack, as for gh-pass, started once the other has stopped: both measurements
   # start from the same state.
-  if [ -n "$RUSTLS_STACK" ]; then
-    start_gatehouse 1 yes rustls
-    idle_memory gh-pass-rustls "$RUSTLS_SERVICE_PID" "$HTTPS_RUSTLS" pass.test
-    stop_gatehouse rustls
+  if [ -n "$SECOND" ]; then
+    start_gatehouse 1 yes "$SECOND"
+    idle_memory "gh-pass-$SECOND" "$SECOND_SERVICE_PID" "$HTTPS_SECOND" pass.test
+    stop_gatehouse "$SECOND"
   fi
 fi
 
@@ -573,9 +595,9 @@ if [ "${LOAD_SCALING:-1}" = 1 ]; then
   done
 fi
 
-echo "== summary: median over rounds; ratios to nginx and to stack (and gh-pre to gh-pass, gh-pass to gh-pass-rustls) in the same run"
+echo "== summary: median over rounds; ratios to nginx and to stack (and gh-pre to gh-pass, gh-pass to gh-pass-rustls or gh-pass-b) in the same run"
 python3 - "$RESULTS" "$IDLE_RESULTS" <<'PY'
-import math, statistics, sys
+import itertools, math, statistics, sys
 from collections import defaultdict
 def ms(t):
     for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
@@ -640,16 +662,17 @@ for key in order:
     bar = ("#" * round(min(ratio, 3.0) * 20)).ljust(20)
     bar = bar[:20] + "|" + bar[20:]
     print(f"{name:14} {size:3} c={conns:<4} {bar:<62} {ratio:.2f}")
-for size, conns in sorted({(k[1], k[2]) for k in order}):
-    a, b = med.get(("gh-pass", size, conns)), med.get(("gh-pass-rustls", size, conns))
+for (size, conns), other in itertools.product(
+        sorted({(k[1], k[2]) for k in order}), ("gh-pass-rustls", "gh-pass-b")):
+    a, b = med.get(("gh-pass", size, conns)), med.get((other, size, conns))
     if a and b:
         # Gatehouse's record layer against rustls's, the rest alike: above 1 in requests/s
         # and below 1 in CPU is what Gatehouse's own buys.
         r = lambda i: f"{a[i] / b[i]:.2f}" if b[i] else "-"
-        line = (f"gh-pass / gh-pass-rustls {size} c={conns}: {r(0)} of the requests/s, "
+        line = (f"gh-pass / {other} {size} c={conns}: {r(0)} of the requests/s, "
                 f"{r(5)} of the CPU per request ({a[5]:.1f} vs {b[5]:.1f} us)")
-        if "gh-pass" in idle and "gh-pass-rustls" in idle:
-            line += f", idle {idle['gh-pass']} vs {idle['gh-pass-rustls']} KiB per connection"
+        if "gh-pass" in idle and other in idle:
+            line += f", idle {idle['gh-pass']} vs {idle[other]} KiB per connection"
         print(line)
 for size, conns in sorted({(k[1], k[2]) for k in order}):
     a, b = med.get(("gh-pass", size, conns)), med.get(("gh-pre", size, conns))
