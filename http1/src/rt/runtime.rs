@@ -13,8 +13,9 @@ pub type Runtime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<LegacyDri
 /// an IPI when it runs elsewhere), and `SINGLE_ISSUER` drops the ring's submission locking.
 /// monoio enters the kernel between every round of tasks, so nothing waits longer than a
 /// round. In the load benchmark `COOP_TASKRUN` cut service plus connector CPU per 1 KiB
-/// request by 4–9 % (docs/benchmarks.md, session 6). Kernels older than 6.0 refuse the
-/// flags: the ring is then built without them.
+/// request by 8 % at 64 connections, and left it within noise at 256 (docs/benchmarks.md,
+/// "How we got here"). Kernels older than 6.0 refuse the flags: the ring is then built
+/// without them.
 pub fn runtime() -> std::io::Result<Runtime> {
     let mut flags = io_uring::IoUring::builder();
     flags.setup_coop_taskrun().setup_single_issuer();
