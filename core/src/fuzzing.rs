@@ -132,3 +132,95 @@ pub fn token_seeds() -> Vec<Vec<u8>> {
         none.as_bytes().to_vec(),
     ]
 }
+
+/// The rules [`link_stream`] rewrites by: an app on a port and a path prefix, and another on
+/// a default port.
+fn link_rules() -> &'static crate::links::LinkRules {
+    use crate::translate::{Mapping, Origin};
+    static RULES: OnceLock<crate::links::LinkRules> = OnceLock::new();
+    RULES.get_or_init(|| {
+        crate::links::LinkRules::new(&[
+            Mapping {
+                external: Origin {
+                    https: true,
+                    host: "wiki.example.com",
+                    port: 443,
+                    path_prefix: "/",
+                },
+                internal: Origin {
+                    https: false,
+                    host: "intranet.corp",
+                    port: 8080,
+                    path_prefix: "/wiki/",
+                },
+            },
+            Mapping {
+                external: Origin {
+                    https: true,
+                    host: "apps.example.com",
+                    port: 8443,
+                    path_prefix: "/hr/",
+                },
+                internal: Origin {
+                    https: true,
+                    host: "hr.corp",
+                    port: 443,
+                    path_prefix: "/",
+                },
+            },
+        ])
+    })
+}
+
+/// Body link translation: the first byte (modulo 8) is a number of cuts, the next two bytes
+/// each the cuts' positions, the rest the body. The body rewritten piece by piece must equal
+/// it rewritten whole, and the stream may hold back no more than the longest rule.
+pub fn link_stream(data: &[u8]) {
+    let Some((&count, rest)) = data.split_first() else {
+        return;
+    };
+    let count = usize::from(count % 8);
+    if rest.len() < 2 * count {
+        return;
+    }
+    let (cuts, body) = rest.split_at(2 * count);
+    let mut cuts: Vec<usize> = cuts
+        .chunks(2)
+        .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])).min(body.len()))
+        .collect();
+    cuts.sort_unstable();
+    let rules = link_rules();
+    let mut whole = Vec::new();
+    rules.rewrite(body, &mut whole);
+    let mut stream = crate::links::LinkStream::new();
+    let (mut pieces, mut from) = (Vec::new(), 0);
+    for cut in cuts {
+        stream.push(rules, &body[from..cut], &mut pieces);
+        assert!(stream.held_len() <= rules.longest(), "held too much");
+        from = cut;
+    }
+    stream.push(rules, &body[from..], &mut pieces);
+    stream.finish(rules, &mut pieces);
+    assert_eq!(pieces, whole, "pieces and whole differ");
+}
+
+/// Seeds for [`link_stream`]: pages naming the rules' origins in every form, cut in places.
+pub fn link_seeds() -> Vec<Vec<u8>> {
+    let pages: [&[u8]; 3] = [
+        b"<a href=\"http://intranet.corp:8080/wiki/Page\">x</a> //intranet.corp:8080/wiki https://hr.corp/x",
+        b"var u = \"http:\\/\\/intranet.corp:8080\\/wiki\\/api\"; https://hr.corp:443 https://hr.corpx",
+        b"url(HTTPS://HR.CORP/a.png) http://intranet.corp:8080@evil/ https://intranet.corp:8080/wiki/",
+    ];
+    let mut seeds = Vec::new();
+    for page in pages {
+        for cuts in [&[][..], &[9u16][..], &[20, 21, 40][..]] {
+            let mut seed = vec![cuts.len() as u8];
+            for cut in cuts {
+                seed.extend_from_slice(&cut.to_le_bytes());
+            }
+            seed.extend_from_slice(page);
+            seeds.push(seed);
+        }
+    }
+    seeds
+}

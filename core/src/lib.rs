@@ -15,6 +15,8 @@
 //! - [`ca`]: the connector CA. It signs connector CSRs with an identity it chooses itself, and
 //!   verifies the client certificates connectors present.
 //! - [`pkce`]: PKCE S256, `state` and `nonce` values, and a constant-time comparison.
+//! - [`translate`] and [`links`]: internal URLs in request and response fields, and inside
+//!   response bodies, rewritten between an app's internal and external origins.
 #![forbid(unsafe_code)]
 
 pub mod ca;
@@ -29,6 +31,7 @@ pub mod api;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hex;
+pub mod links;
 pub mod secret_file;
 pub mod translate;
 

@@ -37,6 +37,11 @@ fn cookie_open_corpus() {
 }
 
 #[test]
+fn link_stream_corpus() {
+    replay("link_stream", fuzzing::link_stream, fuzzing::link_seeds());
+}
+
+#[test]
 fn token_verify_corpus() {
     replay(
         "token_verify",
