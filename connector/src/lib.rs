@@ -5,6 +5,7 @@
 //! on them from its internal apps, and renews its certificate before it gets old.
 #![forbid(unsafe_code)]
 
+pub mod body;
 mod handlers;
 mod proxy;
 mod run;

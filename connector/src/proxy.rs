@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use gatehouse_core::api::{AppRoute, ConnectorConfig, IdentityHeaderNames};
+use gatehouse_core::links::LinkRules;
 use gatehouse_core::translate::{self, Mapping, Origin};
 use gatehouse_http1::rt::{idle_and_open, Conn, ConnError, TlsStream, Transport};
-use gatehouse_http1::{BodyDecoder, BodyKind, Limits, RequestMethod};
+use gatehouse_http1::{BodyDecoder, BodyKind, Fields, Limits, RequestMethod};
 use gatehouse_tunnel::frame::{
     BodyLength, Identity, IdentityCache, Open, ResponseParts, IDENTITY_CACHE_MAX,
 };
@@ -20,6 +21,7 @@ use gatehouse_tunnel::rt::{relay, StreamEvent, StreamHandle};
 use gatehouse_tunnel::Code;
 use monoio::net::TcpStream;
 
+use crate::body::{self, BodyTranslator, BodyType};
 use crate::run::Shared;
 use crate::{connect, tls};
 
@@ -393,7 +395,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
 
     // Response head.
     let deadline = Instant::now() + Duration::from_millis(app.response_timeout_ms);
-    let (status, body_kind, reusable) = loop {
+    let (status, body_kind, reusable, body_type) = loop {
         fields_out.clear();
         let head = conn
             .read_response_head(Some(deadline), |h| {
@@ -411,13 +413,20 @@ async fn exchange<T: Transport + Splittable + 'static>(
                         fields_out.push(b"Upgrade", |out| out.extend_from_slice(v));
                     }
                 }
-                (h.status, h.body(method), h.reusable(method))
+                (
+                    h.status,
+                    h.body(method),
+                    h.reusable(method),
+                    translated_body(app, h.status, &h.fields),
+                )
             })
             .await;
         match head {
-            Ok((status, _, _)) if (100..200).contains(&status) && status != 101 => continue,
-            Ok((status, Ok(kind), reusable)) => break (status, kind, reusable),
-            Ok((_, Err(_), _)) | Err(ConnError::Http(_)) => {
+            Ok((status, _, _, _)) if (100..200).contains(&status) && status != 101 => continue,
+            Ok((status, Ok(kind), reusable, body_type)) => {
+                break (status, kind, reusable, body_type)
+            }
+            Ok((_, Err(_), _, _)) | Err(ConnError::Http(_)) => {
                 stream.reset(Code::UPSTREAM_PROTOCOL);
                 return Exchange::Closed;
             }
@@ -440,6 +449,8 @@ async fn exchange<T: Transport + Splittable + 'static>(
     let body = match (status, body_kind) {
         (101, _) => BodyLength::Streamed,
         (_, BodyKind::Empty) => BodyLength::Empty,
+        // A translated body's length changes.
+        (_, BodyKind::Length(_)) if body_type.is_some() => BodyLength::Streamed,
         (_, BodyKind::Length(n)) => BodyLength::Known(n),
         (_, BodyKind::Chunked | BodyKind::CloseDelimited) => BodyLength::Streamed,
     };
@@ -482,20 +493,42 @@ async fn exchange<T: Transport + Splittable + 'static>(
         );
     }
     // Response body: each piece leaves the read buffer as `Bytes` and goes into the tunnel
-    // as it is; credit from the service paces the back end.
+    // as it is (or translated, for `translate_body`); credit from the service paces the back
+    // end.
     let mut decoder = BodyDecoder::new(body_kind, &Limits::default());
+    let mut translator = body_type
+        .map(|kind| BodyTranslator::new(kind, Rc::new(link_rules(app, mapping_parts, ctx))));
     loop {
         let next = conn
             .next_body_chunk(&mut decoder, Some(Instant::now() + idle))
             .await;
         match next {
             Ok(Some(chunk)) => {
+                let chunk = match translator.as_mut().map(|t| t.write(&chunk)) {
+                    None => chunk,
+                    Some(Ok(translated)) if translated.is_empty() => continue,
+                    Some(Ok(translated)) => translated,
+                    Some(Err(e)) => {
+                        eprintln!("gatehouse connector: app {}: {e}", app.name);
+                        stream.reset(Code::UPSTREAM_PROTOCOL);
+                        return Exchange::Closed;
+                    }
+                };
                 if !matches!(stream.send(chunk, false).await, Ok(true)) {
                     return Exchange::Closed;
                 }
             }
             Ok(None) => {
-                let _ = stream.send(Bytes::new(), true).await;
+                let rest = match translator.take().map(BodyTranslator::end) {
+                    None => Bytes::new(),
+                    Some(Ok(rest)) => rest,
+                    Some(Err(e)) => {
+                        eprintln!("gatehouse connector: app {}: {e}", app.name);
+                        stream.reset(Code::UPSTREAM_PROTOCOL);
+                        return Exchange::Closed;
+                    }
+                };
+                let _ = stream.send(rest, true).await;
                 return finish(
                     conn,
                     reusable && request_done,
@@ -667,6 +700,52 @@ fn mapping_parts<'a>(app: &'a AppRoute, client_host: &[u8]) -> Option<MappingPar
     })
 }
 
+/// The body type to translate a response to with `status` and `fields` as, if any: only for
+/// apps with `translate_body`, for HTML, CSS and JavaScript, and never for an encoded body
+/// (the request asked for identity; a back end that compressed anyway is passed on as is).
+fn translated_body(app: &AppRoute, status: u16, fields: &Fields<'_, '_>) -> Option<BodyType> {
+    if !app.translate_body || status < 200 || status == 204 || status == 304 {
+        return None;
+    }
+    if let Some(coding) = fields.get("content-encoding") {
+        if !coding.trim_ascii().eq_ignore_ascii_case(b"identity") {
+            return None;
+        }
+    }
+    body::body_type(fields.get("content-type")?)
+}
+
+/// The rewrites of a translated body: the app's own internal origin first, then those of
+/// the other apps this connector publishes (wildcard apps only for their own requests, whose
+/// host is known).
+fn link_rules(app: &AppRoute, parts: &MappingParts<'_>, ctx: &ThreadCtx) -> LinkRules {
+    let config = ctx.config();
+    let mut maps = vec![mapping(app, parts)];
+    for other in &config.apps {
+        if other.name == app.name
+            || other.internal_host.starts_with('*')
+            || other.external_host.starts_with('*')
+        {
+            continue;
+        }
+        maps.push(Mapping {
+            external: Origin {
+                https: true,
+                host: &other.external_host,
+                port: other.external_port.unwrap_or(443),
+                path_prefix: &other.external_prefix,
+            },
+            internal: Origin {
+                https: other.internal_https,
+                host: &other.internal_host,
+                port: other.internal_port,
+                path_prefix: &other.internal_prefix,
+            },
+        });
+    }
+    LinkRules::new(&maps)
+}
+
 fn mapping<'a>(app: &'a AppRoute, parts: &'a MappingParts<'_>) -> Mapping<'a> {
     Mapping {
         external: Origin {
@@ -801,6 +880,10 @@ fn write_request_head(
         if name.eq_ignore_ascii_case(b"connection") && !value.eq_ignore_ascii_case(b"upgrade") {
             continue;
         }
+        // A translated body must arrive readable: identity is asked for below.
+        if app.translate_body && name.eq_ignore_ascii_case(b"accept-encoding") {
+            continue;
+        }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
@@ -808,6 +891,9 @@ fn write_request_head(
     }
     if let (Some(names), Some(identity)) = (&app.identity_headers, identity) {
         write_identity(out, names, identity);
+    }
+    if app.translate_body {
+        out.extend_from_slice(b"Accept-Encoding: identity\r\n");
     }
     out.extend_from_slice(b"Host: ");
     if app.rewrite_host {

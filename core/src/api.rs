@@ -89,6 +89,10 @@ pub struct AppRoute {
     pub rewrite_host: bool,
     /// Translate internal URLs in Location, Content-Location, Refresh and Set-Cookie.
     pub translate_urls: bool,
+    /// Translate internal URLs inside HTML, CSS and JavaScript bodies as well. Absent from
+    /// older services: off.
+    #[serde(default)]
+    pub translate_body: bool,
     /// Time to the back end's response head, milliseconds.
     pub response_timeout_ms: u64,
     /// Longest silence while a body streams, milliseconds.

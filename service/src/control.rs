@@ -184,6 +184,7 @@ pub(crate) fn app_route(app: &App) -> AppRoute {
         internal_prefix: app.internal.path_prefix.clone(),
         rewrite_host: matches!(app.host_header, HostHeader::Internal),
         translate_urls: app.translate_urls,
+        translate_body: app.translate_body,
         response_timeout_ms: app.response_timeout.as_millis() as u64,
         idle_timeout_ms: app.idle_timeout.as_millis() as u64,
         backend_keepalive_ms: app.backend_keepalive.as_millis() as u64,

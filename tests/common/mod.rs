@@ -212,8 +212,12 @@ pub struct Stack {
 impl Stack {
     /// Writes the service configuration and starts the service.
     pub fn start(name: &str, apps: &[AppSpec], extra: &str) -> Stack {
+        Stack::start_on(name, apps, extra, free_port())
+    }
+
+    /// [`Stack::start`] with the front on `https_port` (for apps whose external URLs name it).
+    pub fn start_on(name: &str, apps: &[AppSpec], extra: &str, https_port: u16) -> Stack {
         let dir = temp_dir(name);
-        let https_port = free_port();
         let tunnel_port = free_port();
         let mut text = format!(
             "state_dir = \"state\"\nworkers = 2\npublic_name = \"localhost\"\nevents_file = \"events.log\"\n{extra}\n[listen]\nhttps = \"127.0.0.1:{https_port}\"\ntunnel = \"127.0.0.1:{tunnel_port}\"\n"

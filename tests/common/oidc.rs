@@ -229,6 +229,16 @@ pub fn rogue_sign_in(stack: &Stack, host: &str, path: &str) -> (Exchange, String
 /// Opens `url` in headless Chromium with extra request headers (no sign-in); returns its
 /// JSON report (url, status, text).
 pub fn chromium_page(url: &str, headers: &[&str]) -> serde_json::Value {
+    chromium(url, headers, None)
+}
+
+/// Opens `url` in headless Chromium, clicks `selector` and follows the navigation it starts;
+/// returns the JSON report of where it landed.
+pub fn chromium_click(url: &str, selector: &str) -> serde_json::Value {
+    chromium(url, &[], Some(selector))
+}
+
+fn chromium(url: &str, headers: &[&str], click: Option<&str>) -> serde_json::Value {
     node_ready();
     let mut command = Command::new("node");
     command
@@ -236,6 +246,9 @@ pub fn chromium_page(url: &str, headers: &[&str]) -> serde_json::Value {
         .args(["chromium.mjs", "--url", url]);
     for header in headers {
         command.args(["--header", header]);
+    }
+    if let Some(selector) = click {
+        command.args(["--click", selector]);
     }
     let out = command.output().unwrap();
     last_json(&text(&out), &String::from_utf8_lossy(&out.stderr))

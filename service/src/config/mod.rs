@@ -200,6 +200,10 @@ pub struct App {
     /// `translate_urls`: rewrite internal URLs in response fields to external ones; default
     /// true.
     pub translate_urls: bool,
+    /// `translate_body`: rewrite internal URLs of published apps inside HTML, CSS and
+    /// JavaScript responses as well (the connector asks the back end for uncompressed
+    /// bodies); default false.
+    pub translate_body: bool,
     /// `response_timeout`: time the back end has to send its response head; default 85 s.
     pub response_timeout: Duration,
     /// `idle_timeout`: time without a byte either way while streaming; default 300 s.
@@ -454,6 +458,8 @@ struct RawApp {
     host_header: HostHeader,
     #[serde(default = "default_true")]
     translate_urls: bool,
+    #[serde(default)]
+    translate_body: bool,
     response_timeout: Option<Spanned<RawDuration>>,
     idle_timeout: Option<Spanned<RawDuration>>,
     backend_ca: Option<Spanned<PathBuf>>,
@@ -726,6 +732,7 @@ impl RawApp {
             mode: self.mode,
             host_header: self.host_header,
             translate_urls: self.translate_urls,
+            translate_body: self.translate_body,
             response_timeout,
             idle_timeout,
             backend_ca: backend_ca.map(|(path, _)| path),

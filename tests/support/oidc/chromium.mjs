@@ -6,6 +6,7 @@
 //   node chromium.mjs --url URL [--user alice --password secret]
 //        [--map "MAP other.example 127.0.0.1"]... [--otp-secret BASE32]
 //        [--timeout-ms 20000] [--screenshot out.png] [--executable /usr/bin/chromium]
+//        [--click SELECTOR]
 //
 // Opens URL in a fresh headless profile (app.test and *.test resolve to
 // 127.0.0.1, plus every --map rule; certificate errors are ignored), then
@@ -13,7 +14,8 @@
 //   * provider.mjs's form:           #login, #password, click #submit
 //   * Gatehouse's built-in dev form: #username, #password, click #sign-in
 //   * a second step:                 #otp (TOTP from --otp-secret), click #verify
-// then waits (up to the timeout) to be back on URL's origin, and prints, as
+// then waits (up to the timeout) to be back on URL's origin, clicks SELECTOR if
+// --click names one (following the navigation it starts), and prints, as
 // the LAST line of stdout, one JSON object:
 //   {"url": page.url(), "status": last main-frame response status (0 if none),
 //    "text": document.body.innerText (at most 16 KiB), "steps": [...forms filled],
@@ -30,7 +32,7 @@ function usage(msg) {
   if (msg) process.stderr.write(`chromium.mjs: ${msg}\n`);
   process.stderr.write('usage: node chromium.mjs --url URL [--user U --password P] '
     + '[--map "MAP host 127.0.0.1"]... [--otp-secret BASE32] [--header "Name: value"]... [--timeout-ms 20000] '
-    + '[--screenshot FILE] [--executable /usr/bin/chromium]\n');
+    + '[--screenshot FILE] [--executable /usr/bin/chromium] [--click SELECTOR]\n');
   process.exit(2);
 }
 
@@ -38,6 +40,7 @@ function parseArgs(argv) {
   const opts = {
     url: null, user: null, password: null, maps: [], otpSecret: null,
     timeoutMs: 20000, screenshot: null, executable: '/usr/bin/chromium', headers: {},
+    click: null,
   };
   const need = (i) => {
     if (i + 1 >= argv.length) usage(`${argv[i]} needs a value`);
@@ -54,6 +57,7 @@ function parseArgs(argv) {
       case '--timeout-ms': opts.timeoutMs = Number(need(i)); break;
       case '--screenshot': opts.screenshot = need(i); break;
       case '--executable': opts.executable = need(i); break;
+      case '--click': opts.click = need(i); break;
       case '--header': {
         // "Name: value", sent with every request (e.g. an admin token).
         const h = need(i);
@@ -216,6 +220,17 @@ async function main() {
       try {
         await page.waitForURL((u) => u.origin === appOrigin, { timeout: Math.min(remaining(), 5000), waitUntil: 'load' });
       } catch { /* report wherever we are */ }
+    }
+
+    if (result.error === null && opts.click !== null) {
+      try {
+        const nav = page.waitForNavigation({ timeout: remaining(), waitUntil: 'load' });
+        await page.click(opts.click, { timeout: remaining() });
+        await nav;
+        result.steps.push(`click ${opts.click}`);
+      } catch (err) {
+        result.error = `click: ${err.message.split('\n')[0]}`;
+      }
     }
 
     result.url = page.url();
