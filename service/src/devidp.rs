@@ -4,14 +4,15 @@
 //! It speaks just enough of OpenID Connect for Gatehouse's own relying party (and any other
 //! confidential client): discovery, JWKS, the authorization code flow with PKCE S256 only,
 //! `client_secret_basic` / `client_secret_post`, ES256 ID tokens, optional TOTP (RFC 6238) as a
-//! second factor, and a logout page.
+//! second factor, a logout page, and the device authorization grant (RFC 8628), with which a
+//! connector enrols by an administrator's sign-in.
 //!
 //! Sans-IO and clock-free: [`DevIdp::handle`] maps one request to one response, and the time is
 //! a `now` argument in Unix seconds. Nothing about a sign-in in progress is stored: the validated
 //! authorization request travels in the sign-in form, and the authorization code is the grant
 //! itself, both sealed with AES-256-GCM under a key that lives only in this process (a restart
 //! invalidates forms and codes in flight, which is fine for development). The only state is the
-//! set of redeemed code ids, so a code works once.
+//! set of redeemed code ids, so a code works once, and the device grants waiting for a user.
 //!
 //! Not for production: the keys are ephemeral, there is no rate limiting of password or TOTP
 //! guesses, and password hashing runs on the calling (worker) thread.
@@ -45,6 +46,16 @@ const CODE_TTL: u64 = 60;
 const TOKEN_TTL: u64 = 3600;
 /// RFC 6238 time step.
 const TOTP_STEP: u64 = 30;
+/// How long a device code and its user code stay usable unless configured (RFC 8628 3.2).
+pub const DEVICE_CODE_TTL: u64 = 600;
+/// Seconds the device is asked to wait between polls (RFC 8628 3.2 `interval`).
+const DEVICE_INTERVAL: u64 = 1;
+/// Most device grants waiting at once: more are refused rather than grow the map.
+const MAX_DEVICE_GRANTS: usize = 256;
+/// User-code letters: no vowels (no words), none that look alike (RFC 8628 6.1).
+const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
+/// The device-code grant type (RFC 8628 3.4).
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// Highest PBKDF2 iteration count accepted, so a hash cannot stall a worker for minutes.
 const MAX_ITERATIONS: u32 = 10_000_000;
 const HASH_SCHEME: &str = "pbkdf2-sha256";
@@ -123,6 +134,8 @@ pub struct DevIdpConfig {
     pub client_secret: String,
     /// The users who can sign in.
     pub users: Vec<DevUser>,
+    /// Seconds a device code stays usable ([`DEVICE_CODE_TTL`] unless configured).
+    pub device_code_lifetime: u64,
 }
 
 impl fmt::Debug for DevIdpConfig {
@@ -174,6 +187,19 @@ pub struct DevIdp {
     rng: SystemRandom,
     /// Redeemed code ids and when they expire; pruned on each insert.
     used_codes: Mutex<HashMap<[u8; 16], u64>>,
+    /// Device grants by device code, until redeemed or expired.
+    devices: Mutex<HashMap<String, DeviceGrant>>,
+}
+
+/// A device authorization (RFC 8628) waiting for its user, or approved and not yet redeemed.
+struct DeviceGrant {
+    user_code: String,
+    scope: String,
+    exp: u64,
+    /// When the device last polled, to tell it to slow down.
+    polled: u64,
+    /// Who approved it, when, and how.
+    approved: Option<(String, u64, Vec<&'static str>)>,
 }
 
 // Workers share one provider through an `Arc`: keep it that way.
@@ -256,6 +282,7 @@ impl DevIdp {
             seal_key: LessSafeKey::new(key),
             rng,
             used_codes: Mutex::new(HashMap::new()),
+            devices: Mutex::new(HashMap::new()),
         })
     }
 
@@ -293,11 +320,15 @@ impl DevIdp {
             ("/authorize", b"GET") => self.authorize(req.query, now),
             ("/authorize", b"POST") => self.sign_in(req, now),
             ("/token", b"POST") => self.token(req, now),
+            ("/device_authorization", b"POST") => self.device_authorization(req, now),
+            ("/device", b"GET") => self.device_page(Form::parse(req.query).as_ref(), "", None),
+            ("/device", b"POST") => self.device_approve(req, now),
             ("/logout", b"GET") => self.logout(Form::parse(req.query)),
             ("/logout", b"POST") => self.logout(form_body(req)),
             ("/" | "/.well-known/openid-configuration" | "/jwks", _) => method_not_allowed("GET"),
             ("/authorize" | "/logout", _) => method_not_allowed("GET, POST"),
-            ("/token", _) => method_not_allowed("POST"),
+            ("/token" | "/device_authorization", _) => method_not_allowed("POST"),
+            ("/device", _) => method_not_allowed("GET, POST"),
             _ => IdpResponse::json(
                 404,
                 &json!({"error": "not_found", "error_description": "no such endpoint"}),
@@ -315,9 +346,10 @@ impl DevIdp {
                 "token_endpoint": format!("{i}/token"),
                 "jwks_uri": format!("{i}/jwks"),
                 "end_session_endpoint": format!("{i}/logout"),
+                "device_authorization_endpoint": format!("{i}/device_authorization"),
                 "response_types_supported": ["code"],
                 "response_modes_supported": ["query"],
-                "grant_types_supported": ["authorization_code"],
+                "grant_types_supported": ["authorization_code", DEVICE_GRANT],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["ES256"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -516,54 +548,64 @@ impl DevIdp {
         ))
     }
 
-    /// `POST /token`: redeems a code for an ID token.
-    fn token(&self, req: &IdpRequest<'_>, now: u64) -> IdpResponse {
+    /// The form of a token or device-authorization request, its client authenticated.
+    fn client_form(&self, req: &IdpRequest<'_>) -> Result<(Form, String), IdpResponse> {
         let Some(form) = form_body(req) else {
-            return token_error(
+            return Err(token_error(
                 400,
                 "invalid_request",
                 "send an application/x-www-form-urlencoded body",
-            );
+            ));
         };
         if let Some(name) = form.duplicated() {
-            return token_error(
+            return Err(token_error(
                 400,
                 "invalid_request",
                 &format!("parameter {name} is repeated"),
-            );
+            ));
         }
         // RFC 6749 2.3.1: HTTP Basic (form-urlencoded id and secret) or the two form fields,
         // never both.
         let (client_id, secret) = match (req.authorization, form.get("client_secret")) {
             (Some(_), Some(_)) => {
-                return token_error(
+                return Err(token_error(
                     400,
                     "invalid_request",
                     "use one client authentication method",
-                );
+                ));
             }
             (Some(header), None) => match basic_credentials(header) {
                 Some(credentials) => credentials,
-                None => return invalid_client(),
+                None => return Err(invalid_client()),
             },
             (None, Some(secret)) => (
                 form.get("client_id").unwrap_or("").to_owned(),
                 secret.to_owned(),
             ),
-            (None, None) => return invalid_client(),
+            (None, None) => return Err(invalid_client()),
         };
         let id_ok = constant_time_eq(client_id.as_bytes(), self.config.client_id.as_bytes());
         let secret_ok = constant_time_eq(secret.as_bytes(), self.config.client_secret.as_bytes());
         if !(id_ok & secret_ok) || form.get("client_id").is_some_and(|id| id != client_id) {
-            return invalid_client();
+            return Err(invalid_client());
         }
+        Ok((form, client_id))
+    }
+
+    /// `POST /token`: redeems a code, or an approved device code, for an ID token.
+    fn token(&self, req: &IdpRequest<'_>, now: u64) -> IdpResponse {
+        let (form, client_id) = match self.client_form(req) {
+            Ok(authenticated) => authenticated,
+            Err(refusal) => return refusal,
+        };
         match form.get("grant_type") {
             Some("authorization_code") => {}
+            Some(DEVICE_GRANT) => return self.device_token(&form, now),
             Some(_) => {
                 return token_error(
                     400,
                     "unsupported_grant_type",
-                    "only authorization_code is supported",
+                    "only authorization_code and device_code are supported",
                 );
             }
             None => return token_error(400, "invalid_request", "grant_type is missing"),
@@ -607,19 +649,33 @@ impl DevIdp {
         if !self.redeem(grant.id, grant.exp, now) {
             return invalid_grant("the code was already used");
         }
+        let amr: Vec<&str> = grant.amr.iter().map(String::as_str).collect();
+        let signed_in = (grant.auth_time, &amr[..], grant.nonce.as_deref());
+        self.issue_tokens(user, signed_in, &grant.scope, now)
+    }
+
+    /// The token answer for `user`, signed in at `auth_time` by `amr` (with the nonce of the
+    /// authorization request, if any).
+    fn issue_tokens(
+        &self,
+        user: &DevUser,
+        (auth_time, amr, nonce): (u64, &[&str], Option<&str>),
+        scope: &str,
+        now: u64,
+    ) -> IdpResponse {
         let mut claims = json!({
             "iss": self.config.issuer,
             "sub": user.username,
             "aud": self.config.client_id,
             "exp": now.saturating_add(TOKEN_TTL),
             "iat": now,
-            "auth_time": grant.auth_time,
-            "amr": grant.amr,
+            "auth_time": auth_time,
+            "amr": amr,
             "preferred_username": user.username,
             "name": user.name,
             "groups": user.groups,
         });
-        if let Some(nonce) = &grant.nonce {
+        if let Some(nonce) = nonce {
             claims["nonce"] = json!(nonce);
         }
         if !user.email.is_empty() {
@@ -636,11 +692,210 @@ impl DevIdp {
                 "token_type": "Bearer",
                 "expires_in": TOKEN_TTL,
                 "id_token": id_token,
-                "scope": grant.scope,
+                "scope": scope,
             }),
         );
         response.headers.push(("Pragma", "no-cache".to_owned()));
         response
+    }
+
+    /// `POST /device_authorization` (RFC 8628 3.1): a device code for the polling device and a
+    /// user code for the person who approves it.
+    fn device_authorization(&self, req: &IdpRequest<'_>, now: u64) -> IdpResponse {
+        let form = match self.client_form(req) {
+            Ok((form, _)) => form,
+            Err(refusal) => return refusal,
+        };
+        let scope = form.get("scope").unwrap_or("openid").to_owned();
+        if !scope.split(' ').any(|s| s == "openid") {
+            return token_error(400, "invalid_scope", "the scope must include openid");
+        }
+        let (Some(device), Some(letters)) = (random::<32>(&self.rng), random::<8>(&self.rng))
+        else {
+            return token_error(500, "server_error", "no randomness");
+        };
+        let device_code = URL_SAFE_NO_PAD.encode(device);
+        let mut user_code = String::with_capacity(9);
+        for (i, b) in letters.iter().enumerate() {
+            if i == 4 {
+                user_code.push('-');
+            }
+            // 256 is not a multiple of 20: the first 16 letters are a little likelier, which a
+            // development provider can live with (8 letters still give over 2^34 codes).
+            user_code.push(char::from(
+                USER_CODE_ALPHABET[usize::from(*b) % USER_CODE_ALPHABET.len()],
+            ));
+        }
+        let lifetime = self.config.device_code_lifetime;
+        {
+            let mut devices = self.devices();
+            devices.retain(|_, grant| grant.exp > now);
+            if devices.len() >= MAX_DEVICE_GRANTS {
+                return token_error(503, "slow_down", "too many device sign-ins in progress");
+            }
+            devices.insert(
+                device_code.clone(),
+                DeviceGrant {
+                    user_code: user_code.clone(),
+                    scope,
+                    exp: now.saturating_add(lifetime),
+                    polled: 0,
+                    approved: None,
+                },
+            );
+        }
+        let uri = format!("{}/device", self.config.issuer);
+        IdpResponse::json(
+            200,
+            &json!({
+                "device_code": device_code,
+                "user_code": user_code,
+                "verification_uri": uri,
+                "verification_uri_complete": format!("{uri}?user_code={user_code}"),
+                "expires_in": lifetime,
+                "interval": DEVICE_INTERVAL,
+            }),
+        )
+    }
+
+    /// `GET /device`: the form where a person enters the user code and signs in.
+    fn device_page(
+        &self,
+        query: Option<&Form>,
+        username: &str,
+        message: Option<&str>,
+    ) -> IdpResponse {
+        let code = query.and_then(|q| q.get("user_code")).unwrap_or("");
+        let message = message.map_or(String::new(), |m| {
+            format!(
+                r#"<p role="alert" style="color:#b00020;font-weight:bold">{}</p>"#,
+                escape(m)
+            )
+        });
+        let input = |id: &str, label: &str, kind: &str, value: &str| {
+            format!(
+                r#"<p><label for="{id}">{label}</label><br><input id="{id}" name="{id}" type="{kind}" value="{}" autocapitalize="none" spellcheck="false" style="width:100%;padding:.4rem"></p>"#,
+                escape(value)
+            )
+        };
+        let body = format!(
+            r#"{WARNING}{message}<p>A device asks to act for you. Sign in only if you started it.</p><form method="post" action="{action}">{code}{user}{password}{otp}<p><button id="approve" type="submit" style="padding:.5rem 1.2rem">Sign in and allow</button></p></form>"#,
+            action = escape(&format!("{}/device", self.config.issuer)),
+            code = input("user_code", "Code shown on the device", "text", code),
+            user = input("username", "User name", "text", username),
+            password = input("password", "Password", "password", ""),
+            otp = input(
+                "otp",
+                "One-time code (if you have an authenticator)",
+                "text",
+                ""
+            ),
+        );
+        IdpResponse::html(200, page(TITLE, &body))
+    }
+
+    /// `POST /device`: approves the device grant of a user code for a signed-in user.
+    fn device_approve(&self, req: &IdpRequest<'_>, now: u64) -> IdpResponse {
+        let Some(form) = form_body(req) else {
+            return self.device_page(None, "", Some("Send the form."));
+        };
+        let typed = form
+            .get("user_code")
+            .unwrap_or("")
+            .trim()
+            .to_ascii_uppercase();
+        let username = form.get("username").unwrap_or("");
+        let user = match self.user(username) {
+            Some(user)
+                if verify_password(&user.password_hash, form.get("password").unwrap_or("")) =>
+            {
+                user
+            }
+            _ => return self.device_page(Some(&form), username, Some(WRONG_LOGIN)),
+        };
+        let amr: Vec<&'static str> = match &user.totp_secret {
+            None => vec!["pwd"],
+            Some(secret) if totp_matches(secret, form.get("otp").unwrap_or(""), now) => {
+                vec!["pwd", "otp", "mfa"]
+            }
+            Some(_) => return self.device_page(Some(&form), username, Some(WRONG_CODE)),
+        };
+        let mut devices = self.devices();
+        let grant = devices
+            .values_mut()
+            .find(|g| constant_time_eq(g.user_code.as_bytes(), typed.as_bytes()));
+        match grant {
+            Some(grant) if now < grant.exp && grant.approved.is_none() => {
+                grant.approved = Some((user.username.clone(), now, amr));
+                drop(devices);
+                IdpResponse::html(
+                    200,
+                    page(
+                        TITLE,
+                        &format!(
+                            "{WARNING}<p id=\"approved\">The device is signed in as {}. You can close this window.</p>",
+                            escape(&user.username)
+                        ),
+                    ),
+                )
+            }
+            Some(grant) if now >= grant.exp => {
+                drop(devices);
+                self.device_page(
+                    Some(&form),
+                    username,
+                    Some("This code has expired. Start again on the device."),
+                )
+            }
+            _ => {
+                drop(devices);
+                self.device_page(
+                    Some(&form),
+                    username,
+                    Some("No device waits for this code."),
+                )
+            }
+        }
+    }
+
+    /// The device-code grant at the token endpoint (RFC 8628 3.4, 3.5).
+    fn device_token(&self, form: &Form, now: u64) -> IdpResponse {
+        let Some(device_code) = form.get("device_code") else {
+            return token_error(400, "invalid_request", "device_code is required");
+        };
+        let mut devices = self.devices();
+        let Some(grant) = devices.get_mut(device_code) else {
+            return token_error(400, "invalid_grant", "the device code is not valid");
+        };
+        if now >= grant.exp {
+            devices.remove(device_code);
+            return token_error(400, "expired_token", "the device code has expired");
+        }
+        let Some((username, auth_time, amr)) = grant.approved.take() else {
+            let too_soon = now < grant.polled.saturating_add(DEVICE_INTERVAL);
+            grant.polled = now;
+            return match too_soon {
+                true => token_error(400, "slow_down", "poll less often"),
+                false => token_error(
+                    400,
+                    "authorization_pending",
+                    "the user has not signed in yet",
+                ),
+            };
+        };
+        let Some(grant) = devices.remove(device_code) else {
+            return token_error(500, "server_error", "the grant vanished");
+        };
+        drop(devices);
+        let Some(user) = self.user(&username) else {
+            return token_error(400, "invalid_grant", "the user no longer exists");
+        };
+        self.issue_tokens(user, (auth_time, &amr, None), &grant.scope, now)
+    }
+
+    fn devices(&self) -> std::sync::MutexGuard<'_, HashMap<String, DeviceGrant>> {
+        // A poisoned lock only means another thread panicked mid-update; the map is still sound.
+        self.devices.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records code `id` as used; false if it already was.
@@ -1179,6 +1434,7 @@ mod tests {
             client_id: CLIENT.to_owned(),
             client_secret: SECRET.to_owned(),
             users: vec![user("alice", None), user("bob", Some(RFC_SECRET))],
+            device_code_lifetime: 120,
         };
         DevIdp::new(config, Box::new(|uri: &str| uri == CALLBACK)).expect("valid config")
     }
@@ -1682,5 +1938,138 @@ mod tests {
             assert_eq!(header(&resp, "Cache-Control"), Some("no-store"));
             assert!(header(&resp, "Content-Type").is_some());
         }
+    }
+
+    /// Starts a device authorization as the client; returns its JSON answer.
+    fn device_start(idp: &DevIdp, now: u64) -> Value {
+        let resp = post(
+            idp,
+            "/device_authorization",
+            &[("scope", "openid profile")],
+            Some(&basic(CLIENT, SECRET)),
+            now,
+        );
+        assert_eq!(resp.status, 200, "{}", text(&resp));
+        json_body(&resp)
+    }
+
+    fn device_poll(idp: &DevIdp, device_code: &str, now: u64) -> IdpResponse {
+        let form = [("grant_type", DEVICE_GRANT), ("device_code", device_code)];
+        post(idp, "/token", &form, Some(&basic(CLIENT, SECRET)), now)
+    }
+
+    fn device_approve(
+        idp: &DevIdp,
+        user_code: &str,
+        user: &str,
+        password: &str,
+        otp: &str,
+        now: u64,
+    ) -> IdpResponse {
+        let form = [
+            ("user_code", user_code),
+            ("username", user),
+            ("password", password),
+            ("otp", otp),
+        ];
+        post(idp, "/device", &form, None, now)
+    }
+
+    #[test]
+    fn a_device_gets_a_token_once_its_user_signed_in() {
+        let idp = idp();
+        let keys = keys(&idp);
+        let started = device_start(&idp, NOW);
+        let device_code = started["device_code"].as_str().unwrap();
+        let user_code = started["user_code"].as_str().unwrap();
+        assert_eq!(started["verification_uri"], format!("{ISSUER}/device"));
+        assert_eq!(started["expires_in"], 120);
+        assert_eq!(user_code.len(), 9);
+        assert!(user_code
+            .bytes()
+            .all(|b| b == b'-' || USER_CODE_ALPHABET.contains(&b)));
+        // The verification page offers the code it was given.
+        let page = get(&idp, "/device", &format!("user_code={user_code}"), NOW);
+        assert!(text(&page).contains(user_code));
+
+        let pending = device_poll(&idp, device_code, NOW + 1);
+        assert_eq!(json_body(&pending)["error"], "authorization_pending");
+        let hasty = device_poll(&idp, device_code, NOW + 1);
+        assert_eq!(json_body(&hasty)["error"], "slow_down");
+
+        let wrong = device_approve(&idp, user_code, "alice", "wrong", "", NOW + 2);
+        assert!(text(&wrong).contains(WRONG_LOGIN));
+        let unknown = device_approve(&idp, "BBBB-BBBB", "alice", PASSWORD, "", NOW + 2);
+        assert!(text(&unknown).contains("No device waits"));
+        // Typed in lower case, as people do.
+        let approved = device_approve(
+            &idp,
+            &user_code.to_lowercase(),
+            "alice",
+            PASSWORD,
+            "",
+            NOW + 3,
+        );
+        assert!(
+            text(&approved).contains("signed in as alice"),
+            "{}",
+            text(&approved)
+        );
+
+        let token = device_poll(&idp, device_code, NOW + 5);
+        assert_eq!(token.status, 200, "{}", text(&token));
+        let id_token = json_body(&token)["id_token"].as_str().unwrap().to_owned();
+        let claims = Validation::new(ISSUER, CLIENT)
+            .without_nonce()
+            .verify(&id_token, &keys, NOW + 5)
+            .expect("the id token verifies");
+        assert_eq!(
+            (claims.sub.as_str(), claims.auth_time),
+            ("alice", Some(NOW + 3))
+        );
+        assert_eq!(claims.groups, ["devs"]);
+        assert_eq!(claims.nonce, None);
+        // A device code is redeemed once.
+        let again = device_poll(&idp, device_code, NOW + 7);
+        assert_eq!(json_body(&again)["error"], "invalid_grant");
+    }
+
+    #[test]
+    fn device_codes_expire_and_need_the_second_factor() {
+        let idp = idp();
+        let started = device_start(&idp, NOW);
+        let (device_code, user_code) = (
+            started["device_code"].as_str().unwrap(),
+            started["user_code"].as_str().unwrap(),
+        );
+        // bob has TOTP: the password alone does not approve.
+        let no_otp = device_approve(&idp, user_code, "bob", PASSWORD, "", NOW + 1);
+        assert!(text(&no_otp).contains(WRONG_CODE));
+        let late = device_approve(&idp, user_code, "alice", PASSWORD, "", NOW + 120);
+        assert!(text(&late).contains("expired"), "{}", text(&late));
+        let expired = device_poll(&idp, device_code, NOW + 121);
+        assert_eq!(json_body(&expired)["error"], "expired_token");
+        // Only the configured client may start one.
+        let stranger = post(
+            &idp,
+            "/device_authorization",
+            &[("scope", "openid")],
+            Some(&basic(CLIENT, "wrong")),
+            NOW,
+        );
+        assert_eq!(stranger.status, 401);
+        let with_otp = device_start(&idp, NOW);
+        let code = format!("{:06}", totp(RFC_SECRET, NOW + 1).unwrap());
+        let ok = device_approve(
+            &idp,
+            with_otp["user_code"].as_str().unwrap(),
+            "bob",
+            PASSWORD,
+            &code,
+            NOW + 1,
+        );
+        assert!(text(&ok).contains("signed in as bob"), "{}", text(&ok));
+        let token = device_poll(&idp, with_otp["device_code"].as_str().unwrap(), NOW + 2);
+        assert_eq!(token.status, 200, "{}", text(&token));
     }
 }

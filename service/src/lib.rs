@@ -306,6 +306,7 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
                     client_id: "gatehouse".into(),
                     client_secret: gatehouse_core::pkce::generate_state().unwrap_or_default(),
                     users: settings.users,
+                    device_code_lifetime: settings.device_code_lifetime.as_secs(),
                 },
                 Box::new(allowed),
             ) {

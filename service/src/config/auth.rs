@@ -64,6 +64,9 @@ pub struct DevIdpSettings {
     /// (default the user name), `email`, `groups`, `totp_secret` (base32; a user with one
     /// signs in with two factors).
     pub users: Vec<DevUser>,
+    /// `device_code_lifetime`: how long a device sign-in (connector enrolment) code stays
+    /// usable; default 10 minutes.
+    pub device_code_lifetime: Duration,
 }
 
 /// An address range: an address and a prefix length.
@@ -200,6 +203,7 @@ pub(super) struct RawProvider {
 pub(super) struct RawDevIdp {
     #[serde(default)]
     users: Vec<RawDevUser>,
+    device_code_lifetime: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -411,7 +415,15 @@ impl RawDevIdp {
                 totp_secret,
             });
         }
-        Ok(DevIdpSettings { users })
+        let device_code_lifetime = src.read_or(
+            &self.device_code_lifetime,
+            Duration::from_secs(crate::devidp::DEVICE_CODE_TTL),
+            parse_duration,
+        )?;
+        Ok(DevIdpSettings {
+            users,
+            device_code_lifetime,
+        })
     }
 }
 
