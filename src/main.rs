@@ -106,6 +106,13 @@ enum ServiceCommand {
         #[command(subcommand)]
         command: ConnectorAdminCommand,
     },
+    /// Prints the pin of the connector CA (`sha256:...`) that `connector register --sign-in
+    /// --ca-pin` takes.
+    CaPin {
+        /// The service configuration file (for its state directory).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -150,10 +157,19 @@ enum ConnectorCommand {
         #[arg(long)]
         service: String,
         /// The bootstrap token: `-` reads it from stdin, `@FILE` from a file; without this
-        /// option it comes from the GATEHOUSE_TOKEN environment variable. A literal token
-        /// works too, but other local users can see command lines.
-        #[arg(long)]
+        /// option (and without --sign-in) it comes from the GATEHOUSE_TOKEN environment
+        /// variable. A literal token works too, but other local users can see command lines.
+        #[arg(long, conflicts_with = "sign_in")]
         token: Option<String>,
+        /// Enrol by an administrator's sign-in instead of a token: prints a web address and a
+        /// code to enter there, and waits until an administrator signed in (the service's
+        /// `[registration]` says who counts as one).
+        #[arg(long, requires = "ca_pin")]
+        sign_in: bool,
+        /// With --sign-in: the service's connector CA, as `gatehouse service ca-pin` prints it
+        /// (`sha256:` and 64 hex digits), so the sign-in goes to the right service.
+        #[arg(long)]
+        ca_pin: Option<String>,
         /// The connector group to join.
         #[arg(long, default_value = "default")]
         group: String,
@@ -255,6 +271,13 @@ fn service(command: ServiceCommand) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        ServiceCommand::CaPin { config } => {
+            let loaded = config::load(&config)?;
+            let state = StateDir::open(&loaded.state_dir)?;
+            let ca = state.load_or_create_ca(unix_now())?;
+            println!("sha256:{}", gatehouse_service::state::ca_pin(&ca));
+            Ok(())
+        }
         ServiceCommand::Connector { command } => {
             let config_path = match &command {
                 ConnectorAdminCommand::List { config }
@@ -303,11 +326,30 @@ fn connector(command: ConnectorCommand) -> anyhow::Result<()> {
         ConnectorCommand::Register {
             service,
             token,
+            sign_in,
+            ca_pin,
             group,
             state_dir,
         } => {
-            let token = read_token(token)?;
-            let identity = gatehouse_connector::register(&service, &token, &group, &state_dir)?;
+            let identity = match (sign_in, ca_pin) {
+                (true, Some(pin)) => {
+                    gatehouse_connector::enrol(&service, &pin, &group, &state_dir, |started| {
+                        let complete = started
+                            .verification_uri_complete
+                            .as_deref()
+                            .map(|uri| format!("\n  (or open {uri})"))
+                            .unwrap_or_default();
+                        println!(
+                            "To enrol this connector, an administrator opens\n  {}\nand enters the code\n  {}{complete}\nWaiting (the code expires in {} s)...",
+                            started.verification_uri, started.user_code, started.expires_in
+                        );
+                    })?
+                }
+                _ => {
+                    let token = read_token(token)?;
+                    gatehouse_connector::register(&service, &token, &group, &state_dir)?
+                }
+            };
             println!(
                 "registered connector {} in group {}; state in {}",
                 identity.connector_id,

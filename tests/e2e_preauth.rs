@@ -631,20 +631,7 @@ fn dev_provider_signs_in_behind_a_configured_front_certificate() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let mut hashing = gatehouse()
-        .args(["dev-idp", "hash", "--iterations", "1000"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    hashing
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"own-pw\n")
-        .unwrap();
-    let hash = text(&hashing.wait_with_output().unwrap()).trim().to_owned();
+    let hash = dev_password_hash("own-pw");
     let (backend, port) = backend(None);
     let mut stack = Stack::start(
         "own-cert",

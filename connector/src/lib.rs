@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gatehouse_core::api::{CertificateResponse, ErrorResponse, RegisterRequest};
+use gatehouse_core::api::{
+    CertificateResponse, EnrolPoll, EnrolProgress, EnrolStart, ErrorResponse, RegisterRequest,
+};
 use gatehouse_http1::rt::{fetch, ClientRequest, ClientResponse, TlsStream};
 use monoio::net::TcpStream;
 
@@ -75,15 +77,84 @@ pub fn register(
     group: &str,
     state_dir: &Path,
 ) -> Result<Identity, ConnectorError> {
-    let (address, server_name) = parse_service_url(service_url)?;
     let pin = token_pin(token)?;
+    let credential = (token.trim().to_owned(), None);
+    register_with(service_url, pin, credential, group, state_dir)
+}
+
+/// Enrols a new connector by an administrator's sign-in: the service relays a device sign-in
+/// (RFC 8628) of its provider; `show` tells the person at the console where to sign in; once
+/// an administrator did, the connector presents the ID token with its certificate request.
+/// `ca_pin` (`sha256:` and hex) names the service's connector CA, trusted for every call.
+pub fn enrol(
+    service_url: &str,
+    ca_pin: &str,
+    group: &str,
+    state_dir: &Path,
+    show: impl FnOnce(&EnrolStart),
+) -> Result<Identity, ConnectorError> {
+    let pin = gatehouse_core::hex::decode_array(ca_pin.trim().trim_start_matches("sha256:"))
+        .ok_or_else(|| {
+            ConnectorError::Usage("--ca-pin must be sha256: and 64 hex digits".into())
+        })?;
+    let (address, server_name) = parse_service_url(service_url)?;
+    let config = tls::pinned_ca_config(pin)?;
+    let control = |target: &'static str, body: Vec<u8>| {
+        let config = config.clone();
+        let (address, server_name) = (address.clone(), server_name.clone());
+        block_on(async move { call(&address, &server_name, config, "POST", target, &body).await })
+    };
+    let started: EnrolStart = parse_answer(&control("/v1/enrol/start", Vec::new())?)?;
+    show(&started);
+    let deadline = Instant::now() + Duration::from_secs(started.expires_in);
+    let mut interval = Duration::from_secs(started.interval.max(1));
+    let poll = serde_json::to_vec(&EnrolPoll {
+        device_code: started.device_code.clone(),
+    })
+    .map_err(|e| ConnectorError::State(e.to_string()))?;
+    let id_token = loop {
+        std::thread::sleep(interval);
+        let progress: EnrolProgress = parse_answer(&control("/v1/enrol/poll", poll.clone())?)?;
+        match (progress.status.as_str(), progress.id_token) {
+            ("done", Some(id_token)) => break id_token,
+            // RFC 8628 3.5: slow_down adds 5 seconds to the interval, for good.
+            ("slow_down", _) => interval += Duration::from_secs(5),
+            _ if Instant::now() >= deadline => {
+                return Err(ConnectorError::Refused(
+                    410,
+                    "nobody signed in before the code expired: run the registration again".into(),
+                ))
+            }
+            _ => {}
+        }
+    };
+    register_with(
+        service_url,
+        pin,
+        (String::new(), Some(id_token)),
+        group,
+        state_dir,
+    )
+}
+
+/// Registers with a bootstrap token or an ID token (`credential`), trusting only the CA
+/// `pin` names.
+fn register_with(
+    service_url: &str,
+    pin: [u8; 32],
+    (token, id_token): (String, Option<String>),
+    group: &str,
+    state_dir: &Path,
+) -> Result<Identity, ConnectorError> {
+    let (address, server_name) = parse_service_url(service_url)?;
     let (key_pem, csr_pem) = gatehouse_core::ca::generate_key_and_csr("gatehouse-connector")
         .map_err(|e| ConnectorError::State(e.to_string()))?;
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
     let request = RegisterRequest {
-        token: token.trim().to_owned(),
+        token,
+        id_token,
         group: group.to_owned(),
         hostname,
         csr: csr_pem,
@@ -105,7 +176,7 @@ pub fn register(
     if tls::sha256(&ca_der) != pin {
         return Err(ConnectorError::Refused(
             200,
-            "the CA the service sent is not the one the token names".into(),
+            "the CA the service sent is not the one the token or --ca-pin names".into(),
         ));
     }
     let identity = Identity {

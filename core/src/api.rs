@@ -12,14 +12,54 @@ pub const TUNNEL_ALPN: &[u8] = b"gatehouse-tunnel/1";
 /// `POST /v1/register`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RegisterRequest {
-    /// The bootstrap token `gatehouse service token create` printed.
+    /// The bootstrap token `gatehouse service token create` printed (empty with `id_token`).
+    #[serde(default)]
     pub token: String,
+    /// Instead of a token: the ID token of an administrator's sign-in (see [`EnrolStart`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
     /// The connector group to join.
     pub group: String,
     /// The connector host's name (informational, shown in `connector list`).
     pub hostname: String,
     /// PEM certificate signing request for the connector's new key.
     pub csr: String,
+}
+
+/// Answer to `POST /v1/enrol/start`: a device sign-in (RFC 8628) an administrator completes
+/// in a browser, relayed from the provider configured in `[registration]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrolStart {
+    /// What the connector polls with (`POST /v1/enrol/poll`).
+    pub device_code: String,
+    /// What the administrator types at `verification_uri`.
+    pub user_code: String,
+    /// Where the administrator signs in.
+    pub verification_uri: String,
+    /// The same with the code filled in, when the provider offers one.
+    #[serde(default)]
+    pub verification_uri_complete: Option<String>,
+    /// Seconds the codes stay usable.
+    pub expires_in: u64,
+    /// Seconds to wait between polls.
+    pub interval: u64,
+}
+
+/// Body of `POST /v1/enrol/poll`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrolPoll {
+    /// From [`EnrolStart`].
+    pub device_code: String,
+}
+
+/// Answer to `POST /v1/enrol/poll`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrolProgress {
+    /// `pending` (ask again after the interval), `slow_down` (wait 5 s more), or `done`.
+    pub status: String,
+    /// With `done`: the ID token to present in the [`RegisterRequest`].
+    #[serde(default)]
+    pub id_token: Option<String>,
 }
 
 /// Answer to a registration or a renewal.

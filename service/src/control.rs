@@ -1,5 +1,6 @@
-//! The control API on the tunnel listener: registration (with a bootstrap token), and, with
-//! a connector certificate, configuration pull and certificate renewal.
+//! The control API on the tunnel listener: registration (with a bootstrap token, or with the
+//! ID token of an administrator's device sign-in, relayed by `enrol`), and, with a connector
+//! certificate, configuration pull and certificate renewal.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 use crate::config::{App, HostHeader, HostPattern};
 use crate::worker::{config_document, Worker};
+use crate::{enrol, events};
 use crate::{unix_now, TokenRefusal};
 
 /// Largest control request body (a CSR is at most 16 KiB).
@@ -64,7 +66,15 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
         }
     }
     let (status, answer) = match (method.as_str(), target.as_str()) {
-        ("POST", "/v1/register") => register(&worker, &body, peer, now),
+        ("POST", "/v1/register") => register(&worker, &body, peer, now).await,
+        ("POST", "/v1/enrol/start") => match enrol::start(&worker).await {
+            Ok(started) => json(200, &started),
+            Err((status, message)) => (status, error(&message)),
+        },
+        ("POST", "/v1/enrol/poll") => match enrol::poll(&worker, &body).await {
+            Ok(progress) => json(200, &progress),
+            Err((status, message)) => (status, error(&message)),
+        },
         ("GET", "/v1/config") => match authenticated(&worker, identity) {
             Ok(id) => {
                 let doc = config_document(&worker.snapshot(), &id.group, &id.id);
@@ -81,12 +91,28 @@ pub(crate) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, worker: R
     let _ = respond(&mut conn, status, &answer).await;
 }
 
-fn register(worker: &Worker, body: &[u8], peer: SocketAddr, now: u64) -> (u16, Vec<u8>) {
+async fn register(worker: &Worker, body: &[u8], peer: SocketAddr, now: u64) -> (u16, Vec<u8>) {
     let Ok(request) = serde_json::from_slice::<RegisterRequest>(body) else {
         return (400, error("the body is not a registration request"));
     };
     let state = &worker.shared.state;
-    if let Err(refusal) = state.check_token(&request.token, now) {
+    // Who enrols, when an administrator signed in rather than a token was made.
+    let mut administrator = None;
+    if let Some(id_token) = &request.id_token {
+        match enrol::administrator(worker, id_token, now).await {
+            Ok(who) => administrator = Some(who),
+            Err((status, message)) => {
+                eprintln!("gatehouse service: enrolment from {peer} refused: {message}");
+                let reason = match status {
+                    403 => "not_admin",
+                    401 => "token_rejected",
+                    _ => "enrolment_failed",
+                };
+                events::enrolment(worker, peer.ip(), "", "", &request.group, false, reason);
+                return (status, error(&message));
+            }
+        }
+    } else if let Err(refusal) = state.check_token(&request.token, now) {
         eprintln!(
             "gatehouse service: registration from {peer} refused: {}",
             refusal.reason()
@@ -112,10 +138,27 @@ fn register(worker: &Worker, body: &[u8], peer: SocketAddr, now: u64) -> (u16, V
     }
     // Every worker must accept the new connector's tunnels right away.
     worker.shared.registry_changed();
-    eprintln!(
-        "gatehouse service: connector {id} registered in group {} from {peer}",
-        request.group
-    );
+    match &administrator {
+        Some(who) => {
+            eprintln!(
+                "gatehouse service: connector {id} enrolled in group {} from {peer} by {who}",
+                request.group
+            );
+            events::enrolment(
+                worker,
+                peer.ip(),
+                who,
+                &id,
+                &request.group,
+                true,
+                "enrolled",
+            );
+        }
+        None => eprintln!(
+            "gatehouse service: connector {id} registered in group {} from {peer}",
+            request.group
+        ),
+    }
     json(
         200,
         &CertificateResponse {

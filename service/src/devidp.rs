@@ -729,7 +729,8 @@ impl DevIdp {
         let lifetime = self.config.device_code_lifetime;
         {
             let mut devices = self.devices();
-            devices.retain(|_, grant| grant.exp > now);
+            // Expired grants stay for another lifetime, so a late visitor is told "expired".
+            devices.retain(|_, grant| grant.exp.saturating_add(lifetime) > now);
             if devices.len() >= MAX_DEVICE_GRANTS {
                 return token_error(503, "slow_down", "too many device sign-ins in progress");
             }
@@ -868,7 +869,6 @@ impl DevIdp {
             return token_error(400, "invalid_grant", "the device code is not valid");
         };
         if now >= grant.exp {
-            devices.remove(device_code);
             return token_error(400, "expired_token", "the device code has expired");
         }
         let Some((username, auth_time, amr)) = grant.approved.take() else {

@@ -63,6 +63,52 @@ pub(crate) fn sign_in(
     }
 }
 
+#[derive(Serialize)]
+struct Enrolment<'a> {
+    time: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    client: IpAddr,
+    user: &'a str,
+    connector: &'a str,
+    group: &'a str,
+    decision: Decision,
+    reason: &'a str,
+}
+
+/// Queues one connector-enrolment event (an administrator's sign-in that registered, or
+/// failed to register, a connector), counted with the sign-ins.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn enrolment(
+    worker: &crate::worker::Worker,
+    client: IpAddr,
+    user: &str,
+    connector: &str,
+    group: &str,
+    allowed: bool,
+    reason: &str,
+) {
+    let event = Enrolment {
+        time: rfc3339(crate::unix_now()),
+        kind: "connector_enrolment",
+        client,
+        user,
+        connector,
+        group,
+        decision: if allowed {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        },
+        reason,
+    };
+    if let Ok(line) = serde_json::to_string(&event) {
+        worker
+            .ops
+            .sign_in(if allowed { "allow" } else { "deny" }, reason, line);
+    }
+}
+
 /// `2026-11-29T10:00:00Z` for Unix seconds (UTC, proleptic Gregorian).
 pub(crate) fn rfc3339(unix: u64) -> String {
     rfc3339_into(unix, &mut [0; 20]).to_owned()

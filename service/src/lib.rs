@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 mod control;
 pub mod devidp;
+mod enrol;
 mod events;
 pub mod form;
 mod front;
@@ -129,6 +130,9 @@ pub(crate) struct Shared {
     pub(crate) events: ops::EventsOut,
     /// Sessions ended by sign-out (the file `revoked-sessions` in the state directory).
     pub(crate) revoked: revoked::Revocations,
+    /// ID tokens that enrolled a connector (SHA-256) and when they expire: each enrols once.
+    /// Enrolment is rare and off the request path, so one lock for all workers is fine.
+    pub(crate) enrolment_tokens: Mutex<std::collections::HashMap<[u8; 32], u64>>,
 }
 
 impl fmt::Debug for Shared {
@@ -335,6 +339,7 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
             ops: published,
             events,
             revoked: revoked::Revocations::load(&revoked_path, unix_now()),
+            enrolment_tokens: Mutex::new(std::collections::HashMap::new()),
         }
     });
     if let Some(e) = dev_error {

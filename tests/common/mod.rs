@@ -459,3 +459,22 @@ pub fn connections_to(port: u16) -> usize {
         })
         .count()
 }
+
+/// A `[[dev_idp.users]] password_hash` for `password` (`gatehouse dev-idp hash`, few
+/// iterations: tests sign in often).
+pub fn dev_password_hash(password: &str) -> String {
+    use std::io::Write as _;
+    let mut hashing = gatehouse()
+        .args(["dev-idp", "hash", "--iterations", "1000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hashing
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    text(&hashing.wait_with_output().unwrap()).trim().to_owned()
+}

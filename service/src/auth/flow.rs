@@ -472,7 +472,7 @@ fn seal_session(
 
 /// Why a token request gave no ID token.
 #[derive(Debug)]
-enum TokenRequestError {
+pub(crate) enum TokenRequestError {
     /// The provider answered with an error (RFC 6749 5.2).
     Refused { status: u16, error: String },
     /// No usable answer: unreachable, or an answer without an ID token.
@@ -494,45 +494,24 @@ async fn token_request(
     code: &str,
     login: &LoginState,
 ) -> Result<String, TokenRequestError> {
-    let mut form = String::with_capacity(512);
-    let mut add = |key: &str, value: &str| {
-        if !form.is_empty() {
-            form.push('&');
-        }
-        form.push_str(key);
-        form.push('=');
-        percent_encode_into(&mut form, value);
-    };
-    add("grant_type", "authorization_code");
-    add("code", code);
-    add("redirect_uri", &login.redirect_uri);
-    add("code_verifier", &login.verifier);
-    let basic;
-    let authorization = match provider.client_auth {
-        crate::config::ClientAuth::Basic => {
-            // RFC 6749 2.3.1: id and secret are form-encoded before base64.
-            let mut pair = String::new();
-            percent_encode_into(&mut pair, &provider.client_id);
-            pair.push(':');
-            percent_encode_into(&mut pair, &provider.client_secret);
-            basic = format!("Basic {}", STANDARD.encode(pair));
-            Some(basic.as_str())
-        }
-        crate::config::ClientAuth::Post => {
-            add("client_id", &provider.client_id);
-            add("client_secret", &provider.client_secret);
-            None
-        }
-    };
-    let answer = call(
-        provider,
-        "POST",
-        &state.metadata.token_endpoint,
-        form.as_bytes(),
-        authorization,
-    )
-    .await
-    .map_err(TokenRequestError::Failed)?;
+    let params = [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", login.redirect_uri.as_str()),
+        ("code_verifier", login.verifier.as_str()),
+    ];
+    token_grant(provider, state, &params).await
+}
+
+/// A token request with `params` (the grant); returns the ID token of the answer.
+pub(crate) async fn token_grant(
+    provider: &Provider,
+    state: &ProviderState,
+    params: &[(&str, &str)],
+) -> Result<String, TokenRequestError> {
+    let answer = client_post(provider, &state.metadata.token_endpoint, params)
+        .await
+        .map_err(TokenRequestError::Failed)?;
     #[derive(serde::Deserialize)]
     struct TokenAnswer {
         id_token: Option<String>,
@@ -551,8 +530,47 @@ async fn token_request(
         .ok_or_else(|| TokenRequestError::Failed("the answer has no id_token".to_owned()))
 }
 
+/// A form POST to one of the provider's endpoints, authenticated as its client (RFC 6749
+/// 2.3.1, as `client_auth` says).
+pub(crate) async fn client_post(
+    provider: &Provider,
+    url: &str,
+    params: &[(&str, &str)],
+) -> Result<gatehouse_http1::rt::ClientResponse, String> {
+    let mut form = String::with_capacity(512);
+    let mut add = |key: &str, value: &str| {
+        if !form.is_empty() {
+            form.push('&');
+        }
+        form.push_str(key);
+        form.push('=');
+        percent_encode_into(&mut form, value);
+    };
+    for (key, value) in params {
+        add(key, value);
+    }
+    let basic;
+    let authorization = match provider.client_auth {
+        crate::config::ClientAuth::Basic => {
+            // RFC 6749 2.3.1: id and secret are form-encoded before base64.
+            let mut pair = String::new();
+            percent_encode_into(&mut pair, &provider.client_id);
+            pair.push(':');
+            percent_encode_into(&mut pair, &provider.client_secret);
+            basic = format!("Basic {}", STANDARD.encode(pair));
+            Some(basic.as_str())
+        }
+        crate::config::ClientAuth::Post => {
+            add("client_id", &provider.client_id);
+            add("client_secret", &provider.client_secret);
+            None
+        }
+    };
+    call(provider, "POST", url, form.as_bytes(), authorization).await
+}
+
 /// Verifies `token`, fetching the provider's keys again once when it names an unknown key.
-async fn verify(
+pub(crate) async fn verify(
     providers: &Providers,
     provider: &Provider,
     state: std::rc::Rc<ProviderState>,

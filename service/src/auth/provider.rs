@@ -31,6 +31,9 @@ pub(crate) struct Metadata {
     pub(crate) jwks_uri: String,
     #[serde(default)]
     pub(crate) end_session_endpoint: Option<String>,
+    /// RFC 8628: where a device (a connector enrolling) starts a sign-in.
+    #[serde(default)]
+    pub(crate) device_authorization_endpoint: Option<String>,
     /// RFC 9207: the provider names itself (`iss`) in every authorization response.
     #[serde(default)]
     pub(crate) authorization_response_iss_parameter_supported: bool,

@@ -113,6 +113,8 @@ pub struct ServiceConfig {
     pub providers: Vec<Provider>,
     /// `[dev_idp]`: the built-in development provider, when present.
     pub dev_idp: Option<DevIdpSettings>,
+    /// `[registration]`: connector enrolment by an administrator's sign-in, when present.
+    pub registration: Option<Registration>,
     /// `trusted_proxies`: peers whose X-Forwarded-For names the client (for network rules).
     pub trusted_proxies: Vec<IpNet>,
     /// `[limits]`: what shields the back ends and the service itself.
@@ -123,6 +125,18 @@ pub struct ServiceConfig {
     /// `events_file`: where request and sign-in events go, one JSON line each; default
     /// standard output.
     pub events_file: Option<PathBuf>,
+}
+
+/// `[registration]`: who may enrol a connector by signing in (`gatehouse connector register
+/// --sign-in`), through the device authorization grant of a provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// `provider`: a `[[providers]]` name, or `dev` for the development provider.
+    pub provider: String,
+    /// `admin_groups`: a user in any of these groups (the provider's groups claim) may enrol.
+    pub admin_groups: Vec<String>,
+    /// `admin_roles`: a user with any of these roles (`roles` claim) may enrol.
+    pub admin_roles: Vec<String>,
 }
 
 /// `[limits]`: rate and connection limits, timeouts, sizes. Counts apply to the whole
@@ -355,10 +369,21 @@ struct RawConfig {
     #[serde(default)]
     providers: Vec<auth::RawProvider>,
     dev_idp: Option<auth::RawDevIdp>,
+    registration: Option<Spanned<RawRegistration>>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]
     locations: std::collections::BTreeMap<String, Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistration {
+    provider: Spanned<String>,
+    #[serde(default)]
+    admin_groups: Vec<String>,
+    #[serde(default)]
+    admin_roles: Vec<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -580,6 +605,36 @@ impl RawConfig {
             providers.push(provider);
         }
         let dev_idp = self.dev_idp.map(|raw| raw.into_settings(src)).transpose()?;
+        let registration = match self.registration {
+            None => None,
+            Some(raw) => {
+                let span = raw.span();
+                let raw = raw.into_inner();
+                let name = raw.provider.get_ref();
+                let known = providers.iter().any(|p| &p.name == name)
+                    || (dev_idp.is_some() && name == DEV_PROVIDER);
+                if !known {
+                    return Err(src.error(
+                        raw.provider.span(),
+                        format!(
+                            "names no [[providers]] entry (or `{DEV_PROVIDER}` with [dev_idp])"
+                        ),
+                    ));
+                }
+                if raw.admin_groups.is_empty() && raw.admin_roles.is_empty() {
+                    return Err(src.error(
+                        span,
+                        "name at least one of admin_groups and admin_roles: otherwise anyone \
+                         the provider signs in could enrol a connector",
+                    ));
+                }
+                Some(Registration {
+                    provider: raw.provider.into_inner(),
+                    admin_groups: raw.admin_groups,
+                    admin_roles: raw.admin_roles,
+                })
+            }
+        };
         let mut apps: Vec<App> = Vec::with_capacity(self.apps.len());
         for raw in self.apps {
             let (name_span, external_span) = (raw.name.span(), raw.external_url.span());
@@ -613,6 +668,7 @@ impl RawConfig {
             apps,
             providers,
             dev_idp,
+            registration,
             trusted_proxies,
             limits,
             admin_listen: self.admin.listen,
@@ -1484,6 +1540,30 @@ mod tests {
         }
         assert!(parse_duration(&RawDuration::Seconds(-1)).is_err());
         assert!(parse_duration(&RawDuration::Seconds(0)).is_err());
+    }
+
+    #[test]
+    fn registration_by_sign_in() {
+        let c = parsed(
+            "state_dir = \"s\"\n[dev_idp]\ndevice_code_lifetime = \"2m\"\n\
+             [registration]\nprovider = \"dev\"\nadmin_groups = [\"ops\"]\n",
+        );
+        let registration = c.registration.expect("[registration]");
+        assert_eq!(registration.provider, "dev");
+        assert_eq!(registration.admin_groups, ["ops"]);
+        assert!(registration.admin_roles.is_empty());
+        assert_eq!(
+            c.dev_idp.unwrap().device_code_lifetime,
+            Duration::from_secs(120)
+        );
+        // A provider that is not configured, and no admin at all, are refused where written.
+        let e = refused(
+            "state_dir = \"s\"\n[registration]\nprovider = \"corp\"\nadmin_roles = [\"x\"]\n",
+        );
+        assert_eq!(at(&e), (3, "registration.provider"), "{e}");
+        let e = refused("state_dir = \"s\"\n[dev_idp]\n[registration]\nprovider = \"dev\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("admin_groups"), "{e}");
     }
 
     #[test]
