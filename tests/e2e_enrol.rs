@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::oidc;
 use common::*;
 
 const PASSWORD: &str = "enrol-pw";
@@ -199,6 +200,85 @@ fn an_expired_code_is_refused() {
         "alice",
     );
     assert!(page.contains("expired"), "{page}");
+    let (ok, stderr) = finish(enrolling);
+    assert!(!ok, "an expired code enrolled a connector");
+    assert!(stderr.contains("expired"), "{stderr}");
+}
+
+/// A service whose administrators are the `gatehouse-admins` group of the real
+/// `oidc-provider` (alice; bob is in `staff`), device codes living `device_ttl` seconds there.
+fn op_stack(name: &str, device_ttl: u64) -> (Stack, Proc, Proc) {
+    let (backend, port) = backend(None);
+    let provider_port = free_port();
+    let issuer = format!("http://127.0.0.1:{provider_port}");
+    let extra = format!(
+        "[[providers]]\nname = \"op\"\nissuer = \"{issuer}\"\nclient_id = \"gatehouse\"\n\
+         client_secret = \"op-secret\"\nscopes = [\"openid\", \"profile\", \"email\", \"groups\"]\n\
+         insecure_http_for_tests = true\n\
+         [registration]\nprovider = \"op\"\nadmin_groups = [\"gatehouse-admins\"]\n"
+    );
+    let stack = Stack::start(name, &[passthrough_app("echo", port)], &extra);
+    let account = |groups: &[&str]| serde_json::json!({"password": PASSWORD, "groups": groups});
+    let config = serde_json::json!({
+        "issuer": issuer,
+        "clients": [{
+            "client_id": "gatehouse",
+            "client_secret": "op-secret",
+            "redirect_uris": [format!("https://app.test:{}/.gatehouse/callback", stack.https_port)],
+        }],
+        "accounts": {"alice": account(&["gatehouse-admins"]), "bob": account(&["staff"])},
+        "ttl": {"DeviceCode": device_ttl},
+    });
+    let (provider, started) = oidc::start_oidc_provider(&stack.dir, provider_port, &config);
+    assert_eq!(started, issuer);
+    wait_for_port(provider_port);
+    (stack, backend, provider)
+}
+
+/// Signs in at the real provider's device page with headless Chromium; returns the text of
+/// the page it ended on.
+fn approve_in_browser(enrolling: &Enrolling, user: &str) -> String {
+    let url = format!(
+        "{}?user_code={}",
+        enrolling.verification_uri, enrolling.user_code
+    );
+    let report = oidc::chromium_login(&url, user, PASSWORD, None);
+    let text = report["text"].as_str().unwrap_or("");
+    format!("{text}\n(report: {report})")
+}
+
+#[test]
+fn oidc_provider_device_sign_in_enrols_an_administrator_and_refuses_others() {
+    let (mut stack, _backend, _provider) = op_stack("enrol-op", 600);
+    let enrolling = start_enrolling(&stack, "c1");
+    assert!(
+        enrolling.verification_uri.starts_with("http://127.0.0.1:"),
+        "{}",
+        enrolling.verification_uri
+    );
+    let page = approve_in_browser(&enrolling, "alice");
+    assert!(page.starts_with("Device signed in"), "{page}");
+    let (ok, stderr) = finish(enrolling);
+    assert!(ok, "register failed: {stderr}");
+    stack.run_connector("c1");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+
+    let enrolling = start_enrolling(&stack, "c2");
+    let page = approve_in_browser(&enrolling, "bob");
+    assert!(page.starts_with("Device signed in"), "{page}");
+    let (ok, stderr) = finish(enrolling);
+    assert!(!ok, "bob enrolled a connector");
+    assert!(stderr.contains("bob may not enrol connectors"), "{stderr}");
+}
+
+#[test]
+fn oidc_provider_expired_device_code_is_refused() {
+    let (stack, _backend, _provider) = op_stack("enrol-op-expired", 3);
+    let enrolling = start_enrolling(&stack, "c1");
+    std::thread::sleep(Duration::from_millis(3500));
+    // The provider itself refuses the code by now.
+    let page = approve_in_browser(&enrolling, "alice");
+    assert!(page.contains("not valid or has expired"), "{page}");
     let (ok, stderr) = finish(enrolling);
     assert!(!ok, "an expired code enrolled a connector");
     assert!(stderr.contains("expired"), "{stderr}");

@@ -146,7 +146,9 @@ function clientsFromConfig() {
       redirect_uris: redirectUris || [],
       post_logout_redirect_uris: postLogout || [],
       response_types: ['code'],
-      grant_types: ['authorization_code', 'refresh_token'],
+      // The device-code grant too: Gatehouse relays it when a connector enrols by an
+      // administrator's sign-in.
+      grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
       token_endpoint_auth_method: clientSecret !== undefined ? 'client_secret_basic' : 'none',
       // Anything else (id_token_signed_response_alg, token_endpoint_auth_method,
       // ...) is passed to oidc-provider as client metadata.
@@ -194,6 +196,40 @@ ${logoutAutoConfirm ? "<script>document.addEventListener('DOMContentLoaded', fun
 async function postLogoutSuccessSource(ctx) {
   ctx.type = 'html';
   ctx.body = '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Signed out</title></head><body><h1 id="signed-out">Signed out</h1></body></html>';
+}
+
+// Device flow (RFC 8628) pages, with stable ids for the tests. The confirmation page
+// submits itself (a test has no human to click "Continue"); the sign-in that follows is
+// the same login page as for the code flow.
+async function userCodeInputSource(ctx, form, out, err) {
+  ctx.type = 'html';
+  ctx.body = `<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Device sign-in</title></head>
+<body>
+<h1>Enter the code shown on your device</h1>
+${err ? `<p id="device-error" role="alert">${htmlEscape(err.userCode ? 'The code is not valid or has expired.' : err.message || 'error')}</p>` : ''}
+${form}
+<label for="user_code">Code</label>
+<input id="user_code" name="user_code" form="op.deviceInputForm" type="text" autofocus>
+<button id="device-submit" type="submit" form="op.deviceInputForm">Continue</button>
+</body></html>`;
+}
+
+async function userCodeConfirmSource(ctx, form, client, deviceInfo, userCode) {
+  ctx.type = 'html';
+  ctx.body = `<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Confirm device</title></head>
+<body>
+<h1>Confirm the device showing <code id="user-code">${htmlEscape(userCode)}</code></h1>
+${form}
+<button id="device-confirm" type="submit" form="op.deviceConfirmForm">Continue</button>
+<script>document.addEventListener('DOMContentLoaded', function () { document.getElementById('device-confirm').click() });</script>
+</body></html>`;
+}
+
+async function deviceSuccessSource(ctx) {
+  ctx.type = 'html';
+  ctx.body = '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Device signed in</title></head><body><h1 id="device-done">Device signed in</h1></body></html>';
 }
 
 async function renderError(ctx, out) {
@@ -249,6 +285,9 @@ function providerConfiguration() {
     features: {
       devInteractions: { enabled: false },
       rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
+      deviceFlow: {
+        enabled: true, userCodeInputSource, userCodeConfirmSource, successSource: deviceSuccessSource,
+      },
       revocation: { enabled: true },
       introspection: { enabled: true },
       userinfo: { enabled: true },
