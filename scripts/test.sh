@@ -31,9 +31,15 @@ if [ ! -d tests/support/oidc/node_modules/oidc-provider ] \
   (cd tests/support/oidc && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# Scale-out (the service's `etcd` feature): a real etcd to test against, and protoc, which the
+# etcd client's build needs for its gRPC code. The default build needs neither.
+need etcd || apt_install etcd-server
+need protoc || apt_install protobuf-compiler
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+echo "== cargo clippy (default features, then with etcd)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features gatehouse-service/etcd -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --features gatehouse-service/etcd

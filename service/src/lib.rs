@@ -12,6 +12,8 @@ pub mod config;
 mod control;
 pub mod devidp;
 mod enrol;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod events;
 pub mod form;
 mod front;

@@ -1,0 +1,410 @@
+//! The etcd client of scale-out (feature `etcd`): several service instances keep their shared
+//! control state in etcd. The `etcd-client` crate (gRPC over tokio) runs on a thread of its
+//! own with a single-threaded tokio runtime, never on a worker: callers (the control thread,
+//! the command line) make plain blocking calls with a deadline, and watches deliver their
+//! changes on a standard channel.
+//!
+//! What this layer offers is what shared control state needs and nothing more: values by key,
+//! "create if absent" (one instance wins and every other one reads the winner's value),
+//! "take" (a single-use value consumed by exactly one caller), keys kept alive under a lease
+//! (an instance's registration, gone when the instance dies), and prefix watches that survive
+//! an etcd restart.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
+};
+
+/// How long one call may take before the caller is told etcd is unavailable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before a broken watch or keep-alive is set up again.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// etcd did not answer in time (or the connection is down).
+    Unavailable,
+    /// etcd answered with an error.
+    Etcd(String),
+    /// The store's thread has ended.
+    Closed,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Unavailable => write!(f, "etcd did not answer within {CALL_TIMEOUT:?}"),
+            StoreError::Etcd(e) => write!(f, "etcd: {e}"),
+            StoreError::Closed => f.write_str("the etcd client has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// What [`EtcdStore::create`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Our value was stored.
+    New,
+    /// The key existed already: its value (another instance won).
+    Existing(Vec<u8>),
+}
+
+/// One change under a watched prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The key was set to the value.
+    Put(String, Vec<u8>),
+    /// The key was deleted (or its lease expired).
+    Delete(String),
+    /// The watch was broken and set up again: changes may have been missed, so whoever
+    /// watches reads the prefix anew.
+    Resync,
+}
+
+type Job = Box<dyn FnOnce(Client) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// A connection to an etcd cluster, with keys under one prefix.
+pub struct EtcdStore {
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    prefix: String,
+}
+
+/// Connection settings.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdSettings {
+    /// `http://host:port` of each member.
+    pub endpoints: Vec<String>,
+    /// Every key starts with this (e.g. `/gatehouse/prod`).
+    pub prefix: String,
+    /// User name and password, when etcd has authentication on.
+    pub credentials: Option<(String, String)>,
+}
+
+impl EtcdStore {
+    /// Starts the client thread and connects; fails when no member answers in time.
+    pub fn connect(settings: &EtcdSettings) -> Result<EtcdStore, StoreError> {
+        let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let (ready, connected) = mpsc::sync_channel::<Result<(), StoreError>>(1);
+        let endpoints = settings.endpoints.clone();
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        if let Some((user, password)) = &settings.credentials {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        std::thread::Builder::new()
+            .name("gatehouse-etcd".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready.send(Err(StoreError::Etcd(e.to_string())));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let client = match Client::connect(&endpoints, Some(options)).await {
+                        Ok(client) => client,
+                        Err(e) => {
+                            let _ = ready.send(Err(StoreError::Etcd(e.to_string())));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    // Each job runs as its own task, so watches and keep-alives go on while
+                    // later calls are served.
+                    while let Some(job) = queue.recv().await {
+                        tokio::spawn(job(client.clone()));
+                    }
+                });
+            })
+            .map_err(|e| StoreError::Etcd(e.to_string()))?;
+        match connected.recv_timeout(CALL_TIMEOUT * 2) {
+            Ok(Ok(())) => Ok(EtcdStore {
+                jobs,
+                prefix: settings.prefix.trim_end_matches('/').to_owned(),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::Unavailable),
+        }
+    }
+
+    /// The full key of `name` under the prefix.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}/{name}", self.prefix)
+    }
+
+    /// Runs `call` on the client thread and waits for its answer.
+    fn call<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |client| {
+            Box::pin(async move {
+                let result = tokio::time::timeout(CALL_TIMEOUT, call(client)).await;
+                let _ = reply.send(match result {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(e)) => Err(StoreError::Etcd(e.to_string())),
+                    Err(_) => Err(StoreError::Unavailable),
+                });
+            })
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        match answer.recv_timeout(CALL_TIMEOUT + Duration::from_secs(1)) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(StoreError::Unavailable),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(StoreError::Closed),
+        }
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(name);
+        self.call(move |mut client| async move {
+            let answer = client.get(key, None).await?;
+            Ok(answer.kvs().first().map(|kv| kv.value().to_vec()))
+        })
+    }
+
+    /// Sets `name` to `value`.
+    pub fn put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let (key, value) = (self.key(name), value.to_vec());
+        self.call(move |mut client| async move {
+            client.put(key, value, None).await?;
+            Ok(())
+        })
+    }
+
+    /// Deletes `name`; returns whether it existed.
+    pub fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let key = self.key(name);
+        self.call(
+            move |mut client| async move { Ok(client.delete(key, None).await?.deleted() > 0) },
+        )
+    }
+
+    /// Stores `value` under `name` unless the key exists, in one transaction: of several
+    /// instances creating the same key at once, exactly one stores its value and the others
+    /// get that value back.
+    pub fn create(&self, name: &str, value: &[u8]) -> Result<Created, StoreError> {
+        let (key, value) = (self.key(name), value.to_vec());
+        self.call(move |mut client| async move {
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), value, None)])
+                .or_else([TxnOp::get(key, None)]);
+            let answer = client.txn(txn).await?;
+            if answer.succeeded() {
+                return Ok(Created::New);
+            }
+            let existing = answer.op_responses().into_iter().find_map(|op| match op {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            });
+            Ok(Created::Existing(existing.unwrap_or_default()))
+        })
+    }
+
+    /// Reads and deletes `name` in one transaction: of several callers, exactly one gets the
+    /// value (a single-use token is consumed once).
+    pub fn take(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(name);
+        self.call(move |mut client| async move {
+            loop {
+                let current = client.get(key.clone(), None).await?;
+                let Some(kv) = current.kvs().first() else {
+                    return Ok(None);
+                };
+                let (value, revision) = (kv.value().to_vec(), kv.mod_revision());
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then([TxnOp::delete(key.clone(), None)]);
+                if client.txn(txn).await?.succeeded() {
+                    return Ok(Some(value));
+                }
+                // Changed in between (or taken): look again.
+            }
+        })
+    }
+
+    /// Every key under `name` (a prefix) with its value, the prefix's own part of the key
+    /// stripped.
+    pub fn list(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = self.key(name);
+        self.call(move |mut client| async move {
+            let answer = client
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+                .await?;
+            Ok(answer
+                .kvs()
+                .iter()
+                .map(|kv| {
+                    let key = String::from_utf8_lossy(kv.key());
+                    (
+                        key.strip_prefix(&prefix).unwrap_or(&key).to_owned(),
+                        kv.value().to_vec(),
+                    )
+                })
+                .collect())
+        })
+    }
+
+    /// Keeps `name` set to `value` under a lease of `ttl`, renewed while the returned
+    /// [`KeptKey`] lives (and set again after etcd lost it, e.g. across a restart). When the
+    /// process dies, renewals stop and etcd deletes the key after `ttl`.
+    pub fn keep(&self, name: &str, value: &[u8], ttl: Duration) -> Result<KeptKey, StoreError> {
+        let (key, value) = (self.key(name), value.to_vec());
+        let ttl_secs = ttl.as_secs().max(1) as i64;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<bool>();
+        let first = {
+            let (key, value) = (key.clone(), value.clone());
+            self.call(move |mut client| async move {
+                grant_and_put(&mut client, &key, &value, ttl_secs).await
+            })?
+        };
+        let job: Job = Box::new(move |mut client| {
+            Box::pin(async move {
+                let mut lease = first;
+                loop {
+                    let renewals = renew(&mut client, lease, ttl_secs);
+                    tokio::select! {
+                        revoke = &mut stopped => {
+                            if revoke.unwrap_or(true) {
+                                let _ = client.lease_revoke(lease).await;
+                            }
+                            return;
+                        }
+                        () = renewals => {}
+                    }
+                    // The lease is gone (etcd restarted, or renewals failed past the TTL):
+                    // set the key again under a new one.
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    if let Ok(again) = grant_and_put(&mut client, &key, &value, ttl_secs).await {
+                        lease = again;
+                    }
+                }
+            })
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        Ok(KeptKey { stop: Some(stop) })
+    }
+
+    /// Watches every key under `name` (a prefix): changes arrive on the returned channel, and
+    /// a [`Change::Resync`] after every broken watch. Ends when the receiver is dropped.
+    pub fn watch(&self, name: &str) -> Result<mpsc::Receiver<Change>, StoreError> {
+        let prefix = self.key(name);
+        let (changes, receiver) = mpsc::channel();
+        let job: Job = Box::new(move |mut client| {
+            Box::pin(async move {
+                let mut first = true;
+                loop {
+                    if !first && changes.send(Change::Resync).is_err() {
+                        return;
+                    }
+                    first = false;
+                    let options = WatchOptions::new().with_prefix();
+                    let Ok(mut stream) = client.watch(prefix.clone(), Some(options)).await else {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        continue;
+                    };
+                    while let Ok(Some(answer)) = stream.message().await {
+                        for event in answer.events() {
+                            let Some(kv) = event.kv() else { continue };
+                            let key = String::from_utf8_lossy(kv.key());
+                            let key = key.strip_prefix(&prefix).unwrap_or(&key).to_owned();
+                            let change = match event.event_type() {
+                                EventType::Put => Change::Put(key, kv.value().to_vec()),
+                                EventType::Delete => Change::Delete(key),
+                            };
+                            if changes.send(change).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            })
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        Ok(receiver)
+    }
+}
+
+/// A new lease of `ttl_secs` and `key` set to `value` under it.
+async fn grant_and_put(
+    client: &mut Client,
+    key: &str,
+    value: &[u8],
+    ttl_secs: i64,
+) -> Result<i64, etcd_client::Error> {
+    let lease = client.lease_grant(ttl_secs, None).await?.id();
+    client
+        .put(
+            key,
+            value.to_vec(),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await?;
+    Ok(lease)
+}
+
+/// Renews `lease` every third of its TTL; returns when it can no longer be renewed.
+async fn renew(client: &mut Client, lease: i64, ttl_secs: i64) {
+    let Ok((mut keeper, mut answers)) = client.lease_keep_alive(lease).await else {
+        return;
+    };
+    let every = Duration::from_millis((ttl_secs as u64 * 1000 / 3).max(200));
+    loop {
+        if keeper.keep_alive().await.is_err() {
+            return;
+        }
+        match tokio::time::timeout(every, answers.message()).await {
+            // A TTL of 0 in the answer: the lease has expired.
+            Ok(Ok(Some(answer))) if answer.ttl() > 0 => {}
+            _ => return,
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A key kept alive by [`EtcdStore::keep`]. Dropping it revokes the lease, so the key goes
+/// at once (a clean shutdown); [`KeptKey::abandon`] stops the renewals and leaves the key to
+/// expire, which is what a crash does.
+pub struct KeptKey {
+    stop: Option<tokio::sync::oneshot::Sender<bool>>,
+}
+
+impl KeptKey {
+    /// Stops renewing without revoking: etcd deletes the key once its TTL runs out.
+    pub fn abandon(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(false);
+        }
+    }
+}
+
+impl Drop for KeptKey {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+    }
+}

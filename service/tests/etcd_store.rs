@@ -1,0 +1,232 @@
+//! The etcd store against a real etcd (Debian's `etcd-server`, which `scripts/test.sh`
+//! installs) on loopback: the transactions that shared control state relies on, leases that
+//! end with their holder, and watches across an etcd restart.
+#![cfg(feature = "etcd")]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use gatehouse_service::etcd::{Change, Created, EtcdSettings, EtcdStore};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One etcd member with its data in a fresh directory; killed on drop.
+struct Etcd {
+    child: Child,
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    fn start(name: &str) -> Etcd {
+        let dir =
+            std::env::temp_dir().join(format!("gatehouse-etcd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (client_port, peer_port) = (free_port(), free_port());
+        let mut etcd = Etcd {
+            child: Command::new("true").spawn().unwrap(),
+            dir,
+            client_port,
+            peer_port,
+        };
+        etcd.run();
+        etcd
+    }
+
+    /// Starts (or starts again) the member on its data directory and ports.
+    fn run(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        self.child = Command::new("etcd")
+            .args(["--name", "m1", "--data-dir"])
+            .arg(self.dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("m1={peer}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("etcd.log")).unwrap())
+            .spawn()
+            .expect("etcd is not installed (scripts/test.sh installs etcd-server)");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "etcd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn store(&self, prefix: &str) -> EtcdStore {
+        EtcdStore::connect(&EtcdSettings {
+            endpoints: vec![format!("http://127.0.0.1:{}", self.client_port)],
+            prefix: prefix.to_owned(),
+            credentials: None,
+        })
+        .expect("connects to etcd")
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `f(i)` on `n` threads released at once; returns their results.
+fn race<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
+    let (barrier, f) = (Arc::new(Barrier::new(n)), Arc::new(f));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (barrier, f) = (barrier.clone(), f.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(i)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn values_are_created_once_and_taken_once() {
+    let etcd = Etcd::start("once");
+    // Two instances, each with its own connection, racing on the same keys.
+    let stores = Arc::new([etcd.store("/gh/once"), etcd.store("/gh/once")]);
+    let created = {
+        let stores = stores.clone();
+        race(8, move |i| {
+            stores[i % 2]
+                .create("ca", format!("ca-of-{i}").as_bytes())
+                .unwrap()
+        })
+    };
+    let winners: Vec<usize> = (0..8).filter(|i| created[*i] == Created::New).collect();
+    assert_eq!(winners.len(), 1, "{created:?}");
+    let winner = format!("ca-of-{}", winners[0]).into_bytes();
+    for result in &created {
+        assert!(matches!(result, Created::New) || *result == Created::Existing(winner.clone()));
+    }
+    assert_eq!(stores[1].get("ca").unwrap(), Some(winner));
+
+    stores[0].put("tokens/t1", b"hash").unwrap();
+    let taken = {
+        let stores = stores.clone();
+        race(8, move |i| stores[i % 2].take("tokens/t1").unwrap())
+    };
+    assert_eq!(taken.iter().filter(|t| t.is_some()).count(), 1, "{taken:?}");
+    assert_eq!(stores[0].get("tokens/t1").unwrap(), None);
+
+    stores[0].put("connectors/a", b"1").unwrap();
+    stores[0].put("connectors/b", b"2").unwrap();
+    let mut listed = stores[1].list("connectors/").unwrap();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("a".to_owned(), b"1".to_vec()),
+            ("b".to_owned(), b"2".to_vec())
+        ]
+    );
+    assert!(stores[1].delete("connectors/a").unwrap());
+    assert!(!stores[1].delete("connectors/a").unwrap());
+}
+
+#[test]
+fn kept_keys_end_with_their_holder_and_watches_see_it() {
+    let etcd = Etcd::start("lease");
+    let (a, b) = (etcd.store("/gh/lease"), etcd.store("/gh/lease"));
+    let changes = b.watch("instances/").unwrap();
+    let kept = a
+        .keep("instances/a", b"10.0.0.1:9443", Duration::from_secs(2))
+        .unwrap();
+    let next = |what: &str| {
+        changes
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("no change: {what}"))
+    };
+    assert_eq!(
+        next("registration"),
+        Change::Put("a".into(), b"10.0.0.1:9443".to_vec())
+    );
+    // Renewals keep it past its TTL.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.list("instances/").unwrap().len(), 1);
+    // A crash: renewals stop, etcd deletes the key once the TTL runs out.
+    let crashed = Instant::now();
+    kept.abandon();
+    assert_eq!(next("expiry"), Change::Delete("a".into()));
+    let noticed = crashed.elapsed();
+    assert!(noticed <= Duration::from_secs(4), "{noticed:?}");
+    eprintln!("an abandoned 2 s lease ended after {noticed:?}");
+    // A clean stop revokes at once.
+    let kept = a
+        .keep("instances/a", b"x", Duration::from_secs(30))
+        .unwrap();
+    assert!(matches!(next("again"), Change::Put(..)));
+    let stopped = Instant::now();
+    drop(kept);
+    assert_eq!(next("revoked"), Change::Delete("a".into()));
+    assert!(stopped.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn watches_and_kept_keys_survive_an_etcd_restart() {
+    let mut etcd = Etcd::start("restart");
+    let (a, b) = (etcd.store("/gh/restart"), etcd.store("/gh/restart"));
+    let changes = b.watch("instances/").unwrap();
+    let _kept = a.keep("instances/a", b"v", Duration::from_secs(2)).unwrap();
+    assert!(matches!(
+        changes.recv_timeout(Duration::from_secs(5)),
+        Ok(Change::Put(..))
+    ));
+    etcd.stop();
+    // While etcd is down, calls fail in bounded time rather than hang.
+    let started = Instant::now();
+    assert!(a.get("instances/a").is_err());
+    assert!(started.elapsed() < Duration::from_secs(8));
+    etcd.run();
+    // The watch comes back (and says it may have missed changes); the key is there, kept
+    // by its holder through the restart.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut resynced = false;
+    while Instant::now() < deadline && !resynced {
+        resynced = matches!(
+            changes.recv_timeout(Duration::from_millis(500)),
+            Ok(Change::Resync)
+        );
+    }
+    assert!(resynced, "the watch did not come back");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        b.list("instances/").unwrap(),
+        [("a".to_owned(), b"v".to_vec())]
+    );
+}
