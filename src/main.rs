@@ -245,7 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn service(command: ServiceCommand) -> anyhow::Result<()> {
-    use gatehouse_service::{config, unix_now, Role, StateDir};
+    use gatehouse_service::{config, unix_now, ControlState, Role, StateDir};
     match command {
         ServiceCommand::Run { config } => Ok(gatehouse_service::run(&config)?),
         ServiceCommand::Check { config } => {

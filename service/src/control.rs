@@ -17,6 +17,7 @@ use monoio::net::TcpStream;
 use serde::Serialize;
 
 use crate::config::{App, HostHeader, HostPattern};
+use crate::state::ControlState;
 use crate::worker::{config_document, Worker};
 use crate::{enrol, events};
 use crate::{unix_now, TokenRefusal};

@@ -408,3 +408,139 @@ impl Drop for KeptKey {
         }
     }
 }
+
+/// The control state of several service instances, in etcd under the store's prefix:
+/// `ca` (certificate and key, created by whichever instance gets there first), `tokens/ID`,
+/// `connectors/ID` and `revoked/ID`. When etcd does not answer, reads give the last state
+/// read (instances go on serving with it) and writes fail (registrations are refused).
+pub struct EtcdState {
+    store: EtcdStore,
+    last_connectors: std::sync::Mutex<Vec<crate::ConnectorRecord>>,
+    last_revoked: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// The CA as stored: both halves in one value, so no instance ever sees a certificate
+/// without its key.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredCa {
+    cert: String,
+    key: String,
+}
+
+impl EtcdState {
+    /// Control state in `store`.
+    pub fn new(store: EtcdStore) -> EtcdState {
+        EtcdState {
+            store,
+            last_connectors: Default::default(),
+            last_revoked: Default::default(),
+        }
+    }
+
+    /// The store underneath (for watches of the prefixes above).
+    pub fn store(&self) -> &EtcdStore {
+        &self.store
+    }
+}
+
+fn store_error(e: StoreError) -> crate::ServiceError {
+    crate::ServiceError::Store(e.to_string())
+}
+
+impl crate::ControlState for EtcdState {
+    fn load_or_create_ca(
+        &self,
+        now: u64,
+    ) -> Result<gatehouse_core::ConnectorCa, crate::ServiceError> {
+        use gatehouse_core::ConnectorCa;
+        let parse = |value: &[u8]| {
+            let stored: StoredCa = serde_json::from_slice(value)
+                .map_err(|e| crate::ServiceError::Store(format!("ca: {e}")))?;
+            ConnectorCa::from_pem(&stored.cert, &stored.key)
+                .map_err(|e| crate::ServiceError::Ca(e.to_string()))
+        };
+        if let Some(value) = self.store.get("ca").map_err(store_error)? {
+            return parse(&value);
+        }
+        let ca = ConnectorCa::generate("Gatehouse connector CA", now)
+            .map_err(|e| crate::ServiceError::Ca(e.to_string()))?;
+        let value = serde_json::to_vec(&StoredCa {
+            cert: ca.cert_pem(),
+            key: ca.key_pem(),
+        })
+        .map_err(|e| crate::ServiceError::Store(e.to_string()))?;
+        match self.store.create("ca", &value).map_err(store_error)? {
+            Created::New => Ok(ca),
+            Created::Existing(theirs) => parse(&theirs),
+        }
+    }
+
+    fn store_token(
+        &self,
+        id: &str,
+        record: &crate::TokenRecord,
+    ) -> Result<(), crate::ServiceError> {
+        // Created, never replaced: a token id names one token for good.
+        match self
+            .store
+            .create(&format!("tokens/{id}"), record.to_line().as_bytes())
+            .map_err(store_error)?
+        {
+            Created::New => Ok(()),
+            Created::Existing(_) => {
+                Err(crate::ServiceError::Store(format!("token id {id} exists")))
+            }
+        }
+    }
+
+    fn token(&self, id: &str) -> Option<crate::TokenRecord> {
+        let value = self.store.get(&format!("tokens/{id}")).ok()??;
+        crate::TokenRecord::from_line(&String::from_utf8_lossy(&value))
+    }
+
+    fn store_connector(&self, record: &crate::ConnectorRecord) -> Result<(), crate::ServiceError> {
+        let value = format!("{} {} {}", record.group, record.registered, record.hostname);
+        self.store
+            .put(&format!("connectors/{}", record.id), value.as_bytes())
+            .map_err(store_error)
+    }
+
+    fn connectors(&self) -> Vec<crate::ConnectorRecord> {
+        let revoked = self.revoked();
+        let mut last = self
+            .last_connectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Ok(listed) = self.store.list("connectors/") {
+            *last = listed
+                .into_iter()
+                .filter_map(|(id, value)| {
+                    let value = String::from_utf8_lossy(&value);
+                    let f: Vec<&str> = value.split(' ').collect();
+                    (f.len() == 3).then(|| crate::ConnectorRecord {
+                        revoked: revoked.contains(&id),
+                        group: f[0].to_owned(),
+                        registered: f[1].parse().unwrap_or(0),
+                        hostname: f[2].to_owned(),
+                        id,
+                    })
+                })
+                .collect();
+        }
+        last.clone()
+    }
+
+    fn revoked(&self) -> std::collections::HashSet<String> {
+        let mut last = self.last_revoked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(listed) = self.store.list("revoked/") {
+            *last = listed.into_iter().map(|(id, _)| id).collect();
+        }
+        last.clone()
+    }
+
+    fn store_revocation(&self, id: &str) -> Result<(), crate::ServiceError> {
+        self.store
+            .put(&format!("revoked/{id}"), b"")
+            .map_err(store_error)
+    }
+}

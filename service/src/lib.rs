@@ -38,7 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use gatehouse_core::ConnectorCa;
 
 pub use config::{ConfigError, ServiceConfig};
-pub use state::{ConnectorRecord, Role, StateDir, TokenRefusal};
+pub use state::{ConnectorRecord, ControlState, Role, StateDir, TokenRecord, TokenRefusal};
 
 /// Why the service could not start or go on.
 #[derive(Debug)]
@@ -51,6 +51,8 @@ pub enum ServiceError {
     Bind(std::net::SocketAddr, io::Error),
     /// The connector CA failed.
     Ca(String),
+    /// The shared state store (etcd) failed.
+    Store(String),
     /// A TLS configuration could not be built.
     Tls(String),
     /// A worker or the admin thread ended while the service ran (a panic outside any
@@ -71,6 +73,7 @@ impl fmt::Display for ServiceError {
             ServiceError::Io(path, e) => write!(f, "{}: {e}", path.display()),
             ServiceError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServiceError::Ca(e) => write!(f, "connector CA: {e}"),
+            ServiceError::Store(e) => write!(f, "shared state: {e}"),
             ServiceError::Tls(e) => write!(f, "TLS: {e}"),
             ServiceError::ThreadDied(name) => {
                 write!(f, "thread {name} ended unexpectedly; stopping")

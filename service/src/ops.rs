@@ -21,6 +21,7 @@ use monoio::net::{TcpListener, TcpStream};
 use serde::Serialize;
 
 use crate::events::rfc3339_into;
+use crate::state::ControlState;
 use crate::{unix_now, Shared};
 
 /// Upper bounds (seconds) of the request latency histogram.

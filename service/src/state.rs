@@ -1,6 +1,9 @@
-//! The service's state directory: the connector CA, bootstrap tokens, registered connectors.
+//! The service's control state: the connector CA, bootstrap tokens, registered connectors.
+//! [`ControlState`] is what the service needs of it; [`StateDir`], a directory, keeps it for
+//! one instance (and `etcd::EtcdState`, with the `etcd` feature, for several).
 //!
-//! Files are append-only logs of single lines, written with one `write` each (`O_APPEND`), so
+//! In the directory,
+//! files are append-only logs of single lines, written with one `write` each (`O_APPEND`), so
 //! the running service and the `gatehouse service ...` commands can both add to them without
 //! a lock: the service appends registrations, the CLI appends tokens and revocations.
 
@@ -46,7 +49,8 @@ impl Role {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    /// `admin` or `viewer`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Viewer => "viewer",
@@ -73,6 +77,160 @@ impl TokenRefusal {
             TokenRefusal::Expired => "the registration token has expired",
             TokenRefusal::NotAdmin => "the registration token is not an administrator's",
         }
+    }
+}
+
+/// A bootstrap token as stored: never the secret, only its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// What the token may do.
+    pub role: Role,
+    /// Its expiry, Unix seconds.
+    pub expires: u64,
+    /// SHA-256 of its secret, hex.
+    pub secret_hash: String,
+}
+
+impl TokenRecord {
+    /// `role expires hash`, the stored form.
+    pub fn to_line(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.role.as_str(),
+            self.expires,
+            self.secret_hash
+        )
+    }
+
+    /// Reads [`TokenRecord::to_line`]'s form.
+    pub fn from_line(line: &str) -> Option<TokenRecord> {
+        let mut f = line.trim().split(' ');
+        let record = TokenRecord {
+            role: Role::parse(f.next()?)?,
+            expires: f.next()?.parse().ok()?,
+            secret_hash: f.next()?.to_owned(),
+        };
+        f.next().is_none().then_some(record)
+    }
+}
+
+/// What the service keeps besides its configuration: the connector CA, bootstrap tokens,
+/// registered and revoked connectors. The required methods store and read; the provided
+/// ones hold the rules (token format and checks, connector ids, host-name hygiene), so every
+/// backend applies the same.
+pub trait ControlState: Send + Sync {
+    /// The connector CA, created on first use (by exactly one of several instances).
+    fn load_or_create_ca(&self, now: u64) -> Result<ConnectorCa, ServiceError>;
+    /// Stores the token `id`.
+    fn store_token(&self, id: &str, record: &TokenRecord) -> Result<(), ServiceError>;
+    /// The token `id`, if stored.
+    fn token(&self, id: &str) -> Option<TokenRecord>;
+    /// Stores a registered connector.
+    fn store_connector(&self, record: &ConnectorRecord) -> Result<(), ServiceError>;
+    /// Every registered connector, with its revocation state.
+    fn connectors(&self) -> Vec<ConnectorRecord>;
+    /// Ids of revoked connectors.
+    fn revoked(&self) -> HashSet<String>;
+    /// Marks connector `id` revoked (it is known to exist).
+    fn store_revocation(&self, id: &str) -> Result<(), ServiceError>;
+
+    /// Creates a bootstrap token for `role`, valid for `ttl_secs`. Only its hash is stored;
+    /// the token itself (which also pins the CA, so the connector can trust the service on
+    /// first contact) is returned once.
+    fn create_token(
+        &self,
+        role: Role,
+        ttl_secs: u64,
+        ca: &ConnectorCa,
+        now: u64,
+    ) -> Result<String, ServiceError> {
+        let rng = SystemRandom::new();
+        let mut id = [0u8; 6];
+        let mut secret = [0u8; 24];
+        rng.fill(&mut id)
+            .and_then(|_| rng.fill(&mut secret))
+            .map_err(|_| ServiceError::Ca("no randomness".into()))?;
+        let id = hex(&id);
+        let secret = hex(&secret);
+        let record = TokenRecord {
+            role,
+            expires: now.saturating_add(ttl_secs),
+            secret_hash: hex(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref()),
+        };
+        self.store_token(&id, &record)?;
+        Ok(format!("{TOKEN_PREFIX}.{id}.{secret}.{}", ca_pin(ca)))
+    }
+
+    /// Checks a bootstrap token for registration (admins only).
+    fn check_token(&self, token: &str, now: u64) -> Result<(), TokenRefusal> {
+        match self.token_role(token, now)? {
+            Role::Admin => Ok(()),
+            _ => Err(TokenRefusal::NotAdmin),
+        }
+    }
+
+    /// The role of a valid, unexpired token.
+    fn token_role(&self, token: &str, now: u64) -> Result<Role, TokenRefusal> {
+        let mut parts = token.trim().split('.');
+        let (Some(TOKEN_PREFIX), Some(id), Some(secret)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenRefusal::Invalid);
+        };
+        let hash = hex(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref());
+        let record = self.token(id).ok_or(TokenRefusal::Invalid)?;
+        if !gatehouse_core::constant_time_eq(record.secret_hash.as_bytes(), hash.as_bytes()) {
+            return Err(TokenRefusal::Invalid);
+        }
+        if now > record.expires {
+            return Err(TokenRefusal::Expired);
+        }
+        Ok(record.role)
+    }
+
+    /// A fresh connector id (random per registration, so a replayed token makes a second,
+    /// separately revocable connector, never a shared identity).
+    fn new_connector_id(&self) -> Result<String, ServiceError> {
+        let mut raw = [0u8; 8];
+        SystemRandom::new()
+            .fill(&mut raw)
+            .map_err(|_| ServiceError::Ca("no randomness".into()))?;
+        Ok(format!("c-{}", hex(&raw)))
+    }
+
+    /// Records a registered connector (after its certificate was issued).
+    fn record_connector(
+        &self,
+        id: &str,
+        group: &str,
+        hostname: &str,
+        now: u64,
+    ) -> Result<(), ServiceError> {
+        let hostname: String = hostname
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            .take(64)
+            .collect();
+        self.store_connector(&ConnectorRecord {
+            id: id.to_owned(),
+            group: group.to_owned(),
+            registered: now,
+            hostname: if hostname.is_empty() {
+                "-".into()
+            } else {
+                hostname
+            },
+            revoked: false,
+        })
+    }
+
+    /// Revokes a connector; false if no connector has that id.
+    fn revoke(&self, id: &str) -> Result<bool, ServiceError> {
+        if !self.connectors().iter().any(|c| c.id == id) {
+            return Ok(false);
+        }
+        self.store_revocation(id)?;
+        Ok(true)
     }
 }
 
@@ -122,158 +280,6 @@ impl StateDir {
         &self.path
     }
 
-    /// The connector CA, created on first use (key mode 0600).
-    pub fn load_or_create_ca(&self, now: u64) -> Result<ConnectorCa, ServiceError> {
-        let cert_path = self.path.join(CA_CERT);
-        let key_path = self.path.join(CA_KEY);
-        if !key_path.exists() {
-            let ca = ConnectorCa::generate("Gatehouse connector CA", now)
-                .map_err(|e| ServiceError::Ca(e.to_string()))?;
-            secret_file::create_new(&key_path, ca.key_pem().as_bytes())
-                .map_err(|e| ServiceError::io(&key_path, e))?;
-            secret_file::replace(&cert_path, ca.cert_pem().as_bytes())
-                .map_err(|e| ServiceError::io(&cert_path, e))?;
-        }
-        let key = secret_file::read(&key_path).map_err(|e| ServiceError::io(&key_path, e))?;
-        let cert = fs::read(&cert_path).map_err(|e| ServiceError::io(&cert_path, e))?;
-        ConnectorCa::from_pem(
-            &String::from_utf8_lossy(&cert),
-            &String::from_utf8_lossy(&key),
-        )
-        .map_err(|e| ServiceError::Ca(e.to_string()))
-    }
-
-    /// Creates a bootstrap token for `role`, valid for `ttl_secs`. Only its hash is stored;
-    /// the token itself (which also pins the CA, so the connector can trust the service on
-    /// first contact) is returned once.
-    pub fn create_token(
-        &self,
-        role: Role,
-        ttl_secs: u64,
-        ca: &ConnectorCa,
-        now: u64,
-    ) -> Result<String, ServiceError> {
-        let rng = SystemRandom::new();
-        let mut id = [0u8; 6];
-        let mut secret = [0u8; 24];
-        rng.fill(&mut id)
-            .and_then(|_| rng.fill(&mut secret))
-            .map_err(|_| ServiceError::Ca("no randomness".into()))?;
-        let id = hex(&id);
-        let secret = hex(&secret);
-        let line = format!(
-            "{id} {} {} {}\n",
-            role.as_str(),
-            now.saturating_add(ttl_secs),
-            hex(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref())
-        );
-        self.append(TOKENS, &line)?;
-        Ok(format!("{TOKEN_PREFIX}.{id}.{secret}.{}", ca_pin(ca)))
-    }
-
-    /// Checks a bootstrap token for registration (admins only).
-    pub fn check_token(&self, token: &str, now: u64) -> Result<(), TokenRefusal> {
-        match self.token_role(token, now)? {
-            Role::Admin => Ok(()),
-            _ => Err(TokenRefusal::NotAdmin),
-        }
-    }
-
-    /// The role of a valid, unexpired token (the admin listener takes admins and viewers).
-    pub fn token_role(&self, token: &str, now: u64) -> Result<Role, TokenRefusal> {
-        let mut parts = token.trim().split('.');
-        let (Some(TOKEN_PREFIX), Some(id), Some(secret)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenRefusal::Invalid);
-        };
-        let hash = hex(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref());
-        let text = fs::read_to_string(self.path.join(TOKENS)).unwrap_or_default();
-        for line in text.lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            if f.len() != 4 || f[0] != id {
-                continue;
-            }
-            if !gatehouse_core::constant_time_eq(f[3].as_bytes(), hash.as_bytes()) {
-                return Err(TokenRefusal::Invalid);
-            }
-            let expires: u64 = f[2].parse().unwrap_or(0);
-            if now > expires {
-                return Err(TokenRefusal::Expired);
-            }
-            return Role::parse(f[1]).ok_or(TokenRefusal::Invalid);
-        }
-        Err(TokenRefusal::Invalid)
-    }
-
-    /// A fresh connector id (random per registration, so a replayed token makes a second,
-    /// separately revocable connector, never a shared identity).
-    pub fn new_connector_id(&self) -> Result<String, ServiceError> {
-        let mut raw = [0u8; 8];
-        SystemRandom::new()
-            .fill(&mut raw)
-            .map_err(|_| ServiceError::Ca("no randomness".into()))?;
-        Ok(format!("c-{}", hex(&raw)))
-    }
-
-    /// Records a registered connector (after its certificate was issued).
-    pub fn record_connector(
-        &self,
-        id: &str,
-        group: &str,
-        hostname: &str,
-        now: u64,
-    ) -> Result<(), ServiceError> {
-        let hostname: String = hostname
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-            .take(64)
-            .collect();
-        let hostname = if hostname.is_empty() {
-            "-".into()
-        } else {
-            hostname
-        };
-        self.append(CONNECTORS, &format!("{id} {group} {now} {hostname}\n"))
-    }
-
-    /// Every registered connector, with its revocation state.
-    pub fn connectors(&self) -> Vec<ConnectorRecord> {
-        let revoked = self.revoked();
-        let text = fs::read_to_string(self.path.join(CONNECTORS)).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| {
-                let f: Vec<&str> = line.split(' ').collect();
-                (f.len() == 4).then(|| ConnectorRecord {
-                    id: f[0].to_owned(),
-                    group: f[1].to_owned(),
-                    registered: f[2].parse().unwrap_or(0),
-                    hostname: f[3].to_owned(),
-                    revoked: revoked.contains(f[0]),
-                })
-            })
-            .collect()
-    }
-
-    /// Ids of revoked connectors.
-    pub fn revoked(&self) -> HashSet<String> {
-        fs::read_to_string(self.path.join(REVOKED))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| l.trim().to_owned())
-            .filter(|l| !l.is_empty())
-            .collect()
-    }
-
-    /// Revokes a connector; false if no connector has that id.
-    pub fn revoke(&self, id: &str) -> Result<bool, ServiceError> {
-        if !self.connectors().iter().any(|c| c.id == id) {
-            return Ok(false);
-        }
-        self.append(REVOKED, &format!("{id}\n"))?;
-        Ok(true)
-    }
-
     /// Records the running service's process id, so CLI commands can tell it to reload.
     pub fn write_pid(&self) -> Result<(), ServiceError> {
         let path = self.path.join(PID);
@@ -304,6 +310,85 @@ impl StateDir {
             .open(&path)
             .and_then(|mut f| f.write_all(line.as_bytes()))
             .map_err(|e: io::Error| ServiceError::io(&path, e))
+    }
+}
+
+impl ControlState for StateDir {
+    /// The connector CA, created on first use (key mode 0600).
+    fn load_or_create_ca(&self, now: u64) -> Result<ConnectorCa, ServiceError> {
+        let cert_path = self.path.join(CA_CERT);
+        let key_path = self.path.join(CA_KEY);
+        if !key_path.exists() {
+            let ca = ConnectorCa::generate("Gatehouse connector CA", now)
+                .map_err(|e| ServiceError::Ca(e.to_string()))?;
+            secret_file::create_new(&key_path, ca.key_pem().as_bytes())
+                .map_err(|e| ServiceError::io(&key_path, e))?;
+            secret_file::replace(&cert_path, ca.cert_pem().as_bytes())
+                .map_err(|e| ServiceError::io(&cert_path, e))?;
+        }
+        let key = secret_file::read(&key_path).map_err(|e| ServiceError::io(&key_path, e))?;
+        let cert = fs::read(&cert_path).map_err(|e| ServiceError::io(&cert_path, e))?;
+        ConnectorCa::from_pem(
+            &String::from_utf8_lossy(&cert),
+            &String::from_utf8_lossy(&key),
+        )
+        .map_err(|e| ServiceError::Ca(e.to_string()))
+    }
+
+    fn store_token(&self, id: &str, record: &TokenRecord) -> Result<(), ServiceError> {
+        self.append(TOKENS, &format!("{id} {}\n", record.to_line()))
+    }
+
+    fn token(&self, id: &str) -> Option<TokenRecord> {
+        let text = fs::read_to_string(self.path.join(TOKENS)).unwrap_or_default();
+        // The first line of an id counts: a later one cannot replace a token.
+        text.lines()
+            .find_map(|line| line.strip_prefix(id)?.strip_prefix(' '))
+            .and_then(TokenRecord::from_line)
+    }
+
+    fn store_connector(&self, record: &ConnectorRecord) -> Result<(), ServiceError> {
+        let ConnectorRecord {
+            id,
+            group,
+            registered,
+            hostname,
+            ..
+        } = record;
+        self.append(
+            CONNECTORS,
+            &format!("{id} {group} {registered} {hostname}\n"),
+        )
+    }
+
+    fn connectors(&self) -> Vec<ConnectorRecord> {
+        let revoked = self.revoked();
+        let text = fs::read_to_string(self.path.join(CONNECTORS)).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split(' ').collect();
+                (f.len() == 4).then(|| ConnectorRecord {
+                    id: f[0].to_owned(),
+                    group: f[1].to_owned(),
+                    registered: f[2].parse().unwrap_or(0),
+                    hostname: f[3].to_owned(),
+                    revoked: revoked.contains(f[0]),
+                })
+            })
+            .collect()
+    }
+
+    fn revoked(&self) -> HashSet<String> {
+        fs::read_to_string(self.path.join(REVOKED))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    fn store_revocation(&self, id: &str) -> Result<(), ServiceError> {
+        self.append(REVOKED, &format!("{id}\n"))
     }
 }
 

@@ -230,3 +230,55 @@ fn watches_and_kept_keys_survive_an_etcd_restart() {
         [("a".to_owned(), b"v".to_vec())]
     );
 }
+
+#[test]
+fn instances_share_one_ca_tokens_connectors_and_revocations() {
+    use gatehouse_service::etcd::EtcdState;
+    use gatehouse_service::{ControlState, Role, TokenRefusal};
+    let mut etcd = Etcd::start("state");
+    let instances = Arc::new([
+        EtcdState::new(etcd.store("/gh/state")),
+        EtcdState::new(etcd.store("/gh/state")),
+    ]);
+    // Four starts at once, two per instance: one CA for all.
+    let pins = {
+        let instances = instances.clone();
+        race(4, move |i| {
+            let ca = instances[i % 2].load_or_create_ca(1_800_000_000).unwrap();
+            gatehouse_service::state::ca_pin(&ca)
+        })
+    };
+    assert!(pins.iter().all(|p| *p == pins[0]), "{pins:?}");
+    let (a, b) = (&instances[0], &instances[1]);
+    let ca = a.load_or_create_ca(1_800_000_000).unwrap();
+
+    // A token made through one instance is checked on the other.
+    let now = gatehouse_service::unix_now();
+    let token = a.create_token(Role::Admin, 60, &ca, now).unwrap();
+    assert_eq!(b.token_role(&token, now), Ok(Role::Admin));
+    assert_eq!(b.token_role(&token, now + 61), Err(TokenRefusal::Expired));
+    // The same id with another secret is refused.
+    let parts: Vec<&str> = token.split('.').collect();
+    let wrong_secret = format!("{}.{}.{}.{}", parts[0], parts[1], "0".repeat(48), parts[3]);
+    assert_eq!(b.token_role(&wrong_secret, now), Err(TokenRefusal::Invalid));
+
+    // A connector registered on one is listed, and revoked, on the other.
+    a.record_connector("c-1", "default", "host one!", now)
+        .unwrap();
+    let listed = b.connectors();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].hostname.as_str(), listed[0].revoked),
+        ("hostone", false)
+    );
+    assert!(b.revoke("c-1").unwrap());
+    assert!(!b.revoke("c-9").unwrap());
+    assert!(a.revoked().contains("c-1"));
+    assert!(a.connectors()[0].revoked);
+
+    // etcd down: reads give the last state (instances keep serving); writes fail.
+    etcd.stop();
+    assert_eq!(a.connectors().len(), 1);
+    assert!(a.revoked().contains("c-1"));
+    assert!(a.record_connector("c-2", "default", "h", now).is_err());
+}
