@@ -40,6 +40,6 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (default features, then with etcd)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo clippy --workspace --all-targets --locked --features gatehouse-service/etcd -- -D warnings
+cargo clippy --workspace --all-targets --locked --features gatehouse/etcd -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked --features gatehouse-service/etcd
+cargo test --workspace --locked --features gatehouse/etcd

@@ -245,7 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn service(command: ServiceCommand) -> anyhow::Result<()> {
-    use gatehouse_service::{config, unix_now, ControlState, Role, StateDir};
+    use gatehouse_service::{config, unix_now, Role, StateDir};
     match command {
         ServiceCommand::Run { config } => Ok(gatehouse_service::run(&config)?),
         ServiceCommand::Check { config } => {
@@ -265,7 +265,7 @@ fn service(command: ServiceCommand) -> anyhow::Result<()> {
                 Role::parse(&role).ok_or_else(|| anyhow!("--role must be admin or viewer"))?;
             let ttl = parse_duration(&ttl)?;
             let loaded = config::load(&config)?;
-            let state = StateDir::open(&loaded.state_dir)?;
+            let state = gatehouse_service::open_control(&loaded)?;
             let ca = state.load_or_create_ca(unix_now())?;
             let token = state.create_token(role, ttl, &ca, unix_now())?;
             println!("{token}");
@@ -273,7 +273,7 @@ fn service(command: ServiceCommand) -> anyhow::Result<()> {
         }
         ServiceCommand::CaPin { config } => {
             let loaded = config::load(&config)?;
-            let state = StateDir::open(&loaded.state_dir)?;
+            let state = gatehouse_service::open_control(&loaded)?;
             let ca = state.load_or_create_ca(unix_now())?;
             println!("sha256:{}", gatehouse_service::state::ca_pin(&ca));
             Ok(())
@@ -284,7 +284,7 @@ fn service(command: ServiceCommand) -> anyhow::Result<()> {
                 | ConnectorAdminCommand::Revoke { config, .. } => config.clone(),
             };
             let loaded = config::load(&config_path)?;
-            let state = StateDir::open(&loaded.state_dir)?;
+            let state = gatehouse_service::open_control(&loaded)?;
             match command {
                 ConnectorAdminCommand::List { .. } => {
                     println!(
@@ -307,8 +307,9 @@ fn service(command: ServiceCommand) -> anyhow::Result<()> {
                     if !state.revoke(&id)? {
                         bail!("no connector {id} is registered");
                     }
-                    // Tell a running service at once (it also notices within a second).
-                    if let Some(pid) = state.pid() {
+                    // Tell a running service on this host at once (it also notices within
+                    // 100 ms, and other instances through etcd).
+                    if let Some(pid) = StateDir::open(&loaded.state_dir)?.pid() {
                         let _ = std::process::Command::new("kill")
                             .args(["-HUP", &pid.to_string()])
                             .status();

@@ -17,7 +17,6 @@ use monoio::net::TcpStream;
 use serde::Serialize;
 
 use crate::config::{App, HostHeader, HostPattern};
-use crate::state::ControlState;
 use crate::worker::{config_document, Worker};
 use crate::{enrol, events};
 use crate::{unix_now, TokenRefusal};
@@ -96,7 +95,7 @@ async fn register(worker: &Worker, body: &[u8], peer: SocketAddr, now: u64) -> (
     let Ok(request) = serde_json::from_slice::<RegisterRequest>(body) else {
         return (400, error("the body is not a registration request"));
     };
-    let state = &worker.shared.state;
+    let state = &*worker.shared.control;
     // Who enrols, when an administrator signed in rather than a token was made.
     let mut administrator = None;
     if let Some(id_token) = &request.id_token {

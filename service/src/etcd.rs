@@ -417,6 +417,8 @@ pub struct EtcdState {
     store: EtcdStore,
     last_connectors: std::sync::Mutex<Vec<crate::ConnectorRecord>>,
     last_revoked: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Changes seen under `connectors/` and `revoked/` (by a watch), and resyncs.
+    registry_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The CA as stored: both halves in one value, so no instance ever sees a certificate
@@ -428,12 +430,44 @@ struct StoredCa {
 }
 
 impl EtcdState {
-    /// Control state in `store`.
+    /// Control state in `store`; watches the registry, so that a registration or revocation
+    /// through any instance shows in [`crate::ControlState::registry_stamp`] at once.
     pub fn new(store: EtcdStore) -> EtcdState {
+        let registry_changes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for prefix in ["connectors/", "revoked/"] {
+            let Ok(changes) = store.watch(prefix) else {
+                continue;
+            };
+            let counter = registry_changes.clone();
+            let _ = std::thread::Builder::new()
+                .name("gatehouse-etcd-watch".into())
+                .spawn(move || {
+                    for _ in changes {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    }
+                });
+        }
         EtcdState {
             store,
             last_connectors: Default::default(),
             last_revoked: Default::default(),
+            registry_changes,
+        }
+    }
+
+    /// The value of `name`, created from `make()` by whichever instance gets there first.
+    fn shared_value(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> Result<Vec<u8>, crate::ServiceError>,
+    ) -> Result<Vec<u8>, crate::ServiceError> {
+        if let Some(value) = self.store.get(name).map_err(store_error)? {
+            return Ok(value);
+        }
+        let ours = make()?;
+        match self.store.create(name, &ours).map_err(store_error)? {
+            Created::New => Ok(ours),
+            Created::Existing(theirs) => Ok(theirs),
         }
     }
 
@@ -459,20 +493,16 @@ impl crate::ControlState for EtcdState {
             ConnectorCa::from_pem(&stored.cert, &stored.key)
                 .map_err(|e| crate::ServiceError::Ca(e.to_string()))
         };
-        if let Some(value) = self.store.get("ca").map_err(store_error)? {
-            return parse(&value);
-        }
-        let ca = ConnectorCa::generate("Gatehouse connector CA", now)
-            .map_err(|e| crate::ServiceError::Ca(e.to_string()))?;
-        let value = serde_json::to_vec(&StoredCa {
-            cert: ca.cert_pem(),
-            key: ca.key_pem(),
-        })
-        .map_err(|e| crate::ServiceError::Store(e.to_string()))?;
-        match self.store.create("ca", &value).map_err(store_error)? {
-            Created::New => Ok(ca),
-            Created::Existing(theirs) => parse(&theirs),
-        }
+        let value = self.shared_value("ca", || {
+            let ca = ConnectorCa::generate("Gatehouse connector CA", now)
+                .map_err(|e| crate::ServiceError::Ca(e.to_string()))?;
+            serde_json::to_vec(&StoredCa {
+                cert: ca.cert_pem(),
+                key: ca.key_pem(),
+            })
+            .map_err(|e| crate::ServiceError::Store(e.to_string()))
+        })?;
+        parse(&value)
     }
 
     fn store_token(
@@ -542,5 +572,39 @@ impl crate::ControlState for EtcdState {
         self.store
             .put(&format!("revoked/{id}"), b"")
             .map_err(store_error)
+    }
+
+    fn registry_stamp(&self) -> u64 {
+        self.registry_changes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, crate::ServiceError> {
+        let failed =
+            |e: &dyn std::fmt::Display| crate::ServiceError::Ca(format!("cookie keys: {e}"));
+        let value = self.shared_value("cookie-keys", || {
+            let key = gatehouse_core::Keyring::generate_key().map_err(|e| failed(&e))?;
+            Ok(format!("1 {}", gatehouse_core::hex::encode(&key)).into_bytes())
+        })?;
+        // `id hex` per line, current key first (the form rotation will publish).
+        let mut keys = Vec::new();
+        for line in String::from_utf8_lossy(&value).lines() {
+            let (id, key) = line.split_once(' ').ok_or_else(|| failed(&"malformed"))?;
+            let id: u8 = id.parse().map_err(|_| failed(&"malformed key id"))?;
+            let key =
+                gatehouse_core::hex::decode_array(key).ok_or_else(|| failed(&"malformed key"))?;
+            keys.push((id, key));
+        }
+        gatehouse_core::Keyring::new(&keys).map_err(|e| failed(&e))
+    }
+
+    fn assertion_signer(&self) -> Result<gatehouse_core::Es256Signer, crate::ServiceError> {
+        use gatehouse_core::Es256Signer;
+        let failed =
+            |e: &dyn std::fmt::Display| crate::ServiceError::Ca(format!("assertion key: {e}"));
+        let pkcs8 = self.shared_value("assertion-key", || {
+            Es256Signer::generate_pkcs8().map_err(|e| failed(&e))
+        })?;
+        Es256Signer::from_pkcs8(crate::state::ASSERTION_KID, &pkcs8).map_err(|e| failed(&e))
     }
 }

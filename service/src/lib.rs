@@ -111,6 +111,8 @@ pub(crate) struct Snapshot {
 pub(crate) struct Shared {
     pub(crate) config_path: PathBuf,
     pub(crate) state: StateDir,
+    /// The CA, tokens and connector registry: `state`, or shared in etcd.
+    pub(crate) control: Arc<dyn ControlState>,
     pub(crate) ca: ConnectorCa,
     pub(crate) front_tls: Arc<rustls::ServerConfig>,
     pub(crate) tunnel_tls: tls::TunnelTls,
@@ -191,7 +193,7 @@ impl Shared {
                 let snapshot = Snapshot {
                     config: old.config.clone(),
                     version: old.version + 1,
-                    allowed: allowed_connectors(&self.state),
+                    allowed: allowed_connectors(&*self.control),
                 };
                 self.publish(snapshot);
                 return Err(e.into());
@@ -200,7 +202,7 @@ impl Shared {
         let snapshot = Snapshot {
             config,
             version: old.version + 1,
-            allowed: allowed_connectors(&self.state),
+            allowed: allowed_connectors(&*self.control),
         };
         self.publish(snapshot);
         Ok(())
@@ -212,7 +214,7 @@ impl Shared {
         self.publish(Snapshot {
             config: old.config.clone(),
             version: old.version,
-            allowed: allowed_connectors(&self.state),
+            allowed: allowed_connectors(&*self.control),
         });
     }
 
@@ -222,7 +224,32 @@ impl Shared {
     }
 }
 
-fn allowed_connectors(state: &StateDir) -> HashSet<String> {
+/// The control state `config` names: the state directory, or (feature `etcd`) etcd.
+pub fn open_control(config: &ServiceConfig) -> Result<Arc<dyn ControlState>, ServiceError> {
+    match &config.state {
+        config::StateBackend::Directory => Ok(Arc::new(StateDir::open(&config.state_dir)?)),
+        #[cfg(feature = "etcd")]
+        config::StateBackend::Etcd {
+            endpoints,
+            prefix,
+            credentials,
+        } => {
+            let store = etcd::EtcdStore::connect(&etcd::EtcdSettings {
+                endpoints: endpoints.clone(),
+                prefix: prefix.clone(),
+                credentials: credentials.clone(),
+            })
+            .map_err(|e| ServiceError::Store(e.to_string()))?;
+            Ok(Arc::new(etcd::EtcdState::new(store)))
+        }
+        #[cfg(not(feature = "etcd"))]
+        config::StateBackend::Etcd { .. } => Err(ServiceError::Store(
+            "this gatehouse was built without etcd support".into(),
+        )),
+    }
+}
+
+fn allowed_connectors(state: &dyn ControlState) -> HashSet<String> {
     state
         .connectors()
         .into_iter()
@@ -237,10 +264,17 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
     let config = config::load(config_path)?;
     let now = unix_now();
     let state = StateDir::open(&config.state_dir)?;
+    let control = open_control(&config)?;
     let revoked_path = state.path().join("revoked-sessions");
-    let ca = state
+    let ca = control
         .load_or_create_ca(now)?
         .with_validity_secs(config.certificate_validity.as_secs());
+    if config.state != config::StateBackend::Directory {
+        // The CA's certificate (public) next to this instance's files, where clients and
+        // operators find it with the directory backend too; its key stays in etcd.
+        let path = state.path().join("ca.pem");
+        std::fs::write(&path, ca.cert_pem()).map_err(|e| ServiceError::io(&path, e))?;
+    }
     let front_tls = front_tls_config(&config, &ca, now)?;
     let dev_idp_roots = dev_idp_roots(&config, &state)?;
     let (chain, key) = ca
@@ -272,13 +306,8 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         }
     }
 
-    let keyring = gatehouse_core::Keyring::load_or_create(&state.path().join("cookie.keys"))
-        .map_err(|e| ServiceError::Ca(format!("cookie keys: {e}")))?;
-    let signer = gatehouse_core::Es256Signer::load_or_create(
-        &state.path().join("assertion.key"),
-        "gatehouse-assertion-1",
-    )
-    .map_err(|e| ServiceError::Ca(format!("assertion key: {e}")))?;
+    let keyring = control.cookie_keyring()?;
+    let signer = control.assertion_signer()?;
     let origin = match config.listen_https.port() {
         443 => format!("https://{}", config.public_name),
         port => format!("https://{}:{port}", config.public_name),
@@ -297,7 +326,7 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         None => None,
     };
     let snapshot = Snapshot {
-        allowed: allowed_connectors(&state),
+        allowed: allowed_connectors(&*control),
         config,
         version: 1,
     };
@@ -329,6 +358,7 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         Shared {
             config_path: config_path.to_owned(),
             state,
+            control,
             ca,
             front_tls,
             tunnel_tls,
@@ -407,13 +437,11 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
     );
     drop(snapshot);
 
-    // The registry files change under us (registrations by workers, revocations by the CLI,
-    // which also sends SIGHUP): look at them every second as well.
-    let mut last_registry = registry_stamp(&shared.state);
-    let mut tick = 0u32;
+    // The registry changes under us (registrations by workers, revocations by the CLI, which
+    // also sends SIGHUP, or by another instance through etcd): look every 100 ms.
+    let mut last_registry = shared.control.registry_stamp();
     while !term.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(100));
-        tick += 1;
         if let Some(name) = ended_thread(&threads) {
             // Its connections and tunnels are gone and its share of the listeners' accepts
             // would go unanswered: exit non-zero so a supervisor restarts the whole service.
@@ -434,16 +462,16 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
                     "gatehouse service: reload refused, keeping the old configuration: {e}"
                 ),
             }
-            last_registry = registry_stamp(&shared.state);
-        } else if tick % 10 == 0 {
-            let stamp = registry_stamp(&shared.state);
+            last_registry = shared.control.registry_stamp();
+        } else {
+            let stamp = shared.control.registry_stamp();
             if stamp != last_registry {
                 last_registry = stamp;
                 let old = shared.snapshot();
                 shared.publish(Snapshot {
                     config: old.config.clone(),
                     version: old.version + 1,
-                    allowed: allowed_connectors(&shared.state),
+                    allowed: allowed_connectors(&*shared.control),
                 });
             }
         }
@@ -481,19 +509,6 @@ fn devidp_redirect_allowed(snapshot: &Snapshot, uri: &str) -> bool {
             && std::str::from_utf8(host).is_ok_and(|h| app.external.host.matches(h).is_some())
             && path == format!("{}{}", app.external.path_prefix, auth::CALLBACK)
     })
-}
-
-/// Length and modification time of the registry files: changes mean a revocation or a
-/// registration.
-fn registry_stamp(state: &StateDir) -> Vec<Option<(u64, SystemTime)>> {
-    ["connectors", "revoked"]
-        .iter()
-        .map(|f| {
-            std::fs::metadata(state.path().join(f))
-                .ok()
-                .and_then(|m| Some((m.len(), m.modified().ok()?)))
-        })
-        .collect()
 }
 
 /// The roots the service trusts when it calls its own development provider, which it reaches

@@ -21,7 +21,6 @@ use monoio::net::{TcpListener, TcpStream};
 use serde::Serialize;
 
 use crate::events::rfc3339_into;
-use crate::state::ControlState;
 use crate::{unix_now, Shared};
 
 /// Upper bounds (seconds) of the request latency histogram.
@@ -545,7 +544,7 @@ fn answer(
     if path == "/healthz" {
         return (200, "text/plain", b"ok\n".to_vec());
     }
-    let authorized = token.is_some_and(|t| shared.state.token_role(t, unix_now()).is_ok());
+    let authorized = token.is_some_and(|t| shared.control.token_role(t, unix_now()).is_ok());
     if !authorized {
         return (
             401,
@@ -726,7 +725,7 @@ fn status_page(shared: &Shared) -> String {
          </style></head><body><h1>Gatehouse status</h1>",
     );
     page.push_str("<h2>Connectors</h2><table id=\"connectors\"><tr><th>id</th><th>group</th><th>state</th></tr>");
-    for record in shared.state.connectors() {
+    for record in shared.control.connectors() {
         let _ = write!(
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -26,6 +26,10 @@ const TOKENS: &str = "tokens";
 const CONNECTORS: &str = "connectors";
 const REVOKED: &str = "revoked";
 const PID: &str = "service.pid";
+const COOKIE_KEYS: &str = "cookie.keys";
+const ASSERTION_KEY: &str = "assertion.key";
+/// The `kid` of the identity-assertion key.
+pub const ASSERTION_KID: &str = "gatehouse-assertion-1";
 
 /// Prefix of bootstrap tokens (so they are easy to spot in logs and secret scanners).
 const TOKEN_PREFIX: &str = "ghr1";
@@ -133,6 +137,15 @@ pub trait ControlState: Send + Sync {
     fn revoked(&self) -> HashSet<String>;
     /// Marks connector `id` revoked (it is known to exist).
     fn store_revocation(&self, id: &str) -> Result<(), ServiceError>;
+    /// A number that changes when a connector registers or is revoked, through any
+    /// instance: the service looks at it every 100 ms.
+    fn registry_stamp(&self) -> u64;
+    /// The key ring that seals session cookies, created on first use (shared by all
+    /// instances, so a session sealed by one opens on any).
+    fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, ServiceError>;
+    /// The key that signs identity assertions, created on first use (shared, so back ends
+    /// trust what any instance asserts).
+    fn assertion_signer(&self) -> Result<gatehouse_core::Es256Signer, ServiceError>;
 
     /// Creates a bootstrap token for `role`, valid for `ttl_secs`. Only its hash is stored;
     /// the token itself (which also pins the CA, so the connector can trust the service on
@@ -389,6 +402,37 @@ impl ControlState for StateDir {
 
     fn store_revocation(&self, id: &str) -> Result<(), ServiceError> {
         self.append(REVOKED, &format!("{id}\n"))
+    }
+
+    fn registry_stamp(&self) -> u64 {
+        // Length and modification time of the registry files: registrations by workers,
+        // revocations by the CLI.
+        let mut stamp = 0u64;
+        for file in [CONNECTORS, REVOKED] {
+            if let Ok(meta) = fs::metadata(self.path.join(file)) {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos() as u64);
+                stamp = stamp
+                    .rotate_left(17)
+                    .wrapping_add(meta.len())
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .wrapping_add(modified);
+            }
+        }
+        stamp
+    }
+
+    fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, ServiceError> {
+        gatehouse_core::Keyring::load_or_create(&self.path.join(COOKIE_KEYS))
+            .map_err(|e| ServiceError::Ca(format!("cookie keys: {e}")))
+    }
+
+    fn assertion_signer(&self) -> Result<gatehouse_core::Es256Signer, ServiceError> {
+        gatehouse_core::Es256Signer::load_or_create(&self.path.join(ASSERTION_KEY), ASSERTION_KID)
+            .map_err(|e| ServiceError::Ca(format!("assertion key: {e}")))
     }
 }
 

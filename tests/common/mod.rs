@@ -478,3 +478,39 @@ pub fn dev_password_hash(password: &str) -> String {
         .unwrap();
     text(&hashing.wait_with_output().unwrap()).trim().to_owned()
 }
+
+/// Starts one etcd member (Debian's `etcd-server`, which `scripts/test.sh` installs) with its
+/// data under `dir`; returns it and its client URL.
+pub fn start_etcd(dir: &Path) -> (Proc, String) {
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new("etcd")
+        .args(["--name", "m1", "--data-dir"])
+        .arg(dir.join("etcd-data"))
+        .args([
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("m1={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("etcd.log")).unwrap())
+        .spawn()
+        .expect("etcd is not installed (scripts/test.sh installs etcd-server)");
+    wait_for_port(client);
+    (
+        Proc {
+            child,
+            name: "etcd".into(),
+        },
+        client_url,
+    )
+}

@@ -84,8 +84,11 @@ impl std::error::Error for ConfigError {}
 /// The whole service configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceConfig {
-    /// `state_dir`: directory of the CA, the connector registry and the tokens. Required.
+    /// `state_dir`: directory of the CA, the connector registry and the tokens (with the etcd
+    /// backend: of this instance's own files only). Required.
     pub state_dir: PathBuf,
+    /// `[state]`: where the shared control state lives; default the state directory.
+    pub state: StateBackend,
     /// `workers`: worker threads; default 0 = one per CPU core.
     pub workers: usize,
     /// `[listen] https`: address of the HTTPS front; default `0.0.0.0:443`.
@@ -125,6 +128,23 @@ pub struct ServiceConfig {
     /// `events_file`: where request and sign-in events go, one JSON line each; default
     /// standard output.
     pub events_file: Option<PathBuf>,
+}
+
+/// `[state]`: where the control state (CA, tokens, connectors, revocations, cookie keys)
+/// lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateBackend {
+    /// `backend = "directory"` (the default): `state_dir`, for one instance.
+    Directory,
+    /// `backend = "etcd"`: shared by every instance that names the same cluster and prefix.
+    Etcd {
+        /// `endpoints`: `http://host:port` of the members. Required.
+        endpoints: Vec<String>,
+        /// `prefix`: keys start with it; default `/gatehouse`.
+        prefix: String,
+        /// `user` and the contents of `password_file`, when etcd checks credentials.
+        credentials: Option<(String, String)>,
+    },
 }
 
 /// `[registration]`: who may enrol a connector by signing in (`gatehouse connector register
@@ -370,10 +390,21 @@ struct RawConfig {
     providers: Vec<auth::RawProvider>,
     dev_idp: Option<auth::RawDevIdp>,
     registration: Option<Spanned<RawRegistration>>,
+    state: Option<Spanned<RawState>>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]
     locations: std::collections::BTreeMap<String, Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    backend: Spanned<String>,
+    endpoints: Option<Spanned<Vec<String>>>,
+    prefix: Option<Spanned<String>>,
+    user: Option<String>,
+    password_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -635,6 +666,10 @@ impl RawConfig {
                 })
             }
         };
+        let state = match self.state {
+            None => StateBackend::Directory,
+            Some(raw) => raw.into_inner().into_backend(src, dir)?,
+        };
         let mut apps: Vec<App> = Vec::with_capacity(self.apps.len());
         for raw in self.apps {
             let (name_span, external_span) = (raw.name.span(), raw.external_url.span());
@@ -656,6 +691,7 @@ impl RawConfig {
         }
         Ok(ServiceConfig {
             state_dir,
+            state,
             workers: self.workers,
             listen_https: self.listen.https.unwrap_or(DEFAULT_HTTPS),
             listen_tunnel: self.listen.tunnel.unwrap_or(DEFAULT_TUNNEL),
@@ -673,6 +709,61 @@ impl RawConfig {
             limits,
             admin_listen: self.admin.listen,
             events_file: self.events_file.map(|f| dir.join(f)),
+        })
+    }
+}
+
+impl RawState {
+    fn into_backend(self, src: &Source<'_>, dir: &Path) -> Result<StateBackend, ConfigError> {
+        match self.backend.get_ref().as_str() {
+            "directory" => return Ok(StateBackend::Directory),
+            "etcd" if cfg!(feature = "etcd") => {}
+            "etcd" => {
+                return Err(src.error(
+                    self.backend.span(),
+                    "this gatehouse was built without etcd support (cargo build --features \
+                     gatehouse-service/etcd)",
+                ))
+            }
+            _ => return Err(src.error(self.backend.span(), "must be \"directory\" or \"etcd\"")),
+        }
+        let Some(endpoints) = self.endpoints else {
+            return Err(src.error(self.backend.span(), "the etcd backend needs `endpoints`"));
+        };
+        let endpoints = src.read(&endpoints, |list| {
+            let ok = !list.is_empty()
+                && list
+                    .iter()
+                    .all(|e| e.starts_with("http://") || e.starts_with("https://"));
+            ok.then(|| list.clone())
+                .ok_or_else(|| "must list http(s)://host:port of at least one member".to_owned())
+        })?;
+        let prefix = src.read_or(&self.prefix, "/gatehouse".to_owned(), |p| {
+            if p.starts_with('/') && p.len() > 1 && !p.contains(char::is_whitespace) {
+                Ok(p.trim_end_matches('/').to_owned())
+            } else {
+                Err("must start with / and name something".to_owned())
+            }
+        })?;
+        let credentials = match (self.user, self.password_file) {
+            (None, None) => None,
+            (Some(user), Some(file)) => {
+                let path = dir.join(file.get_ref());
+                let password = std::fs::read_to_string(&path)
+                    .map_err(|e| src.error(file.span(), format!("{}: {e}", path.display())))?;
+                Some((user, password.trim_end().to_owned()))
+            }
+            _ => {
+                return Err(src.error(
+                    self.backend.span(),
+                    "give both `user` and `password_file`, or neither",
+                ))
+            }
+        };
+        Ok(StateBackend::Etcd {
+            endpoints,
+            prefix,
+            credentials,
         })
     }
 }
@@ -1540,6 +1631,35 @@ mod tests {
         }
         assert!(parse_duration(&RawDuration::Seconds(-1)).is_err());
         assert!(parse_duration(&RawDuration::Seconds(0)).is_err());
+    }
+
+    #[test]
+    fn state_backends() {
+        assert_eq!(parsed("state_dir = \"s\"\n").state, StateBackend::Directory);
+        let etcd = "state_dir = \"s\"\n[state]\nbackend = \"etcd\"\nendpoints = [\"http://10.0.0.1:2379\"]\n";
+        if cfg!(feature = "etcd") {
+            assert_eq!(
+                parsed(etcd).state,
+                StateBackend::Etcd {
+                    endpoints: vec!["http://10.0.0.1:2379".into()],
+                    prefix: "/gatehouse".into(),
+                    credentials: None,
+                }
+            );
+            let e = refused(
+                "state_dir = \"s\"\n[state]\nbackend = \"etcd\"\nendpoints = [\"10.0.0.1\"]\n",
+            );
+            assert_eq!(at(&e), (4, "state.endpoints"), "{e}");
+            let e = refused("state_dir = \"s\"\n[state]\nbackend = \"etcd\"\n");
+            assert_eq!(at(&e), (3, "state.backend"), "{e}");
+        } else {
+            // A build without the feature says so, where the file asks for it.
+            let e = refused(etcd);
+            assert_eq!(at(&e), (3, "state.backend"), "{e}");
+            assert!(e.message.contains("without etcd support"), "{e}");
+        }
+        let e = refused("state_dir = \"s\"\n[state]\nbackend = \"consul\"\n");
+        assert_eq!(at(&e), (3, "state.backend"), "{e}");
     }
 
     #[test]
