@@ -89,6 +89,14 @@ enum ServiceCommand {
         /// The service configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// With `[state] backend = "etcd"`: this instance's stable id (default: the host
+        /// name and the tunnel port).
+        #[arg(long)]
+        instance_id: Option<String>,
+        /// With `[state] backend = "etcd"`: the tunnel address connectors dial for this
+        /// instance, `host:port` (default: public_name and the tunnel port).
+        #[arg(long)]
+        advertise: Option<String>,
     },
     /// Loads and validates the configuration, then exits.
     Check {
@@ -247,7 +255,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn service(command: ServiceCommand) -> anyhow::Result<()> {
     use gatehouse_service::{config, unix_now, Role, StateDir};
     match command {
-        ServiceCommand::Run { config } => Ok(gatehouse_service::run(&config)?),
+        ServiceCommand::Run {
+            config,
+            instance_id,
+            advertise,
+        } => Ok(gatehouse_service::run_instance(
+            &config,
+            &gatehouse_service::Instance {
+                id: instance_id,
+                advertise,
+            },
+        )?),
         ServiceCommand::Check { config } => {
             let loaded = config::load(&config)?;
             println!(

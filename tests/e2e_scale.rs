@@ -40,7 +40,7 @@ fn instances_share_the_ca_tokens_registry_keys_and_revocations() {
     let dir = temp_dir("scale-etcd");
     let (_etcd, endpoint) = start_etcd(&dir);
     let (mut a, _backend_a) = instance("scale-a", &endpoint, "/gh/scale");
-    let (mut b, _backend_b) = instance("scale-b", &endpoint, "/gh/scale");
+    let (b, _backend_b) = instance("scale-b", &endpoint, "/gh/scale");
 
     // One connector CA, whichever instance started first.
     assert_eq!(cli(&a, &["ca-pin"]), cli(&b, &["ca-pin"]));
@@ -54,10 +54,6 @@ fn instances_share_the_ca_tokens_registry_keys_and_revocations() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    a.run_connector("c1");
-    b.run_connector("c2");
-    a.wait_ready(APP_HOST, "/echo/ready");
-    b.wait_ready(APP_HOST, "/echo/ready");
     // One registry.
     let listed = cli(&b, &["connector", "list"]);
     assert_eq!(listed.lines().count(), 3, "{listed}");
@@ -67,25 +63,54 @@ fn instances_share_the_ca_tokens_registry_keys_and_revocations() {
     };
     assert_eq!(jwks(&a), jwks(&b));
 
-    // Revoked through instance B's configuration: instance A drops the connector's tunnels
-    // (it learns through etcd; nothing signals it).
-    // The id the c1 state directory holds.
+    // c1 runs (c2 stays registered, not running): both instances serve through it.
+    a.run_connector("c1");
+    a.wait_ready(APP_HOST, "/echo/ready");
+    b.wait_ready(APP_HOST, "/echo/ready");
+    // Revoked through instance B's configuration: both instances drop its tunnels (A learns
+    // through etcd; nothing signals it).
     let identity = std::fs::read_to_string(a.dir.join("c1/connector.json")).unwrap();
     let identity: serde_json::Value = serde_json::from_str(&identity).unwrap();
     let c1 = identity["connector_id"].as_str().unwrap().to_owned();
     assert!(listed.contains(&c1), "{listed}");
     cli(&b, &["connector", "revoke", &c1]);
     let revoked = Instant::now();
-    while a.status(APP_HOST, "/echo/after") == "200" {
-        assert!(
-            revoked.elapsed() < Duration::from_secs(5),
-            "instance A still serves c1"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    for stack in [&a, &b] {
+        while stack.status(APP_HOST, "/echo/after") == "200" {
+            assert!(
+                revoked.elapsed() < Duration::from_secs(5),
+                "c1 still served"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     let took = revoked.elapsed();
-    eprintln!("a revocation through instance B reached instance A in {took:?}");
+    eprintln!("a revocation through instance B ended c1's tunnels on both in {took:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
-    // The other connector, on B, serves on.
-    assert_eq!(b.status(APP_HOST, "/echo/still"), "200");
+}
+
+#[test]
+fn a_connector_keeps_tunnels_to_every_live_instance() {
+    let dir = temp_dir("scale-every");
+    let (_etcd, endpoint) = start_etcd(&dir);
+    let (mut a, _backend_a) = instance("every-a", &endpoint, "/gh/every");
+    let (b, _backend_b) = instance("every-b", &endpoint, "/gh/every");
+    // Registered with A only; it learns of B from the configuration A sends.
+    a.add_connector("c1", "default");
+    a.wait_ready(APP_HOST, "/echo/ready");
+    b.wait_ready(APP_HOST, "/echo/ready");
+    // An instance that starts later is dialled too.
+    let started = Instant::now();
+    let (c, _backend_c) = instance("every-c", &endpoint, "/gh/every");
+    c.wait_ready(APP_HOST, "/echo/ready");
+    eprintln!(
+        "a new instance served through the connector {:?} after it started",
+        started.elapsed()
+    );
+    // An instance killed outright: the others serve on.
+    let mut c = c;
+    c.service.as_mut().unwrap().kill();
+    for stack in [&a, &b] {
+        assert_eq!(stack.status(APP_HOST, "/echo/after-kill"), "200");
+    }
 }

@@ -1,6 +1,7 @@
 //! The running connector: configuration pull, renewal, and tunnel threads that keep every
 //! service worker supplied with tunnels.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +37,8 @@ pub(crate) struct Shared {
     pub(crate) cert_generation: AtomicU64,
     pub(crate) config: Mutex<Arc<ConnectorConfig>>,
     pub(crate) config_generation: AtomicU64,
-    coverage: Mutex<Coverage>,
+    /// Tunnels held, per service instance (by tunnel address).
+    coverage: Mutex<HashMap<String, Coverage>>,
     stop: AtomicBool,
 }
 
@@ -54,7 +56,9 @@ impl Shared {
         if config.version > current.version || current.apps.is_empty() && !config.apps.is_empty() {
             {
                 let mut coverage = self.coverage.lock().unwrap_or_else(|e| e.into_inner());
-                coverage.share = config.tunnels_per_worker.max(1);
+                for instance in coverage.values_mut() {
+                    instance.share = config.tunnels_per_worker.max(1);
+                }
             }
             *current = Arc::new(config);
             self.config_generation.fetch_add(1, Ordering::Release);
@@ -67,6 +71,48 @@ impl Shared {
             state.identity.service.clone(),
             state.identity.server_name.clone(),
         )
+    }
+
+    /// The tunnel addresses to hold tunnels to: every live instance the service named, or the
+    /// address this connector registered with.
+    fn instances(&self) -> Vec<String> {
+        let listed = self.config().instances.clone();
+        if listed.is_empty() {
+            vec![self.service().0]
+        } else {
+            listed
+        }
+    }
+
+    /// An instance that lacks tunnels, counted as being dialled; `None` when all have their
+    /// share.
+    fn instance_to_dial(&self) -> Option<String> {
+        let instances = self.instances();
+        let share = self.config().tunnels_per_worker.max(1);
+        let mut coverage = self.coverage.lock().unwrap_or_else(|e| e.into_inner());
+        for address in instances {
+            let instance = coverage.entry(address.clone()).or_insert_with(|| Coverage {
+                share,
+                ..Coverage::default()
+            });
+            if instance.wants_more() {
+                instance.dialing += 1;
+                return Some(address);
+            }
+        }
+        None
+    }
+
+    /// Runs `f` on the coverage of the instance at `address`.
+    fn with_coverage<T>(&self, address: &str, f: impl FnOnce(&mut Coverage) -> T) -> T {
+        let share = self.config().tunnels_per_worker.max(1);
+        let mut coverage = self.coverage.lock().unwrap_or_else(|e| e.into_inner());
+        f(coverage
+            .entry(address.to_owned())
+            .or_insert_with(|| Coverage {
+                share,
+                ..Coverage::default()
+            }))
     }
 }
 
@@ -145,10 +191,7 @@ pub fn run(state_dir: &Path) -> Result<(), ConnectorError> {
         cert_generation: AtomicU64::new(0),
         config: Mutex::new(Arc::new(ConnectorConfig::default())),
         config_generation: AtomicU64::new(0),
-        coverage: Mutex::new(Coverage {
-            share: 2,
-            ..Coverage::default()
-        }),
+        coverage: Mutex::new(HashMap::new()),
         stop: AtomicBool::new(false),
     });
     let term = Arc::new(AtomicBool::new(false));
@@ -246,10 +289,11 @@ async fn renew(shared: &Shared) -> Result<(), ConnectorError> {
     *shared.tunnel_tls.lock().unwrap_or_else(|e| e.into_inner()) = tunnel;
     *shared.control_tls.lock().unwrap_or_else(|e| e.into_inner()) = control;
     // Old tunnels stop counting: new ones are dialled with the new certificate.
-    *shared.coverage.lock().unwrap_or_else(|e| e.into_inner()) = Coverage {
-        share: shared.config().tunnels_per_worker.max(1),
-        ..Coverage::default()
-    };
+    shared
+        .coverage
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
     shared.cert_generation.fetch_add(1, Ordering::Release);
     Ok(())
 }
@@ -271,31 +315,22 @@ fn tunnel_thread(shared: Arc<Shared>) {
         });
         let mut backoff = BACKOFF_FIRST;
         while !shared.stop.load(Ordering::Acquire) {
-            let wants = {
-                let mut coverage = shared.coverage.lock().unwrap_or_else(|e| e.into_inner());
-                let wants = coverage.wants_more();
-                if wants {
-                    coverage.dialing += 1;
-                }
-                wants
-            };
-            if !wants {
+            let Some(address) = shared.instance_to_dial() else {
                 monoio::time::sleep(Duration::from_millis(100)).await;
                 continue;
-            }
-            let dialled = dial(&shared).await;
-            let kept = {
-                let mut coverage = shared.coverage.lock().unwrap_or_else(|e| e.into_inner());
+            };
+            let dialled = dial(&shared, &address).await;
+            let kept = shared.with_coverage(&address, |coverage| {
                 coverage.dialing = coverage.dialing.saturating_sub(1);
                 match &dialled {
                     Ok((_, hello, _)) => Some(coverage.claim(hello.worker, hello.workers)),
                     Err(_) => None,
                 }
-            };
+            });
             match (dialled, kept) {
                 (Ok((mux, hello, generation)), Some(true)) => {
                     monoio::spawn(gatehouse_http1::rt::contained(
-                        serve_tunnel(mux, hello, generation, ctx.clone()),
+                        serve_tunnel(mux, hello, generation, address, ctx.clone()),
                         |message| {
                             eprintln!("gatehouse connector: a tunnel task panicked: {message}")
                         },
@@ -330,8 +365,9 @@ fn jitter(cap: Duration) -> Duration {
     cap.mul_f64(f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX))
 }
 
-async fn dial(shared: &Shared) -> Result<(Mux, Hello, u64), ConnectorError> {
-    let (address, name) = shared.service();
+async fn dial(shared: &Shared, address: &str) -> Result<(Mux, Hello, u64), ConnectorError> {
+    // Every instance presents a certificate for the same name: the one registered with.
+    let (_, name) = shared.service();
     let generation = shared.cert_generation.load(Ordering::Acquire);
     let config = shared
         .tunnel_tls
@@ -346,7 +382,7 @@ async fn dial(shared: &Shared) -> Result<(Mux, Hello, u64), ConnectorError> {
         )
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    let tcp = connect(&address, deadline).await?;
+    let tcp = connect(address, deadline).await?;
     let server_name = rustls::pki_types::ServerName::try_from(name)
         .map_err(|e| ConnectorError::Usage(e.to_string()))?;
     let tls = TlsStream::connect(tcp, config, server_name, Some(deadline))
@@ -380,7 +416,13 @@ async fn dial(shared: &Shared) -> Result<(Mux, Hello, u64), ConnectorError> {
 
 /// Serves the streams of one tunnel until it ends; drains it when the certificate it was
 /// made with was renewed.
-async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx>) {
+async fn serve_tunnel(
+    mux: Mux,
+    hello: Hello,
+    generation: u64,
+    address: String,
+    ctx: Rc<ThreadCtx>,
+) {
     ctx.live_tunnels.set(ctx.live_tunnels.get() + 1);
     let started = Instant::now();
     let shared = ctx.shared.clone();
@@ -401,6 +443,7 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
     let watcher = {
         let mux = mux.clone();
         let shared = shared.clone();
+        let address = address.clone();
         monoio::spawn(async move {
             let mut draining = false;
             let mut stopping_since: Option<Instant> = None;
@@ -411,11 +454,7 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
                 // A tunnel made with a renewed certificate drains only once its service
                 // worker holds new tunnels, so the worker is never left without one.
                 let replaced = renewed
-                    && shared
-                        .coverage
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .covered(hello.worker, hello.workers);
+                    && shared.with_coverage(&address, |c| c.covered(hello.worker, hello.workers));
                 if (replaced || stopping) && !draining {
                     draining = true;
                     mux.go_away();
@@ -462,11 +501,7 @@ async fn serve_tunnel(mux: Mux, hello: Hello, generation: u64, ctx: Rc<ThreadCtx
     drop(control);
     drop(watcher);
     if shared.cert_generation.load(Ordering::Acquire) == generation {
-        shared
-            .coverage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .release(hello.worker, hello.workers);
+        shared.with_coverage(&address, |c| c.release(hello.worker, hello.workers));
     }
     if started.elapsed() < STABLE {
         // A tunnel that dies at once should not be redialled in a tight loop.

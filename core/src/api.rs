@@ -104,6 +104,10 @@ pub struct ConnectorConfig {
     pub tunnels_per_worker: u16,
     /// The applications this connector's group serves.
     pub apps: Vec<AppRoute>,
+    /// Tunnel addresses (`host:port`) of every live service instance when several share
+    /// their state: the connector keeps tunnels to each. Empty: the one it registered with.
+    #[serde(default)]
+    pub instances: Vec<String>,
 }
 
 /// One application as a connector needs it.

@@ -71,7 +71,8 @@ pub enum Change {
 
 type Job = Box<dyn FnOnce(Client) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
-/// A connection to an etcd cluster, with keys under one prefix.
+/// A connection to an etcd cluster, with keys under one prefix (clones share it).
+#[derive(Clone)]
 pub struct EtcdStore {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     prefix: String,
@@ -417,9 +418,18 @@ pub struct EtcdState {
     store: EtcdStore,
     last_connectors: std::sync::Mutex<Vec<crate::ConnectorRecord>>,
     last_revoked: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Changes seen under `connectors/` and `revoked/` (by a watch), and resyncs.
+    /// Changes seen under `connectors/`, `revoked/` and `instances/` (by watches), and
+    /// resyncs.
     registry_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The live instances' advertised tunnel addresses by instance id, kept by a watch.
+    instances: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+    /// This instance's registration, while it runs.
+    registration: std::sync::Mutex<Option<KeptKey>>,
 }
+
+/// How long an instance's registration outlives its last renewal: a dead instance drops out
+/// of the connectors' lists within this.
+pub const INSTANCE_TTL: Duration = Duration::from_secs(3);
 
 /// The CA as stored: both halves in one value, so no instance ever sees a certificate
 /// without its key.
@@ -434,15 +444,35 @@ impl EtcdState {
     /// through any instance shows in [`crate::ControlState::registry_stamp`] at once.
     pub fn new(store: EtcdStore) -> EtcdState {
         let registry_changes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        for prefix in ["connectors/", "revoked/"] {
+        let instances = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
+        for prefix in ["connectors/", "revoked/", "instances/"] {
             let Ok(changes) = store.watch(prefix) else {
                 continue;
             };
             let counter = registry_changes.clone();
+            let (instances, store) = (instances.clone(), store.clone());
             let _ = std::thread::Builder::new()
                 .name("gatehouse-etcd-watch".into())
                 .spawn(move || {
-                    for _ in changes {
+                    if prefix == "instances/" {
+                        reload_instances(&store, &instances);
+                    }
+                    for change in changes {
+                        if prefix == "instances/" {
+                            let mut live = instances.lock().unwrap_or_else(|e| e.into_inner());
+                            match change {
+                                Change::Put(id, address) => {
+                                    live.insert(id, String::from_utf8_lossy(&address).into_owned());
+                                }
+                                Change::Delete(id) => {
+                                    live.remove(&id);
+                                }
+                                Change::Resync => {
+                                    drop(live);
+                                    reload_instances(&store, &instances);
+                                }
+                            }
+                        }
                         counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     }
                 });
@@ -452,6 +482,8 @@ impl EtcdState {
             last_connectors: Default::default(),
             last_revoked: Default::default(),
             registry_changes,
+            instances,
+            registration: std::sync::Mutex::new(None),
         }
     }
 
@@ -474,6 +506,19 @@ impl EtcdState {
     /// The store underneath (for watches of the prefixes above).
     pub fn store(&self) -> &EtcdStore {
         &self.store
+    }
+}
+
+/// Reads the instance list anew (at start, and after a broken watch).
+fn reload_instances(
+    store: &EtcdStore,
+    instances: &std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+) {
+    if let Ok(listed) = store.list("instances/") {
+        *instances.lock().unwrap_or_else(|e| e.into_inner()) = listed
+            .into_iter()
+            .map(|(id, address)| (id, String::from_utf8_lossy(&address).into_owned()))
+            .collect();
     }
 }
 
@@ -577,6 +622,28 @@ impl crate::ControlState for EtcdState {
     fn registry_stamp(&self) -> u64 {
         self.registry_changes
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn register_instance(&self, id: &str, advertise: &str) -> Result<(), crate::ServiceError> {
+        let kept = self
+            .store
+            .keep(
+                &format!("instances/{id}"),
+                advertise.as_bytes(),
+                INSTANCE_TTL,
+            )
+            .map_err(store_error)?;
+        *self.registration.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
+        Ok(())
+    }
+
+    fn instances(&self) -> Vec<String> {
+        self.instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, crate::ServiceError> {

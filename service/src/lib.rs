@@ -105,6 +105,8 @@ pub(crate) struct Snapshot {
     pub(crate) version: u64,
     /// Connectors that may hold tunnels (registered and not revoked).
     pub(crate) allowed: HashSet<String>,
+    /// Tunnel addresses of the live instances, for connectors (empty: a single instance).
+    pub(crate) instances: Vec<String>,
 }
 
 /// State shared by all workers (read-mostly; nothing here is touched per request).
@@ -194,6 +196,7 @@ impl Shared {
                     config: old.config.clone(),
                     version: old.version + 1,
                     allowed: allowed_connectors(&*self.control),
+                    instances: self.control.instances(),
                 };
                 self.publish(snapshot);
                 return Err(e.into());
@@ -203,6 +206,7 @@ impl Shared {
             config,
             version: old.version + 1,
             allowed: allowed_connectors(&*self.control),
+            instances: self.control.instances(),
         };
         self.publish(snapshot);
         Ok(())
@@ -215,6 +219,7 @@ impl Shared {
             config: old.config.clone(),
             version: old.version,
             allowed: allowed_connectors(&*self.control),
+            instances: self.control.instances(),
         });
     }
 
@@ -261,6 +266,22 @@ fn allowed_connectors(state: &dyn ControlState) -> HashSet<String> {
 /// Runs the service with the configuration at `config_path` until SIGTERM or SIGINT.
 /// SIGHUP reloads the configuration and the connector registry without dropping tunnels.
 pub fn run(config_path: &Path) -> Result<(), ServiceError> {
+    run_instance(config_path, &Instance::default())
+}
+
+/// Who this instance is among several (`gatehouse service run --instance-id --advertise`).
+#[derive(Clone, Debug, Default)]
+pub struct Instance {
+    /// A stable id (default: the host name and the tunnel port).
+    pub id: Option<String>,
+    /// The tunnel address connectors dial, `host:port` (default: `public_name` and the tunnel
+    /// port).
+    pub advertise: Option<String>,
+}
+
+/// [`run`] as one of several instances sharing their state (`[state] backend = "etcd"`): the
+/// instance announces itself, so connectors keep tunnels to it too.
+pub fn run_instance(config_path: &Path, instance: &Instance) -> Result<(), ServiceError> {
     let config = config::load(config_path)?;
     let now = unix_now();
     let state = StateDir::open(&config.state_dir)?;
@@ -274,6 +295,19 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         // operators find it with the directory backend too; its key stays in etcd.
         let path = state.path().join("ca.pem");
         std::fs::write(&path, ca.cert_pem()).map_err(|e| ServiceError::io(&path, e))?;
+    }
+    if config.state != config::StateBackend::Directory {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "gatehouse".into());
+        let port = config.listen_tunnel.port();
+        let id = instance.id.clone().unwrap_or(format!("{host}-{port}"));
+        let advertise = instance
+            .advertise
+            .clone()
+            .unwrap_or(format!("{}:{port}", config.public_name));
+        control.register_instance(&id, &advertise)?;
+        eprintln!("gatehouse service: instance {id}, tunnels advertised at {advertise}");
     }
     let front_tls = front_tls_config(&config, &ca, now)?;
     let dev_idp_roots = dev_idp_roots(&config, &state)?;
@@ -327,6 +361,7 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
     };
     let snapshot = Snapshot {
         allowed: allowed_connectors(&*control),
+        instances: control.instances(),
         config,
         version: 1,
     };
@@ -472,6 +507,7 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
                     config: old.config.clone(),
                     version: old.version + 1,
                     allowed: allowed_connectors(&*shared.control),
+                    instances: shared.control.instances(),
                 });
             }
         }

@@ -137,9 +137,19 @@ pub trait ControlState: Send + Sync {
     fn revoked(&self) -> HashSet<String>;
     /// Marks connector `id` revoked (it is known to exist).
     fn store_revocation(&self, id: &str) -> Result<(), ServiceError>;
-    /// A number that changes when a connector registers or is revoked, through any
-    /// instance: the service looks at it every 100 ms.
+    /// A number that changes when a connector registers or is revoked, or an instance comes
+    /// or goes, through any instance: the service looks at it every 100 ms.
     fn registry_stamp(&self) -> u64;
+    /// Announces this instance (its tunnel address, as connectors dial it) while it runs;
+    /// nothing to do for a single instance.
+    fn register_instance(&self, _id: &str, _advertise: &str) -> Result<(), ServiceError> {
+        Ok(())
+    }
+    /// The tunnel addresses of the live instances (empty for a single instance: connectors
+    /// then dial the address they registered with). Never waits on the network.
+    fn instances(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The key ring that seals session cookies, created on first use (shared by all
     /// instances, so a session sealed by one opens on any).
     fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, ServiceError>;

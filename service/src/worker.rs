@@ -225,6 +225,7 @@ pub(crate) fn config_document(
             .filter(|app| app.group == group)
             .map(control::app_route)
             .collect(),
+        instances: snapshot.instances.clone(),
     }
 }
 
