@@ -114,3 +114,82 @@ fn a_connector_keeps_tunnels_to_every_live_instance() {
         assert_eq!(stack.status(APP_HOST, "/echo/after-kill"), "200");
     }
 }
+
+/// Signs in through instance A (its development provider); the session cookie works on B,
+/// and signing out through A makes B refuse it too.
+#[test]
+fn a_session_from_one_instance_works_and_ends_on_the_others() {
+    let dir = temp_dir("scale-session");
+    let (_etcd, endpoint) = start_etcd(&dir);
+    let (backend, port) = backend(None);
+    let hash = dev_password_hash("pw-1");
+    let app = || AppSpec {
+        name: "app",
+        external: "https://app.test/".into(),
+        internal: format!("http://127.0.0.1:{port}/"),
+        group: "default",
+        extra: "mode = \"preauth\"\nprovider = \"dev\"\n".into(),
+    };
+    let extra = format!(
+        "[state]\nbackend = \"etcd\"\nendpoints = [\"{endpoint}\"]\nprefix = \"/gh/session\"\n\
+         [dev_idp]\n[[dev_idp.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\n"
+    );
+    let mut a = Stack::start("session-a", &[app()], &extra);
+    let b = Stack::start("session-b", &[app()], &extra);
+    a.add_connector("c1", "default");
+    a.wait_ready("app.test", "/.gatehouse/jwks.json");
+    let report = common::oidc::scripted_login(
+        &a,
+        &["app.test", "localhost"],
+        &a.url("app.test", "/echo/in"),
+        "alice",
+        "pw-1",
+        None,
+    );
+    assert_eq!(report["status"], 200, "{report}");
+    let value = report["cookie_attrs"]["__Host-gh-session-app"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cookie = format!("Cookie: __Host-gh-session-app={value}");
+    let status = |stack: &Stack, path: &str| {
+        let out = stack.curl(
+            "app.test",
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &cookie,
+                &stack.url("app.test", path),
+            ],
+        );
+        text(&out)
+    };
+    // Sealed by A, opened by B (one key ring), served through the connector's tunnel to B.
+    let start = Instant::now();
+    while status(&b, "/echo/on-b") != "200" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "B refuses A's session"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Signed out through A: B refuses the same cookie within a second.
+    let out = status(&a, "/.gatehouse/logout");
+    assert!(matches!(out.as_str(), "200" | "302"), "{out}");
+    let signed_out = Instant::now();
+    while status(&b, "/echo/after") == "200" {
+        assert!(
+            signed_out.elapsed() < Duration::from_secs(5),
+            "B still takes the session"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = signed_out.elapsed();
+    eprintln!("a sign-out through A reached B in {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(status(&b, "/echo/after"), "302");
+    drop(backend);
+}

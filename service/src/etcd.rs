@@ -198,6 +198,26 @@ impl EtcdStore {
         )
     }
 
+    /// Sets `name` to `value` for `ttl` (under a lease nobody renews), in the background:
+    /// returns at once, and a failure is only logged.
+    pub fn put_expiring(&self, name: &str, value: &[u8], ttl: Duration) {
+        let (key, value) = (self.key(name), value.to_vec());
+        let ttl_secs = ttl.as_secs().max(1) as i64;
+        let job: Job = Box::new(move |mut client| {
+            Box::pin(async move {
+                let put = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    grant_and_put(&mut client, &key, &value, ttl_secs),
+                )
+                .await;
+                if !matches!(put, Ok(Ok(_))) {
+                    eprintln!("gatehouse service: etcd: could not store {key}");
+                }
+            })
+        });
+        let _ = self.jobs.send(job);
+    }
+
     /// Stores `value` under `name` unless the key exists, in one transaction: of several
     /// instances creating the same key at once, exactly one stores its value and the others
     /// get that value back.
@@ -644,6 +664,50 @@ impl crate::ControlState for EtcdState {
             .values()
             .cloned()
             .collect()
+    }
+
+    fn publish_signed_out(&self, id: &[u8; 16], expires: u64, now: u64) {
+        // Gone from etcd when the session would have expired anyway.
+        let ttl = Duration::from_secs(expires.saturating_sub(now).max(1));
+        let name = format!("sessions/{}", gatehouse_core::hex::encode(id));
+        self.store
+            .put_expiring(&name, expires.to_string().as_bytes(), ttl);
+    }
+
+    fn follow_signed_out(&self, adopt: Box<dyn Fn([u8; 16], u64) + Send>) {
+        let Ok(changes) = self.store.watch("sessions/") else {
+            eprintln!("gatehouse service: etcd: cannot watch signed-out sessions");
+            return;
+        };
+        let store = self.store.clone();
+        let parse = |id: &str, value: &[u8]| {
+            let id: [u8; 16] = gatehouse_core::hex::decode_array(id)?;
+            let expires: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+            Some((id, expires))
+        };
+        let _ = std::thread::Builder::new()
+            .name("gatehouse-etcd-sessions".into())
+            .spawn(move || {
+                let adopt_listed = |adopt: &dyn Fn([u8; 16], u64)| {
+                    for (id, value) in store.list("sessions/").unwrap_or_default() {
+                        if let Some((id, expires)) = parse(&id, &value) {
+                            adopt(id, expires);
+                        }
+                    }
+                };
+                adopt_listed(&*adopt);
+                for change in changes {
+                    match change {
+                        Change::Put(id, value) => {
+                            if let Some((id, expires)) = parse(&id, &value) {
+                                adopt(id, expires);
+                            }
+                        }
+                        Change::Resync => adopt_listed(&*adopt),
+                        Change::Delete(_) => {}
+                    }
+                }
+            });
     }
 
     fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, crate::ServiceError> {

@@ -733,6 +733,11 @@ fn start(
             {
                 eprintln!("gatehouse service: cannot write the revoked-session list: {e}");
             }
+            // Other instances refuse it too (with a shared state; sent in the background).
+            worker
+                .shared
+                .control
+                .publish_signed_out(&session.session_id, session.expires_at, now);
         }
         let state = worker.providers.get(&provider);
         return answer(flow::logout(&provider, state.as_deref(), app, host_text));

@@ -412,6 +412,19 @@ pub fn run_instance(config_path: &Path, instance: &Instance) -> Result<(), Servi
             enrolment_tokens: Mutex::new(std::collections::HashMap::new()),
         }
     });
+    {
+        // Sessions signed out of through another instance are refused here too.
+        let weak = Arc::downgrade(&shared);
+        shared
+            .control
+            .follow_signed_out(Box::new(move |id, expires| {
+                if let Some(shared) = weak.upgrade() {
+                    if let Err(e) = shared.revoked.revoke(id, expires, unix_now()) {
+                        eprintln!("gatehouse service: cannot write the revoked-session list: {e}");
+                    }
+                }
+            }));
+    }
     if let Some(e) = dev_error {
         return Err(ServiceError::Ca(format!("development provider: {e}")));
     }

@@ -150,6 +150,12 @@ pub trait ControlState: Send + Sync {
     fn instances(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Tells the other instances that session `id`, which would expire at `expires`, was
+    /// signed out of. Never waits on the network; nothing to do for a single instance.
+    fn publish_signed_out(&self, _id: &[u8; 16], _expires: u64, _now: u64) {}
+    /// Calls `adopt` for every session another instance signed out of: those known now, and
+    /// each one from now on.
+    fn follow_signed_out(&self, _adopt: Box<dyn Fn([u8; 16], u64) + Send>) {}
     /// The key ring that seals session cookies, created on first use (shared by all
     /// instances, so a session sealed by one opens on any).
     fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, ServiceError>;
