@@ -193,3 +193,132 @@ fn a_session_from_one_instance_works_and_ends_on_the_others() {
     assert_eq!(status(&b, "/echo/after"), "302");
     drop(backend);
 }
+
+/// A round-robin TCP balancer on loopback: each connection goes to the next backend port
+/// that accepts it (as a balancer with connect-time failover does). Runs until the test ends.
+fn balancer(backends: Vec<u16>) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut next = 0usize;
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let upstream = (0..backends.len()).find_map(|i| {
+                let port = backends[(next + i) % backends.len()];
+                TcpStream::connect(("127.0.0.1", port)).ok()
+            });
+            next = next.wrapping_add(1);
+            let Some(upstream) = upstream else { continue };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            };
+            pipe(client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            pipe(upstream, client);
+        }
+    });
+    port
+}
+
+/// GETs through `port` (a new connection each, so they spread over the instances) until
+/// `stop`; returns (answered 200, other outcomes with their codes). A GET that fails is
+/// retried by curl (at most twice), as clients and balancers retry safe requests.
+fn load(
+    stack: &Stack,
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    let ca = stack.ca_file();
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, Vec::new());
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            i += 1;
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "--retry",
+                    "2",
+                    "--retry-all-errors",
+                ])
+                .args([
+                    "--retry-delay",
+                    "0",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .arg("--cacert")
+                .arg(&ca)
+                .args(["--resolve", &format!("{APP_HOST}:{port}:127.0.0.1")])
+                .arg(format!("https://{APP_HOST}:{port}/echo/load-{i}"))
+                .output()
+                .unwrap();
+            match text(&out).as_str() {
+                "200" => ok += 1,
+                other => failed.push(format!(
+                    "{other} {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            }
+        }
+        (ok, failed)
+    })
+}
+
+#[test]
+fn under_load_an_instance_killed_or_etcd_restarted_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = temp_dir("scale-fault");
+    let (mut etcd, endpoint) = start_etcd(&dir);
+    let (mut a, _ba) = instance("fault-a", &endpoint, "/gh/fault");
+    let (b, _bb) = instance("fault-b", &endpoint, "/gh/fault");
+    let (mut c, _bc) = instance("fault-c", &endpoint, "/gh/fault");
+    a.add_connector("c1", "default");
+    for stack in [&a, &b, &c] {
+        stack.wait_ready(APP_HOST, "/echo/ready");
+    }
+    let port = balancer(vec![a.https_port, b.https_port, c.https_port]);
+
+    // SIGKILL one instance under load.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let running = load(&a, port, stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    c.service.as_mut().unwrap().kill();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = running.join().unwrap();
+    eprintln!("instance killed under load: {ok} answered 200, failed: {failed:?}");
+    assert!(ok > 20, "{ok}");
+    assert!(failed.is_empty(), "{failed:?}");
+
+    // etcd stopped and started again under load: the instances serve on with what they
+    // know.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let running = load(&a, port, stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = etcd.child.kill();
+    let _ = etcd.child.wait();
+    std::thread::sleep(Duration::from_secs(2));
+    let (restarted, _) = start_etcd_in(&dir, &endpoint);
+    etcd = restarted;
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = running.join().unwrap();
+    eprintln!("etcd restarted under load: {ok} answered 200, failed: {failed:?}");
+    assert!(ok > 10, "{ok}");
+    assert!(failed.is_empty(), "{failed:?}");
+    drop(etcd);
+}

@@ -482,8 +482,23 @@ pub fn dev_password_hash(password: &str) -> String {
 /// Starts one etcd member (Debian's `etcd-server`, which `scripts/test.sh` installs) with its
 /// data under `dir`; returns it and its client URL.
 pub fn start_etcd(dir: &Path) -> (Proc, String) {
-    let (client, peer) = (free_port(), free_port());
-    let client_url = format!("http://127.0.0.1:{client}");
+    start_etcd_in(dir, &format!("http://127.0.0.1:{}", free_port()))
+}
+
+/// [`start_etcd`] on a given client URL (to start a stopped member again, with its data).
+pub fn start_etcd_in(dir: &Path, client_url: &str) -> (Proc, String) {
+    let client: u16 = client_url.rsplit(':').next().unwrap().parse().unwrap();
+    // The member keeps its peer address in its data: a restart uses the same one.
+    let peer_file = dir.join("etcd-peer-port");
+    let peer: u16 = match std::fs::read_to_string(&peer_file) {
+        Ok(port) => port.trim().parse().unwrap(),
+        Err(_) => {
+            let port = free_port();
+            std::fs::write(&peer_file, port.to_string()).unwrap();
+            port
+        }
+    };
+    let client_url = client_url.to_owned();
     let peer_url = format!("http://127.0.0.1:{peer}");
     let child = Command::new("etcd")
         .args(["--name", "m1", "--data-dir"])
@@ -502,7 +517,13 @@ pub fn start_etcd(dir: &Path) -> (Proc, String) {
         ])
         .args(["--initial-cluster", &format!("m1={peer_url}")])
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("etcd.log")).unwrap())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("etcd.log"))
+                .unwrap(),
+        )
         .spawn()
         .expect("etcd is not installed (scripts/test.sh installs etcd-server)");
     wait_for_port(client);
