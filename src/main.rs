@@ -136,6 +136,10 @@ enum TokenCommand {
         /// Lifetime: seconds, or a number with s, m, h or d.
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// The token registers one connector only (used up atomically, also across
+        /// instances sharing their state).
+        #[arg(long)]
+        single_use: bool,
     },
 }
 
@@ -277,7 +281,13 @@ fn service(command: ServiceCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ServiceCommand::Token {
-            command: TokenCommand::Create { config, role, ttl },
+            command:
+                TokenCommand::Create {
+                    config,
+                    role,
+                    ttl,
+                    single_use,
+                },
         } => {
             let role =
                 Role::parse(&role).ok_or_else(|| anyhow!("--role must be admin or viewer"))?;
@@ -285,7 +295,7 @@ fn service(command: ServiceCommand) -> anyhow::Result<()> {
             let loaded = config::load(&config)?;
             let state = gatehouse_service::open_control(&loaded)?;
             let ca = state.load_or_create_ca(unix_now())?;
-            let token = state.create_token(role, ttl, &ca, unix_now())?;
+            let token = state.create_token(role, ttl, single_use, &ca, unix_now())?;
             println!("{token}");
             Ok(())
         }

@@ -119,7 +119,7 @@ async fn register(worker: &Worker, body: &[u8], peer: SocketAddr, now: u64) -> (
         );
         let status = match refusal {
             TokenRefusal::NotAdmin => 403,
-            TokenRefusal::Invalid | TokenRefusal::Expired => 401,
+            TokenRefusal::Invalid | TokenRefusal::Expired | TokenRefusal::Used => 401,
         };
         return (status, error(refusal.reason()));
     }

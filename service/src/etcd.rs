@@ -588,6 +588,11 @@ impl crate::ControlState for EtcdState {
         }
     }
 
+    fn consume_token(&self, id: &str) -> bool {
+        // Taken from the store: of all instances, one gets it.
+        matches!(self.store.take(&format!("tokens/{id}")), Ok(Some(_)))
+    }
+
     fn token(&self, id: &str) -> Option<crate::TokenRecord> {
         let value = self.store.get(&format!("tokens/{id}")).ok()??;
         crate::TokenRecord::from_line(&String::from_utf8_lossy(&value))

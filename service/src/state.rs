@@ -23,6 +23,7 @@ use crate::ServiceError;
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca.key";
 const TOKENS: &str = "tokens";
+const TOKENS_USED: &str = "tokens-used";
 const CONNECTORS: &str = "connectors";
 const REVOKED: &str = "revoked";
 const PID: &str = "service.pid";
@@ -71,6 +72,8 @@ pub enum TokenRefusal {
     Expired,
     /// Valid, but not an administrator's.
     NotAdmin,
+    /// A single-use token that registered a connector already.
+    Used,
 }
 
 impl TokenRefusal {
@@ -80,6 +83,7 @@ impl TokenRefusal {
             TokenRefusal::Invalid => "the registration token is not valid for this service",
             TokenRefusal::Expired => "the registration token has expired",
             TokenRefusal::NotAdmin => "the registration token is not an administrator's",
+            TokenRefusal::Used => "the registration token was for one use and is used up",
         }
     }
 }
@@ -93,27 +97,36 @@ pub struct TokenRecord {
     pub expires: u64,
     /// SHA-256 of its secret, hex.
     pub secret_hash: String,
+    /// Whether it registers one connector only.
+    pub single_use: bool,
 }
 
 impl TokenRecord {
-    /// `role expires hash`, the stored form.
+    /// `role expires hash`, and ` once` for a single-use token: the stored form.
     pub fn to_line(&self) -> String {
         format!(
-            "{} {} {}",
+            "{} {} {}{}",
             self.role.as_str(),
             self.expires,
-            self.secret_hash
+            self.secret_hash,
+            if self.single_use { " once" } else { "" }
         )
     }
 
     /// Reads [`TokenRecord::to_line`]'s form.
     pub fn from_line(line: &str) -> Option<TokenRecord> {
         let mut f = line.trim().split(' ');
-        let record = TokenRecord {
+        let mut record = TokenRecord {
             role: Role::parse(f.next()?)?,
             expires: f.next()?.parse().ok()?,
             secret_hash: f.next()?.to_owned(),
+            single_use: false,
         };
+        match f.next() {
+            None => {}
+            Some("once") => record.single_use = true,
+            Some(_) => return None,
+        }
         f.next().is_none().then_some(record)
     }
 }
@@ -127,8 +140,11 @@ pub trait ControlState: Send + Sync {
     fn load_or_create_ca(&self, now: u64) -> Result<ConnectorCa, ServiceError>;
     /// Stores the token `id`.
     fn store_token(&self, id: &str, record: &TokenRecord) -> Result<(), ServiceError>;
-    /// The token `id`, if stored.
+    /// The token `id`, if stored (and, for a single-use token, not used).
     fn token(&self, id: &str) -> Option<TokenRecord>;
+    /// Uses up the single-use token `id`: true for exactly one caller, whichever process or
+    /// instance asks.
+    fn consume_token(&self, id: &str) -> bool;
     /// Stores a registered connector.
     fn store_connector(&self, record: &ConnectorRecord) -> Result<(), ServiceError>;
     /// Every registered connector, with its revocation state.
@@ -170,6 +186,7 @@ pub trait ControlState: Send + Sync {
         &self,
         role: Role,
         ttl_secs: u64,
+        single_use: bool,
         ca: &ConnectorCa,
         now: u64,
     ) -> Result<String, ServiceError> {
@@ -185,21 +202,35 @@ pub trait ControlState: Send + Sync {
             role,
             expires: now.saturating_add(ttl_secs),
             secret_hash: hex(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref()),
+            single_use,
         };
         self.store_token(&id, &record)?;
         Ok(format!("{TOKEN_PREFIX}.{id}.{secret}.{}", ca_pin(ca)))
     }
 
-    /// Checks a bootstrap token for registration (admins only).
+    /// Checks a bootstrap token for registration (admins only); uses a single-use token up.
     fn check_token(&self, token: &str, now: u64) -> Result<(), TokenRefusal> {
-        match self.token_role(token, now)? {
-            Role::Admin => Ok(()),
-            _ => Err(TokenRefusal::NotAdmin),
+        let (id, record) = self.valid_token(token, now)?;
+        if record.role != Role::Admin {
+            return Err(TokenRefusal::NotAdmin);
         }
+        if record.single_use && !self.consume_token(id) {
+            return Err(TokenRefusal::Used);
+        }
+        Ok(())
     }
 
-    /// The role of a valid, unexpired token.
+    /// The role of a valid, unexpired token (a single-use token is not used up by this).
     fn token_role(&self, token: &str, now: u64) -> Result<Role, TokenRefusal> {
+        Ok(self.valid_token(token, now)?.1.role)
+    }
+
+    /// The id and record of a valid, unexpired token.
+    fn valid_token<'t>(
+        &self,
+        token: &'t str,
+        now: u64,
+    ) -> Result<(&'t str, TokenRecord), TokenRefusal> {
         let mut parts = token.trim().split('.');
         let (Some(TOKEN_PREFIX), Some(id), Some(secret)) =
             (parts.next(), parts.next(), parts.next())
@@ -214,7 +245,7 @@ pub trait ControlState: Send + Sync {
         if now > record.expires {
             return Err(TokenRefusal::Expired);
         }
-        Ok(record.role)
+        Ok((id, record))
     }
 
     /// A fresh connector id (random per registration, so a replayed token makes a second,
@@ -325,6 +356,14 @@ impl StateDir {
             .ok()
     }
 
+    /// Whether the single-use token `id` was used.
+    fn token_used(&self, id: &str) -> bool {
+        fs::read_to_string(self.path.join(TOKENS_USED))
+            .unwrap_or_default()
+            .lines()
+            .any(|line| line == id)
+    }
+
     /// Appends one line with a single write.
     fn append(&self, file: &str, line: &str) -> Result<(), ServiceError> {
         let path = self.path.join(file);
@@ -371,9 +410,18 @@ impl ControlState for StateDir {
     fn token(&self, id: &str) -> Option<TokenRecord> {
         let text = fs::read_to_string(self.path.join(TOKENS)).unwrap_or_default();
         // The first line of an id counts: a later one cannot replace a token.
-        text.lines()
+        let record = text
+            .lines()
             .find_map(|line| line.strip_prefix(id)?.strip_prefix(' '))
-            .and_then(TokenRecord::from_line)
+            .and_then(TokenRecord::from_line)?;
+        (!record.single_use || !self.token_used(id)).then_some(record)
+    }
+
+    fn consume_token(&self, id: &str) -> bool {
+        // Workers of this process race under the lock; the CLI never consumes.
+        static CONSUMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = CONSUMING.lock().unwrap_or_else(|e| e.into_inner());
+        !self.token_used(id) && self.append(TOKENS_USED, &format!("{id}\n")).is_ok()
     }
 
     fn store_connector(&self, record: &ConnectorRecord) -> Result<(), ServiceError> {
@@ -471,8 +519,12 @@ mod tests {
     fn tokens_are_checked_for_secret_expiry_and_role() {
         let state = dir("tokens");
         let ca = state.load_or_create_ca(1_000).unwrap();
-        let admin = state.create_token(Role::Admin, 60, &ca, 1_000).unwrap();
-        let viewer = state.create_token(Role::Viewer, 60, &ca, 1_000).unwrap();
+        let admin = state
+            .create_token(Role::Admin, 60, false, &ca, 1_000)
+            .unwrap();
+        let viewer = state
+            .create_token(Role::Viewer, 60, false, &ca, 1_000)
+            .unwrap();
         assert_eq!(state.check_token(&admin, 1_030), Ok(()));
         assert_eq!(state.check_token(&admin, 1_061), Err(TokenRefusal::Expired));
         assert_eq!(
@@ -493,6 +545,44 @@ mod tests {
         let stored = fs::read_to_string(state.path().join(TOKENS)).unwrap();
         assert!(!stored.contains(admin.split('.').nth(2).unwrap()));
         assert!(admin.ends_with(&ca_pin(&ca)));
+    }
+
+    /// A single-use token registers once, whichever of many workers tries at the same time;
+    /// the others are refused, and so is every later try.
+    #[test]
+    fn a_single_use_token_is_used_up_once() {
+        let state = std::sync::Arc::new(dir("once"));
+        let ca = state.load_or_create_ca(1_000).unwrap();
+        let token = state
+            .create_token(Role::Admin, 60, true, &ca, 1_000)
+            .unwrap();
+        assert!(fs::read_to_string(state.path().join(TOKENS))
+            .unwrap()
+            .trim_end()
+            .ends_with(" once"));
+        // Looking at it (the admin listener does) does not use it up.
+        assert_eq!(state.token_role(&token, 1_010), Ok(Role::Admin));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let tries: Vec<_> = (0..8)
+            .map(|_| {
+                let (state, token, barrier) = (state.clone(), token.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    state.check_token(&token, 1_020)
+                })
+            })
+            .collect();
+        let results: Vec<_> = tries.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        assert!(results
+            .iter()
+            .all(|r| matches!(r, Ok(()) | Err(TokenRefusal::Used | TokenRefusal::Invalid))));
+        assert!(state.check_token(&token, 1_030).is_err());
+        assert!(state.token_role(&token, 1_030).is_err());
     }
 
     #[test]

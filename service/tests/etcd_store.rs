@@ -254,13 +254,22 @@ fn instances_share_one_ca_tokens_connectors_and_revocations() {
 
     // A token made through one instance is checked on the other.
     let now = gatehouse_service::unix_now();
-    let token = a.create_token(Role::Admin, 60, &ca, now).unwrap();
+    let token = a.create_token(Role::Admin, 60, false, &ca, now).unwrap();
     assert_eq!(b.token_role(&token, now), Ok(Role::Admin));
     assert_eq!(b.token_role(&token, now + 61), Err(TokenRefusal::Expired));
     // The same id with another secret is refused.
     let parts: Vec<&str> = token.split('.').collect();
     let wrong_secret = format!("{}.{}.{}.{}", parts[0], parts[1], "0".repeat(48), parts[3]);
     assert_eq!(b.token_role(&wrong_secret, now), Err(TokenRefusal::Invalid));
+
+    // A single-use token registers once across instances racing for it.
+    let once = a.create_token(Role::Admin, 60, true, &ca, now).unwrap();
+    let used = {
+        let (instances, once) = (instances.clone(), once.clone());
+        race(6, move |i| instances[i % 2].check_token(&once, now).is_ok())
+    };
+    assert_eq!(used.iter().filter(|ok| **ok).count(), 1, "{used:?}");
+    assert!(b.check_token(&once, now).is_err());
 
     // A connector registered on one is listed, and revoked, on the other.
     a.record_connector("c-1", "default", "host one!", now)
