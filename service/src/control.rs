@@ -95,7 +95,6 @@ async fn register(worker: &Worker, body: &[u8], peer: SocketAddr, now: u64) -> (
     let Ok(request) = serde_json::from_slice::<RegisterRequest>(body) else {
         return (400, error("the body is not a registration request"));
     };
-    let state = &*worker.shared.control;
     // Who enrols, when an administrator signed in rather than a token was made.
     let mut administrator = None;
     if let Some(id_token) = &request.id_token {
@@ -112,32 +111,62 @@ async fn register(worker: &Worker, body: &[u8], peer: SocketAddr, now: u64) -> (
                 return (status, error(&message));
             }
         }
-    } else if let Err(refusal) = state.check_token(&request.token, now) {
-        eprintln!(
-            "gatehouse service: registration from {peer} refused: {}",
-            refusal.reason()
-        );
-        let status = match refusal {
-            TokenRefusal::NotAdmin => 403,
-            TokenRefusal::Invalid | TokenRefusal::Expired | TokenRefusal::Used => 401,
+    } else {
+        let checked = {
+            let (shared, token) = (worker.shared.clone(), request.token.clone());
+            off_worker(move || shared.control.check_token(&token, now)).await
         };
-        return (status, error(refusal.reason()));
+        match checked {
+            Some(Ok(())) => {}
+            Some(Err(refusal)) => {
+                eprintln!(
+                    "gatehouse service: registration from {peer} refused: {}",
+                    refusal.reason()
+                );
+                let status = match refusal {
+                    TokenRefusal::NotAdmin => 403,
+                    TokenRefusal::Invalid | TokenRefusal::Expired | TokenRefusal::Used => 401,
+                };
+                return (status, error(refusal.reason()));
+            }
+            // Not checked is not allowed.
+            None => return (500, error("the token could not be checked")),
+        }
     }
     let ca = &worker.shared.ca;
-    let id = match state.new_connector_id() {
-        Ok(id) => id,
-        Err(e) => return (500, error(&format!("cannot make a connector id: {e}"))),
+    let recorded = {
+        let shared = worker.shared.clone();
+        let (csr, group, hostname) = (
+            request.csr.clone(),
+            request.group.clone(),
+            request.hostname.clone(),
+        );
+        off_worker(move || {
+            let id = shared
+                .control
+                .new_connector_id()
+                .map_err(|e| (500, format!("cannot make a connector id: {e}")))?;
+            // The connector is recorded only once its certificate was issued: a bad CSR
+            // leaves no trace.
+            let issued = shared
+                .ca
+                .sign_csr(&csr, &id, &group, now)
+                .map_err(|e| (400, format!("certificate request refused: {e}")))?;
+            shared
+                .control
+                .record_connector(&id, &group, &hostname, now)
+                .map_err(|e| (500, format!("cannot record the connector: {e}")))?;
+            // Every worker must accept the new connector's tunnels right away.
+            shared.registry_changed();
+            Ok((id, issued))
+        })
+        .await
     };
-    // The connector is recorded only once its certificate was issued: a bad CSR leaves no trace.
-    let issued = match ca.sign_csr(&request.csr, &id, &request.group, now) {
-        Ok(issued) => issued,
-        Err(e) => return (400, error(&format!("certificate request refused: {e}"))),
+    let (id, issued) = match recorded {
+        Some(Ok(done)) => done,
+        Some(Err((status, message))) => return (status, error(&message)),
+        None => return (500, error("the registration could not be carried out")),
     };
-    if let Err(e) = state.record_connector(&id, &request.group, &request.hostname, now) {
-        return (500, error(&format!("cannot record the connector: {e}")));
-    }
-    // Every worker must accept the new connector's tunnels right away.
-    worker.shared.registry_changed();
     match &administrator {
         Some(who) => {
             eprintln!(
@@ -168,6 +197,29 @@ async fn register(worker: &Worker, body: &[u8], peer: SocketAddr, now: u64) -> (
             ca: ca.cert_pem(),
         },
     )
+}
+
+/// Runs `call` on a thread of its own and waits for it without holding up the worker: the
+/// control state may be etcd, whose calls block (for up to their deadline). Registrations
+/// are rare, so a thread each is cheap enough; the wait polls, which a cancelled request
+/// simply stops doing. `None` if the thread could not run or panicked.
+async fn off_worker<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (done, answer) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("gatehouse-control".into())
+        .spawn(move || {
+            let _ = done.send(call());
+        })
+        .ok()?;
+    loop {
+        match answer.try_recv() {
+            Ok(value) => return Some(value),
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
 }
 
 fn renew(worker: &Worker, id: &ConnectorIdentity, body: &[u8], now: u64) -> (u16, Vec<u8>) {
