@@ -37,12 +37,7 @@ struct Enrolling {
 }
 
 fn start_enrolling(stack: &Stack, name: &str) -> Enrolling {
-    let pin = gatehouse()
-        .args(["service", "ca-pin", "--config"])
-        .arg(&stack.config)
-        .output()
-        .unwrap();
-    let pin = text(&pin).trim().to_owned();
+    let pin = stack.service_cli(&["ca-pin"]).trim().to_owned();
     assert!(pin.starts_with("sha256:") && pin.len() == 71, "{pin}");
     let mut child = gatehouse()
         .args(["connector", "register", "--sign-in", "--ca-pin", &pin])

@@ -19,22 +19,6 @@ fn instance(name: &str, etcd: &str, prefix: &str) -> (Stack, Proc) {
     (stack, backend)
 }
 
-fn cli(stack: &Stack, args: &[&str]) -> String {
-    let out = gatehouse()
-        .args(["service"])
-        .args(args)
-        .arg("--config")
-        .arg(&stack.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text(&out)
-}
-
 #[test]
 fn instances_share_the_ca_tokens_registry_keys_and_revocations() {
     let dir = temp_dir("scale-etcd");
@@ -43,7 +27,7 @@ fn instances_share_the_ca_tokens_registry_keys_and_revocations() {
     let (b, _backend_b) = instance("scale-b", &endpoint, "/gh/scale");
 
     // One connector CA, whichever instance started first.
-    assert_eq!(cli(&a, &["ca-pin"]), cli(&b, &["ca-pin"]));
+    assert_eq!(a.service_cli(&["ca-pin"]), b.service_cli(&["ca-pin"]));
     // A token made with one instance's configuration registers through either.
     let token = a.token("admin", "10m");
     for (stack, name) in [(&a, "c1"), (&b, "c2")] {
@@ -55,7 +39,7 @@ fn instances_share_the_ca_tokens_registry_keys_and_revocations() {
         );
     }
     // One registry.
-    let listed = cli(&b, &["connector", "list"]);
+    let listed = b.service_cli(&["connector", "list"]);
     assert_eq!(listed.lines().count(), 3, "{listed}");
     // The same keys: what one instance asserts, back ends verify with the other's keys.
     let jwks = |stack: &Stack| {
@@ -73,7 +57,7 @@ fn instances_share_the_ca_tokens_registry_keys_and_revocations() {
     let identity: serde_json::Value = serde_json::from_str(&identity).unwrap();
     let c1 = identity["connector_id"].as_str().unwrap().to_owned();
     assert!(listed.contains(&c1), "{listed}");
-    cli(&b, &["connector", "revoke", &c1]);
+    b.service_cli(&["connector", "revoke", &c1]);
     let revoked = Instant::now();
     for stack in [&a, &b] {
         while stack.status(APP_HOST, "/echo/after") == "200" {

@@ -133,7 +133,6 @@ impl BodyTranslator {
             AsciiCompatibleEncoding::new(encoding_rs::UTF_8).expect("UTF-8 is ASCII-compatible")
         });
         let attribute_rules = rules.clone();
-        let mut scratch = Vec::new();
         let mut changed: Vec<(String, String)> = Vec::new();
         let on_element = move |el: &mut Element| {
             // One pass over the attributes; the changes are made after it.
@@ -142,10 +141,10 @@ impl BodyTranslator {
                 if !URL_ATTRIBUTES.contains(&name.as_str()) {
                     continue;
                 }
-                scratch.clear();
-                if attribute_rules.rewrite(attribute.value().as_bytes(), &mut scratch) {
+                let mut rewritten = Vec::new();
+                if attribute_rules.rewrite(attribute.value().as_bytes(), &mut rewritten) {
                     // Replacements are ASCII and start at ASCII bytes: still UTF-8.
-                    changed.push((name, String::from_utf8(scratch.clone())?));
+                    changed.push((name, String::from_utf8(rewritten)?));
                 }
             }
             for (name, value) in changed.drain(..) {

@@ -417,7 +417,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
                     h.status,
                     h.body(method),
                     h.reusable(method),
-                    translated_body(app, h.status, &h.fields),
+                    translated_body(app, &h.fields),
                 )
             })
             .await;
@@ -700,11 +700,12 @@ fn mapping_parts<'a>(app: &'a AppRoute, client_host: &[u8]) -> Option<MappingPar
     })
 }
 
-/// The body type to translate a response to with `status` and `fields` as, if any: only for
-/// apps with `translate_body`, for HTML, CSS and JavaScript, and never for an encoded body
-/// (the request asked for identity; a back end that compressed anyway is passed on as is).
-fn translated_body(app: &AppRoute, status: u16, fields: &Fields<'_, '_>) -> Option<BodyType> {
-    if !app.translate_body || status < 200 || status == 204 || status == 304 {
+/// The body type to translate a response with `fields` as, if any: only for apps with
+/// `translate_body`, for HTML, CSS and JavaScript, and never for an encoded body (the request
+/// asked for identity; a back end that compressed anyway is passed on as is). Responses
+/// without a body (1xx, 204, 304, HEAD) never reach the translator.
+fn translated_body(app: &AppRoute, fields: &Fields<'_, '_>) -> Option<BodyType> {
+    if !app.translate_body {
         return None;
     }
     if let Some(coding) = fields.get("content-encoding") {
@@ -720,29 +721,25 @@ fn translated_body(app: &AppRoute, status: u16, fields: &Fields<'_, '_>) -> Opti
 /// host is known).
 fn link_rules(app: &AppRoute, parts: &MappingParts<'_>, ctx: &ThreadCtx) -> LinkRules {
     let config = ctx.config();
+    // The other apps' hosts are fixed (no wildcard), so their parts borrow them.
+    let others: Vec<(&AppRoute, MappingParts<'_>)> = config
+        .apps
+        .iter()
+        .filter(|other| {
+            other.name != app.name
+                && !other.internal_host.starts_with('*')
+                && !other.external_host.starts_with('*')
+        })
+        .map(|other| {
+            let parts = MappingParts {
+                external_host: Cow::Borrowed(other.external_host.as_str()),
+                internal_host: Cow::Borrowed(other.internal_host.as_str()),
+            };
+            (other, parts)
+        })
+        .collect();
     let mut maps = vec![mapping(app, parts)];
-    for other in &config.apps {
-        if other.name == app.name
-            || other.internal_host.starts_with('*')
-            || other.external_host.starts_with('*')
-        {
-            continue;
-        }
-        maps.push(Mapping {
-            external: Origin {
-                https: true,
-                host: &other.external_host,
-                port: other.external_port.unwrap_or(443),
-                path_prefix: &other.external_prefix,
-            },
-            internal: Origin {
-                https: other.internal_https,
-                host: &other.internal_host,
-                port: other.internal_port,
-                path_prefix: &other.internal_prefix,
-            },
-        });
-    }
+    maps.extend(others.iter().map(|(other, parts)| mapping(other, parts)));
     LinkRules::new(&maps)
 }
 

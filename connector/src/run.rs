@@ -87,23 +87,18 @@ impl Shared {
     /// An instance that lacks tunnels, counted as being dialled; `None` when all have their
     /// share.
     fn instance_to_dial(&self) -> Option<String> {
-        let instances = self.instances();
-        let share = self.config().tunnels_per_worker.max(1);
-        let mut coverage = self.coverage.lock().unwrap_or_else(|e| e.into_inner());
-        for address in instances {
-            let instance = coverage.entry(address.clone()).or_insert_with(|| Coverage {
-                share,
-                ..Coverage::default()
-            });
-            if instance.wants_more() {
-                instance.dialing += 1;
-                return Some(address);
-            }
-        }
-        None
+        self.instances().into_iter().find(|address| {
+            self.with_coverage(address, |instance| {
+                let wants = instance.wants_more();
+                if wants {
+                    instance.dialing += 1;
+                }
+                wants
+            })
+        })
     }
 
-    /// Runs `f` on the coverage of the instance at `address`.
+    /// Runs `f` on the coverage of the instance at `address` (new instances start empty).
     fn with_coverage<T>(&self, address: &str, f: impl FnOnce(&mut Coverage) -> T) -> T {
         let share = self.config().tunnels_per_worker.max(1);
         let mut coverage = self.coverage.lock().unwrap_or_else(|e| e.into_inner());

@@ -109,6 +109,19 @@ pub(crate) struct Snapshot {
     pub(crate) instances: Vec<String>,
 }
 
+impl Snapshot {
+    /// `config` at `version`, with the connector registry and the instance list as `control`
+    /// has them now.
+    fn read(config: ServiceConfig, version: u64, control: &dyn ControlState) -> Snapshot {
+        Snapshot {
+            allowed: allowed_connectors(control),
+            instances: control.instances(),
+            config,
+            version,
+        }
+    }
+}
+
 /// State shared by all workers (read-mostly; nothing here is touched per request).
 pub(crate) struct Shared {
     pub(crate) config_path: PathBuf,
@@ -192,35 +205,23 @@ impl Shared {
             Ok(c) => c,
             Err(e) => {
                 // The registry may still have changed (a revocation): apply that part.
-                let snapshot = Snapshot {
-                    config: old.config.clone(),
-                    version: old.version + 1,
-                    allowed: allowed_connectors(&*self.control),
-                    instances: self.control.instances(),
-                };
+                let snapshot = Snapshot::read(old.config.clone(), old.version + 1, &*self.control);
                 self.publish(snapshot);
                 return Err(e.into());
             }
         };
-        let snapshot = Snapshot {
-            config,
-            version: old.version + 1,
-            allowed: allowed_connectors(&*self.control),
-            instances: self.control.instances(),
-        };
-        self.publish(snapshot);
+        self.publish(Snapshot::read(config, old.version + 1, &*self.control));
         Ok(())
     }
 
     /// Re-reads the connector registry (after a registration) and tells the workers.
     pub(crate) fn registry_changed(&self) {
         let old = self.snapshot();
-        self.publish(Snapshot {
-            config: old.config.clone(),
-            version: old.version,
-            allowed: allowed_connectors(&*self.control),
-            instances: self.control.instances(),
-        });
+        self.publish(Snapshot::read(
+            old.config.clone(),
+            old.version,
+            &*self.control,
+        ));
     }
 
     fn publish(&self, snapshot: Snapshot) {
@@ -295,8 +296,6 @@ pub fn run_instance(config_path: &Path, instance: &Instance) -> Result<(), Servi
         // operators find it with the directory backend too; its key stays in etcd.
         let path = state.path().join("ca.pem");
         std::fs::write(&path, ca.cert_pem()).map_err(|e| ServiceError::io(&path, e))?;
-    }
-    if config.state != config::StateBackend::Directory {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "gatehouse".into());
@@ -359,12 +358,7 @@ pub fn run_instance(config_path: &Path, instance: &Instance) -> Result<(), Servi
         }
         None => None,
     };
-    let snapshot = Snapshot {
-        allowed: allowed_connectors(&*control),
-        instances: control.instances(),
-        config,
-        version: 1,
-    };
+    let snapshot = Snapshot::read(config, 1, &*control);
     let mut dev_error = None;
     let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
         let dev_idp = dev_settings.and_then(|settings| {
@@ -516,12 +510,11 @@ pub fn run_instance(config_path: &Path, instance: &Instance) -> Result<(), Servi
             if stamp != last_registry {
                 last_registry = stamp;
                 let old = shared.snapshot();
-                shared.publish(Snapshot {
-                    config: old.config.clone(),
-                    version: old.version + 1,
-                    allowed: allowed_connectors(&*shared.control),
-                    instances: shared.control.instances(),
-                });
+                shared.publish(Snapshot::read(
+                    old.config.clone(),
+                    old.version + 1,
+                    &*shared.control,
+                ));
             }
         }
     }

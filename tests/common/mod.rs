@@ -262,10 +262,19 @@ impl Stack {
 
     /// `gatehouse service token create`; returns the token.
     pub fn token(&self, role: &str, ttl: &str) -> String {
+        self.service_cli(&["token", "create", "--role", role, "--ttl", ttl])
+            .trim()
+            .to_owned()
+    }
+
+    /// `gatehouse service ARGS --config` of this stack; asserts it succeeded and returns
+    /// its standard output.
+    pub fn service_cli(&self, args: &[&str]) -> String {
         let out = gatehouse()
-            .args(["service", "token", "create", "--config"])
+            .arg("service")
+            .args(args)
+            .arg("--config")
             .arg(&self.config)
-            .args(["--role", role, "--ttl", ttl])
             .output()
             .unwrap();
         assert!(
@@ -273,7 +282,7 @@ impl Stack {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        text(&out)
     }
 
     /// Registers a connector with `token` (read from a file, never from argv).
