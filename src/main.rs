@@ -114,6 +114,17 @@ enum ServiceCommand {
         #[command(subcommand)]
         command: ConnectorAdminCommand,
     },
+    /// The keys that seal session cookies (shared by every instance of a shared state).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Apps managed through the store (`[state] backend = "etcd"`): every instance serves
+    /// the published document instead of the `[[apps]]` of its own file.
+    Apps {
+        #[command(subcommand)]
+        command: AppsCommand,
+    },
     /// Prints the pin of the connector CA (`sha256:...`) that `connector register --sign-in
     /// --ca-pin` takes.
     CaPin {
@@ -140,6 +151,50 @@ enum TokenCommand {
         /// instances sharing their state).
         #[arg(long)]
         single_use: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Lists the key ids, the sealing key first.
+    List {
+        /// The service configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Adds a new sealing key; the old keys still open the sessions they sealed. Running
+    /// instances take it up within a second.
+    Rotate {
+        /// The service configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Removes a key that no longer seals: sessions it sealed end at once, everywhere.
+    Retire {
+        /// The service configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The key id (see `list`).
+        id: u8,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AppsCommand {
+    /// Checks FILE (only `[[apps]]` tables, as in the configuration file) against the
+    /// configuration's providers and locations, then publishes it to every instance.
+    Publish {
+        /// The service configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The app document.
+        file: PathBuf,
+    },
+    /// Prints the published app document and its revision.
+    Show {
+        /// The service configuration file.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -299,6 +354,8 @@ fn service(command: ServiceCommand) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        ServiceCommand::Keys { command } => keys(command),
+        ServiceCommand::Apps { command } => apps(command),
         ServiceCommand::CaPin { config } => {
             let loaded = config::load(&config)?;
             let state = gatehouse_service::open_control(&loaded)?;
@@ -348,6 +405,62 @@ fn service(command: ServiceCommand) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use gatehouse_core::cookie::keyfile;
+    let (KeysCommand::List { config }
+    | KeysCommand::Rotate { config }
+    | KeysCommand::Retire { config, .. }) = &command;
+    let loaded = gatehouse_service::config::load(config)?;
+    let state = gatehouse_service::open_control(&loaded)?;
+    let text = match command {
+        KeysCommand::List { .. } => state.cookie_keys()?,
+        KeysCommand::Rotate { .. } => {
+            state.change_cookie_keys(&|text| Ok(keyfile::rotated(text)?.0))?
+        }
+        KeysCommand::Retire { id, .. } => {
+            state.change_cookie_keys(&|text| keyfile::retired(text, id))?
+        }
+    };
+    let ring = keyfile::from_text(&text)?;
+    let ids: Vec<String> = ring.key_ids().map(|id| id.to_string()).collect();
+    println!(
+        "cookie keys: {} (key {} seals)",
+        ids.join(" "),
+        ring.current_key_id()
+    );
+    Ok(())
+}
+
+fn apps(command: AppsCommand) -> anyhow::Result<()> {
+    let (AppsCommand::Publish { config, .. } | AppsCommand::Show { config }) = &command;
+    let loaded = gatehouse_service::config::load(config)?;
+    let state = gatehouse_service::open_control(&loaded)?;
+    match command {
+        AppsCommand::Publish { config, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            // Checked here against this configuration, so a mistake names the file, line and
+            // key before any instance sees it.
+            let checked = gatehouse_service::config::with_apps(&loaded, &config, &file, &text)?;
+            let revision = state.publish_apps(&text)?;
+            println!(
+                "{} apps published at revision {revision}; every instance takes them up within a second",
+                checked.apps.len()
+            );
+        }
+        AppsCommand::Show { .. } => {
+            // A command-line process has no watch running yet: ask the store directly.
+            match state.read_apps()? {
+                Some((text, revision)) => println!("# revision {revision}\n{text}"),
+                None => {
+                    println!("# no app document published: apps come from each instance's file")
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn connector(command: ConnectorCommand) -> anyhow::Result<()> {

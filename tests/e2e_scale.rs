@@ -99,61 +99,87 @@ fn a_connector_keeps_tunnels_to_every_live_instance() {
     }
 }
 
+/// Two instances sharing etcd under `prefix`, each publishing the preauth app `app` at
+/// `app.test` (the development provider, user alice) in front of the echo back end, and one
+/// connector registered through A.
+struct SignInPair {
+    a: Stack,
+    b: Stack,
+    /// The echo back end's port.
+    port: u16,
+    _backend: Proc,
+    _etcd: Proc,
+}
+
+impl SignInPair {
+    fn start(name: &str) -> SignInPair {
+        let dir = temp_dir(&format!("scale-{name}"));
+        let (etcd, endpoint) = start_etcd(&dir);
+        let (backend, port) = backend(None);
+        let hash = dev_password_hash("pw-1");
+        let app = || AppSpec {
+            name: "app",
+            external: "https://app.test/".into(),
+            internal: format!("http://127.0.0.1:{port}/"),
+            group: "default",
+            extra: "mode = \"preauth\"\nprovider = \"dev\"\n".into(),
+        };
+        let extra = format!(
+            "[state]\nbackend = \"etcd\"\nendpoints = [\"{endpoint}\"]\nprefix = \"/gh/{name}\"\n\
+             [dev_idp]\n[[dev_idp.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\n"
+        );
+        let mut a = Stack::start(&format!("{name}-a"), &[app()], &extra);
+        let b = Stack::start(&format!("{name}-b"), &[app()], &extra);
+        a.add_connector("c1", "default");
+        a.wait_ready("app.test", "/.gatehouse/jwks.json");
+        SignInPair {
+            a,
+            b,
+            port,
+            _backend: backend,
+            _etcd: etcd,
+        }
+    }
+
+    /// Signs alice in through A; the session cookie's value.
+    fn sign_in(&self) -> String {
+        let report = common::oidc::scripted_login(
+            &self.a,
+            &["app.test", "localhost"],
+            &self.a.url("app.test", "/echo/in"),
+            "alice",
+            "pw-1",
+            None,
+        );
+        assert_eq!(report["status"], 200, "{report}");
+        report["cookie_attrs"]["__Host-gh-session-app"]["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+/// The status of `path` at `app.test` through `stack` with the session cookie `value`.
+fn status_with(stack: &Stack, value: &str, path: &str) -> String {
+    let cookie = format!("Cookie: __Host-gh-session-app={value}");
+    let url = stack.url("app.test", path);
+    text(&stack.curl(
+        "app.test",
+        &["-o", "/dev/null", "-w", "%{http_code}", "-H", &cookie, &url],
+    ))
+}
+
 /// Signs in through instance A (its development provider); the session cookie works on B,
 /// and signing out through A makes B refuse it too.
 #[test]
 fn a_session_from_one_instance_works_and_ends_on_the_others() {
-    let dir = temp_dir("scale-session");
-    let (_etcd, endpoint) = start_etcd(&dir);
-    let (backend, port) = backend(None);
-    let hash = dev_password_hash("pw-1");
-    let app = || AppSpec {
-        name: "app",
-        external: "https://app.test/".into(),
-        internal: format!("http://127.0.0.1:{port}/"),
-        group: "default",
-        extra: "mode = \"preauth\"\nprovider = \"dev\"\n".into(),
-    };
-    let extra = format!(
-        "[state]\nbackend = \"etcd\"\nendpoints = [\"{endpoint}\"]\nprefix = \"/gh/session\"\n\
-         [dev_idp]\n[[dev_idp.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\n"
-    );
-    let mut a = Stack::start("session-a", &[app()], &extra);
-    let b = Stack::start("session-b", &[app()], &extra);
-    a.add_connector("c1", "default");
-    a.wait_ready("app.test", "/.gatehouse/jwks.json");
-    let report = common::oidc::scripted_login(
-        &a,
-        &["app.test", "localhost"],
-        &a.url("app.test", "/echo/in"),
-        "alice",
-        "pw-1",
-        None,
-    );
-    assert_eq!(report["status"], 200, "{report}");
-    let value = report["cookie_attrs"]["__Host-gh-session-app"]["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let cookie = format!("Cookie: __Host-gh-session-app={value}");
-    let status = |stack: &Stack, path: &str| {
-        let out = stack.curl(
-            "app.test",
-            &[
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-H",
-                &cookie,
-                &stack.url("app.test", path),
-            ],
-        );
-        text(&out)
-    };
+    let pair = SignInPair::start("session");
+    let (a, b) = (&pair.a, &pair.b);
+    let value = pair.sign_in();
+    let status = |stack: &Stack, path: &str| status_with(stack, &value, path);
     // Sealed by A, opened by B (one key ring), served through the connector's tunnel to B.
     let start = Instant::now();
-    while status(&b, "/echo/on-b") != "200" {
+    while status(b, "/echo/on-b") != "200" {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "B refuses A's session"
@@ -161,10 +187,10 @@ fn a_session_from_one_instance_works_and_ends_on_the_others() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Signed out through A: B refuses the same cookie within a second.
-    let out = status(&a, "/.gatehouse/logout");
+    let out = status(a, "/.gatehouse/logout");
     assert!(matches!(out.as_str(), "200" | "302"), "{out}");
     let signed_out = Instant::now();
-    while status(&b, "/echo/after") == "200" {
+    while status(b, "/echo/after") == "200" {
         assert!(
             signed_out.elapsed() < Duration::from_secs(5),
             "B still takes the session"
@@ -174,8 +200,135 @@ fn a_session_from_one_instance_works_and_ends_on_the_others() {
     let took = signed_out.elapsed();
     eprintln!("a sign-out through A reached B in {took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
-    assert_eq!(status(&b, "/echo/after"), "302");
-    drop(backend);
+    assert_eq!(status(b, "/echo/after"), "302");
+}
+
+/// The key id a session cookie was sealed with: its first byte (unpadded base64url).
+fn sealing_key(value: &str) -> u8 {
+    let six = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        _ => 63,
+    };
+    let bytes = value.as_bytes();
+    six(bytes[0]) << 2 | six(bytes[1]) >> 4
+}
+
+/// Cookie keys rotated and retired through one instance, and apps published to the store,
+/// reach every instance within a second; a bad app document names its file, line and key
+/// and changes nothing.
+#[test]
+fn key_rotation_and_published_apps_reach_every_instance() {
+    let pair = SignInPair::start("keys");
+    let (a, b, port) = (&pair.a, &pair.b, pair.port);
+    let sign_in = || pair.sign_in();
+    let status = status_with;
+    let first = sign_in();
+    assert_eq!(sealing_key(&first), 1);
+    assert_eq!(
+        b.service_cli(&["keys", "list"]).trim(),
+        "cookie keys: 1 (key 1 seals)"
+    );
+
+    // Rotated through B: A seals with the new key, and both still open the old sessions.
+    assert_eq!(
+        b.service_cli(&["keys", "rotate"]).trim(),
+        "cookie keys: 2 1 (key 2 seals)"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let second = sign_in();
+    assert_eq!(sealing_key(&second), 2, "A did not take up the rotation");
+    for stack in [a, b] {
+        assert_eq!(status(stack, &first, "/echo/old"), "200");
+        assert_eq!(status(stack, &second, "/echo/new"), "200");
+    }
+    // Key 1 retired through A: its sessions end on every instance; key 2's go on.
+    let refused = gatehouse()
+        .args(["service", "keys", "retire", "2", "--config"])
+        .arg(&a.config)
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && message.contains("cookie key 2 is the current key"),
+        "{message}"
+    );
+    a.service_cli(&["keys", "retire", "1"]);
+    let retired = Instant::now();
+    for stack in [a, b] {
+        while status(stack, &first, "/echo/retired") == "200" {
+            assert!(
+                retired.elapsed() < Duration::from_secs(5),
+                "key 1 still opens"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(status(stack, &second, "/echo/kept"), "200");
+    }
+    let took = retired.elapsed();
+    eprintln!("a retired cookie key stopped opening sessions on both instances in {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // Apps published through the store: a second app appears on both instances (under a
+    // host the development certificate already covers).
+    let document = a.dir.join("apps.toml");
+    let app_table = |name: &str, external: &str, extra: &str| {
+        format!(
+            "[[apps]]\nname = \"{name}\"\nexternal_url = \"https://{external}\"\n\
+             internal_url = \"http://127.0.0.1:{port}/\"\nconnector_group = \"default\"\n{extra}"
+        )
+    };
+    let preauth = "mode = \"preauth\"\nprovider = \"dev\"\n";
+    std::fs::write(
+        &document,
+        format!(
+            "{}\n{}",
+            app_table("app", "app.test/", preauth),
+            app_table("more", "app.test/more/", "colour = 1\n")
+        ),
+    )
+    .unwrap();
+    let refused = gatehouse()
+        .args(["service", "apps", "publish", "--config"])
+        .arg(&a.config)
+        .arg(&document)
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        message.contains(&format!("{}:14: apps[1].colour", document.display())),
+        "{message}"
+    );
+    // Still the sign-in of the preauth app.
+    assert_eq!(a.status("app.test", "/more/echo/x"), "302");
+    std::fs::write(
+        &document,
+        format!(
+            "{}\n{}",
+            app_table("app", "app.test/", preauth),
+            app_table("more", "app.test/more/", "")
+        ),
+    )
+    .unwrap();
+    let out = a.service_cli(&["apps", "publish", document.to_str().unwrap()]);
+    assert!(out.starts_with("2 apps published at revision "), "{out}");
+    let published = Instant::now();
+    for stack in [a, b] {
+        while stack.status("app.test", "/more/echo/x") != "200" {
+            assert!(
+                published.elapsed() < Duration::from_secs(5),
+                "/more/ not served"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let took = published.elapsed();
+    eprintln!("published apps served through the connector by both instances in {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(b.service_cli(&["apps", "show"]).contains("app.test/more/"));
 }
 
 /// A round-robin TCP balancer on loopback: each connection goes to the next backend port

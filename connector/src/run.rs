@@ -50,10 +50,20 @@ impl Shared {
             .clone()
     }
 
-    /// Takes a configuration if it is newer than the one in force.
+    /// Takes a configuration if it is newer than the one in force. The instance list is
+    /// taken from any instance that sends one: it is what that instance sees live now, and
+    /// every instance sends it again when its view changes, so the last word is current.
     fn offer_config(&self, config: ConnectorConfig) {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        if config.version > current.version || current.apps.is_empty() && !config.apps.is_empty() {
+        let newer = config.version > current.version;
+        if !newer && !config.instances.is_empty() && config.instances != current.instances {
+            let mut taken = (**current).clone();
+            taken.instances = config.instances;
+            *current = Arc::new(taken);
+            self.config_generation.fetch_add(1, Ordering::Release);
+            return;
+        }
+        if newer || current.apps.is_empty() && !config.apps.is_empty() {
             {
                 let mut coverage = self.coverage.lock().unwrap_or_else(|e| e.into_inner());
                 for instance in coverage.values_mut() {

@@ -203,7 +203,9 @@ async fn register(worker: &Worker, body: &[u8], peer: SocketAddr, now: u64) -> (
 /// control state may be etcd, whose calls block (for up to their deadline). Registrations
 /// are rare, so a thread each is cheap enough; the wait polls, which a cancelled request
 /// simply stops doing. `None` if the thread could not run or panicked.
-async fn off_worker<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+pub(crate) async fn off_worker<T: Send + 'static>(
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     let (done, answer) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("gatehouse-control".into())

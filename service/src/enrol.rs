@@ -204,17 +204,19 @@ pub(crate) async fn administrator(
     // Single use: a token that enrolled a connector cannot enrol another.
     let digest = ring::digest::digest(&ring::digest::SHA256, id_token.as_bytes());
     let key: [u8; 32] = digest.as_ref().try_into().unwrap_or([0; 32]);
-    let mut used = worker
-        .shared
-        .enrolment_tokens
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    used.retain(|_, exp| *exp > now);
-    if used.insert(key, claims.exp).is_some() {
-        return Err((
-            401,
-            "this sign-in already enrolled a connector: sign in again".to_owned(),
-        ));
+    // In the control state, so the token enrols once across all instances.
+    let shared = worker.shared.clone();
+    let (expires, digest) = (claims.exp, key);
+    match crate::control::off_worker(move || shared.control.use_once(&digest, expires, now)).await {
+        Some(Ok(true)) => {}
+        Some(Ok(false)) => {
+            return Err((
+                401,
+                "this sign-in already enrolled a connector: sign in again".to_owned(),
+            ))
+        }
+        Some(Err(e)) => return Err((503, format!("cannot record the sign-in as used: {e}"))),
+        None => return Err((500, "cannot record the sign-in as used".to_owned())),
     }
     Ok(who)
 }

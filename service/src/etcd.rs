@@ -222,21 +222,87 @@ impl EtcdStore {
     /// instances creating the same key at once, exactly one stores its value and the others
     /// get that value back.
     pub fn create(&self, name: &str, value: &[u8]) -> Result<Created, StoreError> {
+        self.create_leased(name, value, None)
+    }
+
+    /// [`EtcdStore::create`] of a key that etcd deletes after `ttl` (a used-once mark that
+    /// must outlive what it marks, and no longer).
+    pub fn create_expiring(
+        &self,
+        name: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<Created, StoreError> {
+        self.create_leased(name, value, Some(ttl.as_secs().max(1) as i64))
+    }
+
+    fn create_leased(
+        &self,
+        name: &str,
+        value: &[u8],
+        ttl_secs: Option<i64>,
+    ) -> Result<Created, StoreError> {
         let (key, value) = (self.key(name), value.to_vec());
         self.call(move |mut client| async move {
+            let lease = match ttl_secs {
+                Some(ttl) => Some(client.lease_grant(ttl, None).await?.id()),
+                None => None,
+            };
+            let options = lease.map(|lease| PutOptions::new().with_lease(lease));
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.clone(), value, None)])
+                .and_then([TxnOp::put(key.clone(), value, options)])
                 .or_else([TxnOp::get(key, None)]);
             let answer = client.txn(txn).await?;
             if answer.succeeded() {
                 return Ok(Created::New);
+            }
+            if let Some(lease) = lease {
+                // Holds no key: give it back rather than leave it to expire.
+                let _ = client.lease_revoke(lease).await;
             }
             let existing = answer.op_responses().into_iter().find_map(|op| match op {
                 TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
                 _ => None,
             });
             Ok(Created::Existing(existing.unwrap_or_default()))
+        })
+    }
+
+    /// The value of `name` and the revision that last changed it, if set.
+    pub fn get_versioned(&self, name: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+        let key = self.key(name);
+        self.call(move |mut client| async move {
+            let answer = client.get(key, None).await?;
+            Ok(answer
+                .kvs()
+                .first()
+                .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+        })
+    }
+
+    /// Sets `name` to `value` only if it was last changed at `revision` (0: if it does not
+    /// exist), in one transaction; the new revision, or `None` when another writer came first
+    /// (read again and retry).
+    pub fn put_if_unchanged(
+        &self,
+        name: &str,
+        value: &[u8],
+        revision: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let (key, value) = (self.key(name), value.to_vec());
+        self.call(move |mut client| async move {
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    revision,
+                )])
+                .and_then([TxnOp::put(key, value, None)]);
+            let answer = client.txn(txn).await?;
+            Ok(answer
+                .succeeded()
+                .then(|| answer.header().map_or(0, |h| h.revision())))
         })
     }
 
@@ -443,9 +509,22 @@ pub struct EtcdState {
     registry_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The live instances' advertised tunnel addresses by instance id, kept by a watch.
     instances: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+    /// The cookie keys and the app document as etcd last had them, with their revisions,
+    /// kept by watches (so reading them never waits on the network).
+    documents: Documents,
     /// This instance's registration, while it runs.
     registration: std::sync::Mutex<Option<KeptKey>>,
 }
+
+type Documents =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<&'static str, (Vec<u8>, i64)>>>;
+
+/// The key of the cookie key ring (`<id> <hex>` lines, the sealing key first).
+const COOKIE_KEYS: &str = "cookie-keys";
+/// The key of the app document (`[[apps]]` tables), when apps are managed in the store.
+const APPS: &str = "apps";
+/// How long a used-once mark outlives the credential's own expiry (clock skew).
+const USED_ONCE_MARGIN: u64 = 300;
 
 /// How long an instance's registration outlives its last renewal: a dead instance drops out
 /// of the connectors' lists within this.
@@ -465,17 +544,34 @@ impl EtcdState {
     pub fn new(store: EtcdStore) -> EtcdState {
         let registry_changes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let instances = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
-        for prefix in ["connectors/", "revoked/", "instances/"] {
+        let documents: Documents = Default::default();
+        // Read before the first snapshot, so an instance starts with the published apps.
+        for name in [COOKIE_KEYS, APPS] {
+            reload_document(&store, &documents, name);
+        }
+        for prefix in ["connectors/", "revoked/", "instances/", COOKIE_KEYS, APPS] {
             let Ok(changes) = store.watch(prefix) else {
                 continue;
             };
             let counter = registry_changes.clone();
             let (instances, store) = (instances.clone(), store.clone());
+            let documents = documents.clone();
             let _ = std::thread::Builder::new()
                 .name("gatehouse-etcd-watch".into())
                 .spawn(move || {
                     if prefix == "instances/" {
                         reload_instances(&store, &instances);
+                    }
+                    if prefix == COOKIE_KEYS || prefix == APPS {
+                        // Read whole, with its revision: whatever the change was, the
+                        // cache then holds what etcd holds.
+                        reload_document(&store, &documents, prefix);
+                        counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        for _ in changes {
+                            reload_document(&store, &documents, prefix);
+                            counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        }
+                        return;
                     }
                     for change in changes {
                         if prefix == "instances/" {
@@ -503,6 +599,7 @@ impl EtcdState {
             last_revoked: Default::default(),
             registry_changes,
             instances,
+            documents,
             registration: std::sync::Mutex::new(None),
         }
     }
@@ -526,6 +623,26 @@ impl EtcdState {
     /// The store underneath (for watches of the prefixes above).
     pub fn store(&self) -> &EtcdStore {
         &self.store
+    }
+}
+
+/// Reads document `name` into the cache (removes it when etcd has none); keeps the cached
+/// one when etcd does not answer.
+fn reload_document(store: &EtcdStore, documents: &Documents, name: &'static str) {
+    match store.get_versioned(name) {
+        Ok(Some(value)) => {
+            documents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name, value);
+        }
+        Ok(None) => {
+            documents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
+        }
+        Err(_) => {}
     }
 }
 
@@ -715,23 +832,90 @@ impl crate::ControlState for EtcdState {
             });
     }
 
-    fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, crate::ServiceError> {
-        let failed =
-            |e: &dyn std::fmt::Display| crate::ServiceError::Ca(format!("cookie keys: {e}"));
-        let value = self.shared_value("cookie-keys", || {
-            let key = gatehouse_core::Keyring::generate_key().map_err(|e| failed(&e))?;
-            Ok(format!("1 {}", gatehouse_core::hex::encode(&key)).into_bytes())
-        })?;
-        // `id hex` per line, current key first (the form rotation will publish).
-        let mut keys = Vec::new();
-        for line in String::from_utf8_lossy(&value).lines() {
-            let (id, key) = line.split_once(' ').ok_or_else(|| failed(&"malformed"))?;
-            let id: u8 = id.parse().map_err(|_| failed(&"malformed key id"))?;
-            let key =
-                gatehouse_core::hex::decode_array(key).ok_or_else(|| failed(&"malformed key"))?;
-            keys.push((id, key));
+    fn cookie_keys(&self) -> Result<String, crate::ServiceError> {
+        let cached = self
+            .documents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(COOKIE_KEYS)
+            .map(|(value, _)| value.clone());
+        let value = match cached {
+            Some(value) => value,
+            None => self.shared_value(COOKIE_KEYS, || {
+                gatehouse_core::cookie::keyfile::first()
+                    .map(String::into_bytes)
+                    .map_err(|e| crate::ServiceError::Ca(format!("cookie keys: {e}")))
+            })?,
+        };
+        String::from_utf8(value)
+            .map_err(|e| crate::ServiceError::Store(format!("{COOKIE_KEYS}: {e}")))
+    }
+
+    fn change_cookie_keys(
+        &self,
+        change: &crate::state::KeyChange<'_>,
+    ) -> Result<String, crate::ServiceError> {
+        // Read, change, write back only if nobody wrote in between; else read again.
+        loop {
+            let (current, revision) = match self.store.get_versioned(COOKIE_KEYS) {
+                Ok(Some((value, revision))) => {
+                    (String::from_utf8_lossy(&value).into_owned(), revision)
+                }
+                Ok(None) => (self.cookie_keys()?, 0),
+                Err(e) => return Err(store_error(e)),
+            };
+            let next = change(&current)
+                .map_err(|e| crate::ServiceError::Ca(format!("cookie keys: {e}")))?;
+            let written = self
+                .store
+                .put_if_unchanged(COOKIE_KEYS, next.as_bytes(), revision)
+                .map_err(store_error)?;
+            if written.is_some() {
+                return Ok(next);
+            }
         }
-        gatehouse_core::Keyring::new(&keys).map_err(|e| failed(&e))
+    }
+
+    fn shared_apps(&self) -> Option<(String, u64)> {
+        let documents = self.documents.lock().unwrap_or_else(|e| e.into_inner());
+        let (text, revision) = documents.get(APPS)?;
+        Some((String::from_utf8_lossy(text).into_owned(), *revision as u64))
+    }
+
+    fn read_apps(&self) -> Result<Option<(String, u64)>, crate::ServiceError> {
+        Ok(self
+            .store
+            .get_versioned(APPS)
+            .map_err(store_error)?
+            .map(|(text, revision)| (String::from_utf8_lossy(&text).into_owned(), revision as u64)))
+    }
+
+    fn publish_apps(&self, text: &str) -> Result<u64, crate::ServiceError> {
+        self.store.put(APPS, text.as_bytes()).map_err(store_error)?;
+        let (_, revision) = self
+            .store
+            .get_versioned(APPS)
+            .map_err(store_error)?
+            .unwrap_or_default();
+        Ok(revision as u64)
+    }
+
+    fn use_once(
+        &self,
+        hash: &[u8; 32],
+        expires: u64,
+        now: u64,
+    ) -> Result<bool, crate::ServiceError> {
+        let ttl = Duration::from_secs(expires.saturating_sub(now) + USED_ONCE_MARGIN);
+        let name = format!("used/{}", gatehouse_core::hex::encode(hash));
+        match self
+            .store
+            .create_expiring(&name, expires.to_string().as_bytes(), ttl)
+            .map_err(store_error)?
+        {
+            Created::New => Ok(true),
+            Created::Existing(_) => Ok(false),
+        }
     }
 
     fn assertion_signer(&self) -> Result<gatehouse_core::Es256Signer, crate::ServiceError> {

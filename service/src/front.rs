@@ -440,7 +440,7 @@ async fn finish_login(worker: &Worker, snapshot: &Snapshot, work: &CallbackWork)
         );
     };
     flow::finish_login(
-        &worker.shared.keyring,
+        &snapshot.keyring.ring,
         &worker.providers,
         &provider,
         app,
@@ -718,7 +718,7 @@ fn start(
         // The cookie goes from the browser, and the session from everywhere: a copy of the
         // cookie kept elsewhere no longer opens, on any worker, after a restart too.
         if let Some(session) = auth::open_session(
-            &worker.shared.keyring,
+            &snapshot.keyring.ring,
             app,
             cookies(),
             now,
@@ -743,7 +743,7 @@ fn start(
         return answer(flow::logout(&provider, state.as_deref(), app, host_text));
     }
     let gate = auth::check_session(
-        &worker.shared.keyring,
+        &snapshot.keyring.ring,
         app,
         cookies(),
         client,
@@ -886,7 +886,7 @@ fn start(
                 return Start::NeedProvider(Box::new(provider));
             };
             answer(flow::start_login(
-                &worker.shared.keyring,
+                &snapshot.keyring.ring,
                 &provider,
                 &state,
                 app,

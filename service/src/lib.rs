@@ -101,23 +101,56 @@ pub fn unix_now() -> u64 {
 #[derive(Debug)]
 pub(crate) struct Snapshot {
     pub(crate) config: ServiceConfig,
-    /// Increases with every reload; CONFIG frames carry it.
+    /// What CONFIG frames carry: the revision of the app document in the store (high half;
+    /// 0 while the apps come from the configuration file) and this instance's reload count
+    /// (low half). Instances that share a store agree on the high half, so a connector that
+    /// hears from several never goes back to older apps.
     pub(crate) version: u64,
+    apps_revision: u64,
+    reloads: u32,
     /// Connectors that may hold tunnels (registered and not revoked).
     pub(crate) allowed: HashSet<String>,
     /// Tunnel addresses of the live instances, for connectors (empty: a single instance).
     pub(crate) instances: Vec<String>,
+    /// Seals and opens session and login cookies; replaced when the keys are rotated.
+    pub(crate) keyring: CookieKeys,
 }
 
 impl Snapshot {
-    /// `config` at `version`, with the connector registry and the instance list as `control`
-    /// has them now.
-    fn read(config: ServiceConfig, version: u64, control: &dyn ControlState) -> Snapshot {
+    /// `config` (with apps at `apps_revision`) after `reloads` reloads, with the connector
+    /// registry and the instance list as `control` has them now.
+    fn read(
+        config: ServiceConfig,
+        apps_revision: u64,
+        reloads: u32,
+        control: &dyn ControlState,
+        keyring: CookieKeys,
+    ) -> Snapshot {
         Snapshot {
             allowed: allowed_connectors(control),
             instances: control.instances(),
+            version: apps_revision << 32 | u64::from(reloads),
+            apps_revision,
+            reloads,
             config,
-            version,
+            keyring,
+        }
+    }
+}
+
+/// The configuration file at `path` with, when the store holds an app document
+/// (`gatehouse service apps publish`), the apps of that document; and the document's
+/// revision (0: apps from the file).
+pub fn load_config(
+    path: &Path,
+    control: &dyn ControlState,
+) -> Result<(ServiceConfig, u64), ServiceError> {
+    let config = config::load(path)?;
+    match control.shared_apps() {
+        None => Ok((config, 0)),
+        Some((text, revision)) => {
+            let source = PathBuf::from(format!("store:apps@{revision}"));
+            Ok((config::with_apps(&config, path, &source, &text)?, revision))
         }
     }
 }
@@ -135,8 +168,6 @@ pub(crate) struct Shared {
     snapshot: Mutex<Arc<Snapshot>>,
     pub(crate) generation: AtomicU64,
     pub(crate) stop: AtomicBool,
-    /// Seals session and pending-login cookies; its key file is in the state directory.
-    pub(crate) keyring: gatehouse_core::Keyring,
     /// Signs identity assertions for back ends; its public key is at `/.gatehouse/jwks.json`.
     pub(crate) signer: gatehouse_core::Es256Signer,
     /// `iss` of identity assertions.
@@ -152,9 +183,6 @@ pub(crate) struct Shared {
     pub(crate) events: ops::EventsOut,
     /// Sessions ended by sign-out (the file `revoked-sessions` in the state directory).
     pub(crate) revoked: revoked::Revocations,
-    /// ID tokens that enrolled a connector (SHA-256) and when they expire: each enrols once.
-    /// Enrolment is rare and off the request path, so one lock for all workers is fine.
-    pub(crate) enrolment_tokens: Mutex<std::collections::HashMap<[u8; 32], u64>>,
 }
 
 impl fmt::Debug for Shared {
@@ -197,21 +225,78 @@ impl Shared {
         config.providers.iter().find(|p| p.name == name).cloned()
     }
 
-    /// Re-reads the configuration file and the connector registry. A bad file keeps the old
-    /// configuration (and says why).
+    /// Re-reads the configuration file (and the store's app document) and the connector
+    /// registry. A bad file keeps the old configuration (and says why).
     fn reload(&self) -> Result<(), ServiceError> {
         let old = self.snapshot();
-        let config = match config::load(&self.config_path) {
-            Ok(c) => c,
-            Err(e) => {
-                // The registry may still have changed (a revocation): apply that part.
-                let snapshot = Snapshot::read(old.config.clone(), old.version + 1, &*self.control);
-                self.publish(snapshot);
-                return Err(e.into());
-            }
+        let keyring = self.keyring_or(&old);
+        let reloads = old.reloads.wrapping_add(1);
+        // With a bad file the registry may still have changed (a revocation): apply that.
+        let (config, revision, outcome) = match load_config(&self.config_path, &*self.control) {
+            Ok((config, revision)) => (config, revision, Ok(())),
+            Err(e) => (old.config.clone(), old.apps_revision, Err(e)),
         };
-        self.publish(Snapshot::read(config, old.version + 1, &*self.control));
-        Ok(())
+        self.publish(Snapshot::read(
+            config,
+            revision,
+            reloads,
+            &*self.control,
+            keyring,
+        ));
+        outcome
+    }
+
+    /// Takes up what changed in the control state: the registry, the instance list, the
+    /// cookie keys and (when the store holds them) the apps.
+    fn refresh(&self) {
+        let old = self.snapshot();
+        let revision = self
+            .control
+            .shared_apps()
+            .map_or(0, |(_, revision)| revision);
+        if revision != old.apps_revision {
+            match self.reload() {
+                Ok(()) => eprintln!("gatehouse service: apps of revision {revision} taken up"),
+                Err(e) => eprintln!(
+                    "gatehouse service: apps of revision {revision} refused, keeping the old \
+                     ones: {e}"
+                ),
+            }
+            return;
+        }
+        let keyring = self.keyring_or(&old);
+        let reloads = old.reloads.wrapping_add(1);
+        self.publish(Snapshot::read(
+            old.config.clone(),
+            old.apps_revision,
+            reloads,
+            &*self.control,
+            keyring,
+        ));
+    }
+
+    /// The cookie keys as the control state has them now, or (when they cannot be read)
+    /// those of `old`.
+    fn keyring_or(&self, old: &Snapshot) -> CookieKeys {
+        let read = self
+            .control
+            .cookie_keys()
+            .and_then(|text| CookieKeys::from_text(&text));
+        match read {
+            Ok(keys) if keys.digest == old.keyring.digest => old.keyring.clone(),
+            Ok(keys) => {
+                eprintln!(
+                    "gatehouse service: cookie keys {:?} taken up, key {} seals",
+                    keys.ring.key_ids().collect::<Vec<_>>(),
+                    keys.ring.current_key_id()
+                );
+                keys
+            }
+            Err(e) => {
+                eprintln!("gatehouse service: cookie keys unreadable, keeping the old ones: {e}");
+                old.keyring.clone()
+            }
+        }
     }
 
     /// Re-reads the connector registry (after a registration) and tells the workers.
@@ -219,8 +304,10 @@ impl Shared {
         let old = self.snapshot();
         self.publish(Snapshot::read(
             old.config.clone(),
-            old.version,
+            old.apps_revision,
+            old.reloads,
             &*self.control,
+            old.keyring.clone(),
         ));
     }
 
@@ -252,6 +339,34 @@ pub fn open_control(config: &ServiceConfig) -> Result<Arc<dyn ControlState>, Ser
         config::StateBackend::Etcd { .. } => Err(ServiceError::Store(
             "this gatehouse was built without etcd support".into(),
         )),
+    }
+}
+
+/// The cookie key ring of a snapshot, and a digest of the text it was read from (to tell
+/// whether the keys changed without comparing secrets).
+#[derive(Clone)]
+pub(crate) struct CookieKeys {
+    pub(crate) ring: Arc<gatehouse_core::Keyring>,
+    digest: [u8; 32],
+}
+
+impl CookieKeys {
+    fn from_text(text: &str) -> Result<CookieKeys, ServiceError> {
+        let ring = gatehouse_core::cookie::keyfile::from_text(text)
+            .map_err(|e| ServiceError::Ca(format!("cookie keys: {e}")))?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        Ok(CookieKeys {
+            ring: Arc::new(ring),
+            digest: digest.as_ref().try_into().unwrap_or([0; 32]),
+        })
+    }
+}
+
+impl fmt::Debug for CookieKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CookieKeys")
+            .field("ids", &self.ring.key_ids().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
@@ -339,7 +454,15 @@ pub fn run_instance(config_path: &Path, instance: &Instance) -> Result<(), Servi
         }
     }
 
-    let keyring = control.cookie_keyring()?;
+    let (config, apps_revision) = match load_config(config_path, &*control) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            // The store's apps do not fit this instance's file: start with the file's, say so.
+            eprintln!("gatehouse service: the store's apps refused, serving the file's: {e}");
+            (config, 0)
+        }
+    };
+    let keyring = CookieKeys::from_text(&control.cookie_keys()?)?;
     let signer = control.assertion_signer()?;
     let origin = match config.listen_https.port() {
         443 => format!("https://{}", config.public_name),
@@ -358,7 +481,7 @@ pub fn run_instance(config_path: &Path, instance: &Instance) -> Result<(), Servi
         }
         None => None,
     };
-    let snapshot = Snapshot::read(config, 1, &*control);
+    let snapshot = Snapshot::read(config, apps_revision, 1, &*control, keyring);
     let mut dev_error = None;
     let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
         let dev_idp = dev_settings.and_then(|settings| {
@@ -395,7 +518,6 @@ pub fn run_instance(config_path: &Path, instance: &Instance) -> Result<(), Servi
             snapshot: Mutex::new(Arc::new(snapshot)),
             generation: AtomicU64::new(1),
             stop: AtomicBool::new(false),
-            keyring,
             signer,
             assertion_issuer: origin.clone(),
             dev_idp,
@@ -403,7 +525,6 @@ pub fn run_instance(config_path: &Path, instance: &Instance) -> Result<(), Servi
             ops: published,
             events,
             revoked: revoked::Revocations::load(&revoked_path, unix_now()),
-            enrolment_tokens: Mutex::new(std::collections::HashMap::new()),
         }
     });
     {
@@ -509,12 +630,7 @@ pub fn run_instance(config_path: &Path, instance: &Instance) -> Result<(), Servi
             let stamp = shared.control.registry_stamp();
             if stamp != last_registry {
                 last_registry = stamp;
-                let old = shared.snapshot();
-                shared.publish(Snapshot::read(
-                    old.config.clone(),
-                    old.version + 1,
-                    &*shared.control,
-                ));
+                shared.refresh();
             }
         }
     }

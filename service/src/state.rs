@@ -131,6 +131,10 @@ impl TokenRecord {
     }
 }
 
+/// A change of the cookie key text (rotate, retire).
+pub type KeyChange<'a> =
+    dyn Fn(&str) -> Result<String, gatehouse_core::cookie::KeyringError> + Send + Sync + 'a;
+
 /// What the service keeps besides its configuration: the connector CA, bootstrap tokens,
 /// registered and revoked connectors. The required methods store and read; the provided
 /// ones hold the rules (token format and checks, connector ids, host-name hygiene), so every
@@ -172,9 +176,41 @@ pub trait ControlState: Send + Sync {
     /// Calls `adopt` for every session another instance signed out of: those known now, and
     /// each one from now on.
     fn follow_signed_out(&self, _adopt: Box<dyn Fn([u8; 16], u64) + Send>) {}
-    /// The key ring that seals session cookies, created on first use (shared by all
-    /// instances, so a session sealed by one opens on any).
-    fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, ServiceError>;
+    /// The cookie keys as key-file text (`<id> <hex>` per line, the sealing key first),
+    /// created with one key on first use; shared by all instances, so a session sealed by
+    /// one opens on any.
+    fn cookie_keys(&self) -> Result<String, ServiceError>;
+    /// Replaces the cookie keys with `change(current text)`, in one step against any other
+    /// writer (another `service keys` command, another instance). Every instance picks the
+    /// new keys up as it does registry changes. Returns the new text.
+    fn change_cookie_keys(&self, change: &KeyChange<'_>) -> Result<String, ServiceError>;
+    /// The app document published through the store (`gatehouse service apps publish`): its
+    /// text and a revision that grows with every publication; `None` while the apps come
+    /// from the configuration file. Never waits on the network.
+    fn shared_apps(&self) -> Option<(String, u64)> {
+        None
+    }
+    /// The app document as the store has it now (asked, not cached: for the command line).
+    fn read_apps(&self) -> Result<Option<(String, u64)>, ServiceError> {
+        Ok(None)
+    }
+    /// Publishes the app document `text` (already checked) to every instance; its new
+    /// revision.
+    fn publish_apps(&self, _text: &str) -> Result<u64, ServiceError> {
+        Err(ServiceError::Store(
+            "apps are published through the store only with [state] backend = \"etcd\"; with \
+             the state directory, edit [[apps]] in the configuration file and reload"
+                .into(),
+        ))
+    }
+    /// Marks the credential with SHA-256 `hash` used until `expires` (Unix seconds): true for
+    /// exactly one caller across all workers and instances (an ID token enrols once).
+    fn use_once(&self, hash: &[u8; 32], expires: u64, now: u64) -> Result<bool, ServiceError>;
+    /// The key ring of [`ControlState::cookie_keys`].
+    fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, ServiceError> {
+        gatehouse_core::cookie::keyfile::from_text(&self.cookie_keys()?)
+            .map_err(|e| ServiceError::Ca(format!("cookie keys: {e}")))
+    }
     /// The key that signs identity assertions, created on first use (shared, so back ends
     /// trust what any instance asserts).
     fn assertion_signer(&self) -> Result<gatehouse_core::Es256Signer, ServiceError>;
@@ -313,6 +349,8 @@ pub struct ConnectorRecord {
 #[derive(Clone, Debug)]
 pub struct StateDir {
     path: PathBuf,
+    /// Credentials used once, by SHA-256, until they expire ([`ControlState::use_once`]).
+    used_once: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], u64>>>,
 }
 
 impl StateDir {
@@ -332,6 +370,7 @@ impl StateDir {
         }
         Ok(StateDir {
             path: path.to_owned(),
+            used_once: Default::default(),
         })
     }
 
@@ -469,10 +508,10 @@ impl ControlState for StateDir {
     }
 
     fn registry_stamp(&self) -> u64 {
-        // Length and modification time of the registry files: registrations by workers,
-        // revocations by the CLI.
+        // Length and modification time of the registry files (registrations by workers,
+        // revocations by the CLI) and of the cookie keys (rotated by the CLI).
         let mut stamp = 0u64;
-        for file in [CONNECTORS, REVOKED] {
+        for file in [CONNECTORS, REVOKED, COOKIE_KEYS] {
             if let Ok(meta) = fs::metadata(self.path.join(file)) {
                 let modified = meta
                     .modified()
@@ -489,9 +528,35 @@ impl ControlState for StateDir {
         stamp
     }
 
-    fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, ServiceError> {
-        gatehouse_core::Keyring::load_or_create(&self.path.join(COOKIE_KEYS))
-            .map_err(|e| ServiceError::Ca(format!("cookie keys: {e}")))
+    fn cookie_keys(&self) -> Result<String, ServiceError> {
+        let path = self.path.join(COOKIE_KEYS);
+        let failed = |e: &dyn std::fmt::Display| ServiceError::Ca(format!("cookie keys: {e}"));
+        let first = gatehouse_core::cookie::keyfile::first().map_err(|e| failed(&e))?;
+        match secret_file::create_new(&path, first.as_bytes()) {
+            Ok(()) => Ok(first),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let bytes = secret_file::read(&path).map_err(|e| ServiceError::io(&path, e))?;
+                String::from_utf8(bytes).map_err(|e| failed(&e))
+            }
+            Err(e) => Err(ServiceError::io(&path, e)),
+        }
+    }
+
+    fn change_cookie_keys(&self, change: &KeyChange<'_>) -> Result<String, ServiceError> {
+        // One writer at a time: the `service keys` command (the running service only reads,
+        // and picks the file up by its stamp).
+        let current = self.cookie_keys()?;
+        let next = change(&current).map_err(|e| ServiceError::Ca(format!("cookie keys: {e}")))?;
+        let path = self.path.join(COOKIE_KEYS);
+        secret_file::replace(&path, next.as_bytes()).map_err(|e| ServiceError::io(&path, e))?;
+        Ok(next)
+    }
+
+    fn use_once(&self, hash: &[u8; 32], expires: u64, now: u64) -> Result<bool, ServiceError> {
+        // One instance: a set in memory, shared by the workers of this process.
+        let mut used = self.used_once.lock().unwrap_or_else(|e| e.into_inner());
+        used.retain(|_, until| *until > now);
+        Ok(used.insert(*hash, expires).is_none())
     }
 
     fn assertion_signer(&self) -> Result<gatehouse_core::Es256Signer, ServiceError> {
@@ -603,5 +668,43 @@ mod tests {
         assert_eq!(list.len(), 2);
         assert!(list[0].revoked && !list[1].revoked);
         assert_eq!(list[1].hostname, "hostb");
+    }
+
+    #[test]
+    fn cookie_keys_rotate_in_the_file_and_change_the_stamp() {
+        use gatehouse_core::cookie::keyfile;
+        let state = dir("keys");
+        let first = state.cookie_keys().unwrap();
+        assert_eq!(state.cookie_keys().unwrap(), first, "created once");
+        let stamp = state.registry_stamp();
+        let rotated = state
+            .change_cookie_keys(&|text| Ok(keyfile::rotated(text)?.0))
+            .unwrap();
+        assert_eq!(state.cookie_keys().unwrap(), rotated);
+        let ids: Vec<u8> = state.cookie_keyring().unwrap().key_ids().collect();
+        assert_eq!(ids, [2, 1]);
+        assert_ne!(
+            state.registry_stamp(),
+            stamp,
+            "running services look at the stamp"
+        );
+        assert!(state
+            .change_cookie_keys(&|text| keyfile::retired(text, 2))
+            .is_err());
+        assert_eq!(
+            state.cookie_keys().unwrap(),
+            rotated,
+            "a refused change writes nothing"
+        );
+    }
+
+    #[test]
+    fn a_credential_is_used_once_until_it_expires() {
+        let state = dir("once");
+        assert!(state.use_once(&[1; 32], 100, 10).unwrap());
+        assert!(!state.use_once(&[1; 32], 100, 20).unwrap());
+        assert!(state.use_once(&[2; 32], 100, 20).unwrap());
+        // Forgotten once expired (it could not be used anyway).
+        assert!(state.use_once(&[1; 32], 300, 100).unwrap());
     }
 }

@@ -14,10 +14,9 @@ const HEADER: &str = "# Gatehouse session cookie keys: `<id 0-255> <64 hex digit
 # new id on top, and delete the old line once sessions sealed with it have expired.\n";
 
 pub(super) fn load_or_create(path: &Path) -> Result<Keyring, KeyringError> {
-    let key = Keyring::generate_key()?;
-    let text = format!("{HEADER}{FIRST_KEY_ID} {}\n", hex::encode(&key));
+    let text = first()?;
     match secret_file::create_new(path, text.as_bytes()) {
-        Ok(()) => Keyring::new(&[(FIRST_KEY_ID, key)]),
+        Ok(()) => from_text(&text),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => load(path),
         Err(e) => Err(io_error(path, e)),
     }
@@ -56,6 +55,52 @@ pub(super) fn parse(text: &str) -> Result<Vec<(u8, [u8; KEY_LEN])>, KeyringError
     Ok(keys)
 }
 
+/// The key file text with a fresh key on top (it seals from now on) and every key of `text`
+/// kept after it (they still open), and the new key's id: one more than the current key's,
+/// skipping ids in use.
+pub fn rotated(text: &str) -> Result<(String, u8), KeyringError> {
+    let keys = parse(text)?;
+    let current = keys.first().map_or(0, |(id, _)| *id);
+    let id = (1..=255u16)
+        .map(|step| current.wrapping_add(step as u8))
+        .find(|id| keys.iter().all(|(used, _)| used != id))
+        .ok_or(KeyringError::Full)?;
+    let mut keys = keys;
+    keys.insert(0, (id, Keyring::generate_key()?));
+    Ok((render(&keys), id))
+}
+
+/// The key file text without key `id`. The current key cannot be retired: rotate first.
+pub fn retired(text: &str, id: u8) -> Result<String, KeyringError> {
+    let mut keys = parse(text)?;
+    match keys.iter().position(|(key_id, _)| *key_id == id) {
+        None => Err(KeyringError::NoSuchKey(id)),
+        Some(0) => Err(KeyringError::RetireCurrent(id)),
+        Some(at) => {
+            keys.remove(at);
+            Ok(render(&keys))
+        }
+    }
+}
+
+/// A keyring from key file text.
+pub fn from_text(text: &str) -> Result<Keyring, KeyringError> {
+    Keyring::new(&parse(text)?)
+}
+
+/// A fresh key file text with one key.
+pub fn first() -> Result<String, KeyringError> {
+    Ok(render(&[(FIRST_KEY_ID, Keyring::generate_key()?)]))
+}
+
+fn render(keys: &[(u8, [u8; KEY_LEN])]) -> String {
+    let mut text = HEADER.to_owned();
+    for (id, key) in keys {
+        text.push_str(&format!("{id} {}\n", hex::encode(key)));
+    }
+    text
+}
+
 fn io_error(path: &Path, source: std::io::Error) -> KeyringError {
     KeyringError::Io {
         path: path.display().to_string(),
@@ -72,6 +117,30 @@ mod tests {
         let text = format!("# c\n\n2 {}\n  1 {}  \n", "ab".repeat(32), "CD".repeat(32));
         let keys = parse(&text).expect("parses");
         assert_eq!(keys, vec![(2, [0xab; 32]), (1, [0xcd; 32])]);
+    }
+
+    #[test]
+    fn rotation_puts_a_new_key_on_top_and_keeps_the_others() {
+        let text = first().expect("first");
+        let (text, id) = rotated(&text).expect("rotates");
+        assert_eq!(id, 2);
+        let ids: Vec<u8> = parse(&text).expect("parses").iter().map(|k| k.0).collect();
+        assert_eq!(ids, [2, 1]);
+        // Ids wrap and skip those in use.
+        let text = format!("255 {}\n0 {}\n", "11".repeat(32), "22".repeat(32));
+        assert_eq!(rotated(&text).expect("rotates").1, 1);
+        let text = retired(&rotated(&text).expect("rotates").0, 255).expect("retires");
+        let ids: Vec<u8> = parse(&text).expect("parses").iter().map(|k| k.0).collect();
+        assert_eq!(ids, [1, 0]);
+        assert!(matches!(
+            retired(&text, 1),
+            Err(KeyringError::RetireCurrent(1))
+        ));
+        assert!(matches!(retired(&text, 9), Err(KeyringError::NoSuchKey(9))));
+        let full: String = (0..=255u16)
+            .map(|id| format!("{id} {}\n", "00".repeat(32)))
+            .collect();
+        assert!(matches!(rotated(&full), Err(KeyringError::Full)));
     }
 
     #[test]

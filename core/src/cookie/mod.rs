@@ -18,7 +18,7 @@
 //! Both take caller buffers and allocate nothing: `scratch` of at least [`SCRATCH_LEN`] bytes and,
 //! for sealing, `out` of at least [`MAX_COOKIE_VALUE_LEN`] bytes.
 
-mod keyfile;
+pub mod keyfile;
 mod session;
 
 use std::fmt;
@@ -140,6 +140,15 @@ pub enum KeyringError {
     /// The system random number generator failed while generating a key.
     #[error("the system random number generator failed")]
     Rng,
+    /// All 256 key ids are in use: retire old keys before rotating again.
+    #[error("all 256 cookie key ids are in use: retire old keys first")]
+    Full,
+    /// No key has this id.
+    #[error("no cookie key has id {0}")]
+    NoSuchKey(u8),
+    /// The key that seals cannot be retired (sessions would fail at once): rotate first.
+    #[error("cookie key {0} is the current key: rotate before retiring it")]
+    RetireCurrent(u8),
 }
 
 /// What [`Keyring::open_memo`] remembers about the last cookie a connection opened.
@@ -150,6 +159,8 @@ pub struct OpenMemo {
     app_id: Vec<u8>,
     /// Where the plaintext lies in the scratch buffer, and the key that sealed it.
     plain: Option<(std::ops::Range<usize>, u8)>,
+    /// [`Keyring::generation`] of the keyring that opened it.
+    keyring: u64,
 }
 
 /// The cookie keys: the first (current) key seals, every key opens.
@@ -160,7 +171,13 @@ pub struct Keyring {
     /// Never empty; `keys[0]` seals.
     keys: Vec<SealKey>,
     rng: SystemRandom,
+    /// Unique per keyring built in this process: an [`OpenMemo`] filled by another keyring
+    /// (one before a rotation or retirement) is not trusted.
+    generation: u64,
 }
+
+/// Source of [`Keyring::generation`].
+static KEYRING_GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 struct SealKey {
     id: u8,
@@ -187,6 +204,7 @@ impl Keyring {
         Ok(Keyring {
             keys: sealed,
             rng: SystemRandom::new(),
+            generation: KEYRING_GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -349,6 +367,7 @@ impl Keyring {
         memo: &mut OpenMemo,
     ) -> Result<SessionView<'s>, CookieError> {
         let same = memo.plain.is_some()
+            && memo.keyring == self.generation
             && memo.value == value
             && memo.cookie_name == cookie_name.as_bytes()
             && memo.app_id == app_id.as_bytes();
@@ -377,6 +396,7 @@ impl Keyring {
         memo.app_id.clear();
         memo.app_id.extend_from_slice(app_id.as_bytes());
         memo.plain = Some((range, view.key_id));
+        memo.keyring = self.generation;
         Ok(view)
     }
 

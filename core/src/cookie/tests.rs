@@ -545,3 +545,24 @@ fn a_remembered_cookie_opens_again_without_decrypting_and_expires() {
         .open_memo(NAME, "app1", value.as_bytes(), NOW, &mut scratch, &mut memo)
         .is_ok());
 }
+
+#[test]
+fn a_remembered_cookie_is_not_trusted_by_a_keyring_without_its_key() {
+    // Before retirement: keys 2 (seals) and 1. The cookie was sealed with 1.
+    let old = keyring_of(&[(1, 7)]);
+    let value = sealed(&old, "app1");
+    let before = keyring_of(&[(2, 9), (1, 7)]);
+    let mut scratch = vec![0u8; SCRATCH_LEN];
+    let mut memo = OpenMemo::default();
+    assert!(before
+        .open_memo(NAME, "app1", value.as_bytes(), NOW, &mut scratch, &mut memo)
+        .is_ok());
+    // Key 1 retired: the connection's memo does not keep the session alive.
+    let after = keyring_of(&[(2, 9)]);
+    assert_eq!(
+        after
+            .open_memo(NAME, "app1", value.as_bytes(), NOW, &mut scratch, &mut memo)
+            .err(),
+        Some(CookieError::UnknownKey)
+    );
+}

@@ -6,6 +6,7 @@
 //! (`apps[1].internal_url`), so an operator can go straight to the mistake.
 //! `examples/service.toml` documents every key.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
@@ -128,6 +129,9 @@ pub struct ServiceConfig {
     /// `events_file`: where request and sign-in events go, one JSON line each; default
     /// standard output.
     pub events_file: Option<PathBuf>,
+    /// `[locations]`: named IP ranges, kept for an app document published later
+    /// ([`with_apps`]).
+    pub locations: BTreeMap<String, Vec<IpNet>>,
 }
 
 /// `[state]`: where the control state (CA, tokens, connectors, revocations, cookie keys)
@@ -394,7 +398,7 @@ struct RawConfig {
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]
-    locations: std::collections::BTreeMap<String, Vec<Spanned<String>>>,
+    locations: BTreeMap<String, Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -670,25 +674,14 @@ impl RawConfig {
             None => StateBackend::Directory,
             Some(raw) => raw.into_inner().into_backend(src, dir)?,
         };
-        let mut apps: Vec<App> = Vec::with_capacity(self.apps.len());
-        for raw in self.apps {
-            let (name_span, external_span) = (raw.name.span(), raw.external_url.span());
-            let app = raw.into_app(src, dir, &providers, dev_idp.is_some(), &locations)?;
-            if apps.iter().any(|other| other.name == app.name) {
-                let message = format!("another app is already named `{}`", app.name);
-                return Err(src.error(name_span, message));
-            }
-            // Routing looks at host and path only: a second app there would never be reached.
-            let same_route = |other: &&App| {
-                other.external.host == app.external.host
-                    && other.external.path_prefix == app.external.path_prefix
-            };
-            if let Some(other) = apps.iter().find(same_route) {
-                let message = format!("app `{}` already publishes this host and path", other.name);
-                return Err(src.error(external_span, message));
-            }
-            apps.push(app);
-        }
+        let apps = into_apps(
+            self.apps,
+            src,
+            dir,
+            &providers,
+            dev_idp.is_some(),
+            &locations,
+        )?;
         Ok(ServiceConfig {
             state_dir,
             state,
@@ -709,8 +702,79 @@ impl RawConfig {
             limits,
             admin_listen: self.admin.listen,
             events_file: self.events_file.map(|f| dir.join(f)),
+            locations,
         })
     }
+}
+
+/// The apps of `raw`, checked against the providers and locations of the configuration and
+/// against each other (names and routes unique).
+fn into_apps(
+    raw: Vec<RawApp>,
+    src: &Source<'_>,
+    dir: &Path,
+    providers: &[Provider],
+    dev_idp: bool,
+    locations: &auth::Locations,
+) -> Result<Vec<App>, ConfigError> {
+    let mut apps: Vec<App> = Vec::with_capacity(raw.len());
+    for raw in raw {
+        let (name_span, external_span) = (raw.name.span(), raw.external_url.span());
+        let app = raw.into_app(src, dir, providers, dev_idp, locations)?;
+        if apps.iter().any(|other| other.name == app.name) {
+            let message = format!("another app is already named `{}`", app.name);
+            return Err(src.error(name_span, message));
+        }
+        // Routing looks at host and path only: a second app there would never be reached.
+        let same_route = |other: &&App| {
+            other.external.host == app.external.host
+                && other.external.path_prefix == app.external.path_prefix
+        };
+        if let Some(other) = apps.iter().find(same_route) {
+            let message = format!("app `{}` already publishes this host and path", other.name);
+            return Err(src.error(external_span, message));
+        }
+        apps.push(app);
+    }
+    Ok(apps)
+}
+
+/// An app document: only `[[apps]]` tables, as `gatehouse service apps publish` stores them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAppDocument {
+    #[serde(default)]
+    apps: Vec<RawApp>,
+}
+
+/// `config` with its apps replaced by those of the app document `text` (named `source` in
+/// errors, with line and key). The apps may use the providers, `[dev_idp]` and `[locations]`
+/// of `config`; relative paths in them follow `config`'s file.
+pub fn with_apps(
+    config: &ServiceConfig,
+    config_file: &Path,
+    source: &Path,
+    text: &str,
+) -> Result<ServiceConfig, ConfigError> {
+    let src = Source {
+        file: source,
+        text,
+        check_files: true,
+    };
+    let raw: RawAppDocument = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+    let dir = config_file.parent().unwrap_or(Path::new(""));
+    let apps = into_apps(
+        raw.apps,
+        &src,
+        dir,
+        &config.providers,
+        config.dev_idp.is_some(),
+        &config.locations,
+    )?;
+    Ok(ServiceConfig {
+        apps,
+        ..config.clone()
+    })
 }
 
 impl RawState {
@@ -1684,6 +1748,42 @@ mod tests {
         let e = refused("state_dir = \"s\"\n[dev_idp]\n[registration]\nprovider = \"dev\"\n");
         assert_eq!(e.line, 3, "{e}");
         assert!(e.message.contains("admin_groups"), "{e}");
+    }
+
+    #[test]
+    fn an_app_document_replaces_the_apps_and_uses_the_files_providers_and_locations() {
+        let config = parsed(
+            "state_dir = \"s\"\n[locations]\noffice = [\"10.1.0.0/16\"]\n\
+             [[providers]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\n\
+             client_id = \"gh\"\nclient_secret = \"x\"\n\
+             [[apps]]\nname = \"old\"\nexternal_url = \"https://old.example.com/\"\n\
+             internal_url = \"http://old.corp/\"\n",
+        );
+        let store = Path::new("store:apps@7");
+        let document = "[[apps]]\nname = \"new\"\nexternal_url = \"https://new.example.com/\"\n\
+                        internal_url = \"http://new.corp/\"\nmode = \"preauth\"\n\
+                        provider = \"corp\"\naccess = { networks = [\"office\"] }\n";
+        let replaced = with_apps(&config, Path::new(FILE), store, document).expect("fits");
+        let names: Vec<&str> = replaced.apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["new"]);
+        assert_eq!(replaced.providers, config.providers);
+        // A mistake names the document, its line and key.
+        let e = with_apps(
+            &config,
+            Path::new(FILE),
+            store,
+            &document.replace("\"corp\"", "\"other\""),
+        )
+        .expect_err("unknown provider");
+        assert_eq!(at(&e), (6, "apps[0].provider"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("store:apps@7:6: apps[0].provider: "),
+            "{e}"
+        );
+        let e = with_apps(&config, Path::new(FILE), store, "state_dir = \"x\"\n")
+            .expect_err("only apps");
+        assert!(e.to_string().contains("state_dir"), "{e}");
     }
 
     #[test]
