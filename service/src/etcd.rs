@@ -87,6 +87,18 @@ pub struct EtcdSettings {
     pub prefix: String,
     /// User name and password, when etcd has authentication on.
     pub credentials: Option<(String, String)>,
+    /// TLS to the members (`https://` endpoints).
+    pub tls: Option<EtcdTlsPem>,
+}
+
+/// TLS settings, PEM text: the roots of the members' certificates, and a client certificate
+/// chain and key when etcd checks them.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdTlsPem {
+    /// CA certificates.
+    pub ca: String,
+    /// Certificate chain and private key.
+    pub client: Option<(String, String)>,
 }
 
 impl EtcdStore {
@@ -100,6 +112,14 @@ impl EtcdStore {
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
         if let Some((user, password)) = &settings.credentials {
             options = options.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &settings.tls {
+            let mut config = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca));
+            if let Some((cert, key)) = &tls.client {
+                config = config.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(config);
         }
         std::thread::Builder::new()
             .name("gatehouse-etcd".into())

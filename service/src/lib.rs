@@ -326,11 +326,25 @@ pub fn open_control(config: &ServiceConfig) -> Result<Arc<dyn ControlState>, Ser
             endpoints,
             prefix,
             credentials,
+            tls,
         } => {
+            let read =
+                |path: &Path| std::fs::read_to_string(path).map_err(|e| ServiceError::io(path, e));
+            let tls = match tls {
+                None => None,
+                Some(tls) => Some(etcd::EtcdTlsPem {
+                    ca: read(&tls.ca_file)?,
+                    client: match &tls.client {
+                        None => None,
+                        Some((cert, key)) => Some((read(cert)?, read(key)?)),
+                    },
+                }),
+            };
             let store = etcd::EtcdStore::connect(&etcd::EtcdSettings {
                 endpoints: endpoints.clone(),
                 prefix: prefix.clone(),
                 credentials: credentials.clone(),
+                tls,
             })
             .map_err(|e| ServiceError::Store(e.to_string()))?;
             Ok(Arc::new(etcd::EtcdState::new(store)))

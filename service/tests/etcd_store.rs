@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use gatehouse_service::etcd::{Change, Created, EtcdSettings, EtcdStore};
+use gatehouse_service::etcd::{Change, Created, EtcdSettings, EtcdStore, EtcdTlsPem, StoreError};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -25,10 +25,16 @@ struct Etcd {
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// Serves clients over TLS and asks for client certificates (files in `dir`).
+    tls: bool,
 }
 
 impl Etcd {
     fn start(name: &str) -> Etcd {
+        Etcd::start_with(name, false)
+    }
+
+    fn start_with(name: &str, tls: bool) -> Etcd {
         let dir =
             std::env::temp_dir().join(format!("gatehouse-etcd-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -39,16 +45,106 @@ impl Etcd {
             dir,
             client_port,
             peer_port,
+            tls,
         };
+        if tls {
+            etcd.make_certificates();
+        }
         etcd.run();
         etcd
     }
 
+    /// With OpenSSL: a CA, the member's certificate for 127.0.0.1, a client certificate,
+    /// and an unrelated CA.
+    fn make_certificates(&self) {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&self.dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let (out, subject) = (format!("{ca}.pem"), format!("/CN={ca}"));
+            let keyout = format!("{ca}.key");
+            let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject];
+            args.extend(key);
+            args.extend(["-keyout", &keyout, "-out", &out]);
+            openssl(&args);
+        }
+        for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+            let ext = format!("{name}.ext");
+            std::fs::write(
+                self.dir.join(&ext),
+                format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
+            )
+            .unwrap();
+            let (csr, keyout, subject) = (
+                format!("{name}.csr"),
+                format!("{name}.key"),
+                format!("/CN={name}"),
+            );
+            let mut args = vec!["req", "-subj", &subject, "-keyout", &keyout, "-out", &csr];
+            args.extend(key);
+            openssl(&args);
+            let out = format!("{name}.pem");
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &out,
+            ]);
+        }
+    }
+
+    fn client_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
     /// Starts (or starts again) the member on its data directory and ports.
     fn run(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.client_url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let file = |name: &str| self.dir.join(name).display().to_string();
+        let tls = if self.tls {
+            vec![
+                "--cert-file".to_owned(),
+                file("server.pem"),
+                "--key-file".to_owned(),
+                file("server.key"),
+                "--client-cert-auth".to_owned(),
+                "--trusted-ca-file".to_owned(),
+                file("ca.pem"),
+            ]
+        } else {
+            Vec::new()
+        };
         self.child = Command::new("etcd")
+            .args(tls)
             .args(["--name", "m1", "--data-dir"])
             .arg(self.dir.join("data"))
             .args([
@@ -84,12 +180,25 @@ impl Etcd {
     }
 
     fn store(&self, prefix: &str) -> EtcdStore {
+        self.connect(prefix, None).expect("connects to etcd")
+    }
+
+    fn connect(&self, prefix: &str, tls: Option<EtcdTlsPem>) -> Result<EtcdStore, StoreError> {
         EtcdStore::connect(&EtcdSettings {
-            endpoints: vec![format!("http://127.0.0.1:{}", self.client_port)],
+            endpoints: vec![self.client_url()],
             prefix: prefix.to_owned(),
             credentials: None,
+            tls,
         })
-        .expect("connects to etcd")
+    }
+
+    /// TLS settings trusting the CA named `ca`, with the client certificate when `client`.
+    fn tls(&self, ca: &str, client: bool) -> EtcdTlsPem {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap();
+        EtcdTlsPem {
+            ca: read(&format!("{ca}.pem")),
+            client: client.then(|| (read("client.pem"), read("client.key"))),
+        }
     }
 }
 
@@ -157,6 +266,70 @@ fn values_are_created_once_and_taken_once() {
     );
     assert!(stores[1].delete("connectors/a").unwrap());
     assert!(!stores[1].delete("connectors/a").unwrap());
+}
+
+#[test]
+fn conditional_puts_and_expiring_creates() {
+    let etcd = Etcd::start("cas");
+    let store = etcd.store("/gh/cas");
+    // Written only over the revision it was read at.
+    assert!(store.put_if_unchanged("keys", b"1", 0).unwrap().is_some());
+    assert_eq!(store.put_if_unchanged("keys", b"x", 0).unwrap(), None);
+    let (value, revision) = store.get_versioned("keys").unwrap().unwrap();
+    assert_eq!(value, b"1");
+    let next = store.put_if_unchanged("keys", b"2", revision).unwrap();
+    assert!(next.is_some_and(|r| r > revision));
+    assert_eq!(
+        store.put_if_unchanged("keys", b"y", revision).unwrap(),
+        None
+    );
+    assert_eq!(store.get("keys").unwrap().unwrap(), b"2");
+    // Created once, gone after its time.
+    let ttl = Duration::from_secs(1);
+    assert_eq!(
+        store.create_expiring("used/x", b"1", ttl).unwrap(),
+        Created::New
+    );
+    assert_eq!(
+        store.create_expiring("used/x", b"2", ttl).unwrap(),
+        Created::Existing(b"1".to_vec())
+    );
+    let start = Instant::now();
+    while store.get("used/x").unwrap().is_some() {
+        assert!(start.elapsed() < Duration::from_secs(5), "never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A member that serves TLS and checks client certificates: the store talks to it with the
+/// CA and a client certificate, and gets nowhere without either.
+#[test]
+fn tls_with_client_certificates() {
+    let etcd = Etcd::start_with("tls", true);
+    let store = etcd
+        .connect("/gh/tls", Some(etcd.tls("ca", true)))
+        .expect("connects over TLS");
+    store.put("k", b"v").unwrap();
+    assert_eq!(store.get("k").unwrap().unwrap(), b"v");
+    let state = gatehouse_service::etcd::EtcdState::new(store);
+    use gatehouse_service::ControlState;
+    assert!(state.load_or_create_ca(1_700_000_000).is_ok());
+    // Without a client certificate, or trusting another CA, nothing is read or written.
+    for (ca, client) in [("ca", false), ("other-ca", true)] {
+        let refused = etcd
+            .connect("/gh/tls", Some(etcd.tls(ca, client)))
+            .and_then(|store| store.get("k"));
+        assert!(refused.is_err(), "{ca} {client}: {refused:?}");
+    }
+    // Nor in clear.
+    let clear = EtcdStore::connect(&EtcdSettings {
+        endpoints: vec![etcd.client_url().replace("https", "http")],
+        prefix: "/gh/tls".into(),
+        credentials: None,
+        tls: None,
+    })
+    .and_then(|store| store.get("k"));
+    assert!(clear.is_err(), "{clear:?}");
 }
 
 #[test]

@@ -148,7 +148,21 @@ pub enum StateBackend {
         prefix: String,
         /// `user` and the contents of `password_file`, when etcd checks credentials.
         credentials: Option<(String, String)>,
+        /// `ca_file`, and `cert_file` + `key_file`: TLS to the members (`https://`
+        /// endpoints), with a client certificate when etcd asks for one.
+        tls: Option<EtcdTls>,
     },
+}
+
+/// TLS to etcd: the roots that sign the members' certificates, and this instance's client
+/// certificate, all PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// `ca_file`.
+    pub ca_file: PathBuf,
+    /// `cert_file` and `key_file`, when etcd checks client certificates
+    /// (`--client-cert-auth`).
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// `[registration]`: who may enrol a connector by signing in (`gatehouse connector register
@@ -409,6 +423,9 @@ struct RawState {
     prefix: Option<Spanned<String>>,
     user: Option<String>,
     password_file: Option<Spanned<PathBuf>>,
+    ca_file: Option<Spanned<PathBuf>>,
+    cert_file: Option<Spanned<PathBuf>>,
+    key_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -791,10 +808,10 @@ impl RawState {
             }
             _ => return Err(src.error(self.backend.span(), "must be \"directory\" or \"etcd\"")),
         }
-        let Some(endpoints) = self.endpoints else {
+        let Some(endpoints) = &self.endpoints else {
             return Err(src.error(self.backend.span(), "the etcd backend needs `endpoints`"));
         };
-        let endpoints = src.read(&endpoints, |list| {
+        let endpoints = src.read(endpoints, |list| {
             let ok = !list.is_empty()
                 && list
                     .iter()
@@ -809,6 +826,7 @@ impl RawState {
                 Err("must start with / and name something".to_owned())
             }
         })?;
+        let tls = self.tls(src, dir, &endpoints)?;
         let credentials = match (self.user, self.password_file) {
             (None, None) => None,
             (Some(user), Some(file)) => {
@@ -828,7 +846,56 @@ impl RawState {
             endpoints,
             prefix,
             credentials,
+            tls,
         })
+    }
+
+    /// `ca_file`, `cert_file` and `key_file`: required for `https://` endpoints, refused for
+    /// `http://` ones (a client certificate sent in clear would be no protection).
+    fn tls(
+        &self,
+        src: &Source<'_>,
+        dir: &Path,
+        endpoints: &[String],
+    ) -> Result<Option<EtcdTls>, ConfigError> {
+        let https = endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        let span = self.endpoints.as_ref().map_or(0..0, Spanned::span);
+        let Some(ca) = &self.ca_file else {
+            if https > 0 {
+                return Err(src.error(span, "https:// endpoints need `ca_file`"));
+            }
+            if let Some(file) = self.cert_file.as_ref().or(self.key_file.as_ref()) {
+                return Err(src.error(
+                    file.span(),
+                    "a client certificate needs `ca_file` and https:// endpoints",
+                ));
+            }
+            return Ok(None);
+        };
+        if https != endpoints.len() {
+            return Err(src.error(span, "with `ca_file`, every endpoint must be https://"));
+        }
+        let file = |raw: &Spanned<PathBuf>, kind| {
+            let path = dir.join(raw.get_ref());
+            src.pem_file(raw.span(), &path, kind).map(|_| path)
+        };
+        let ca_file = file(ca, PemFile::Certificates)?;
+        let client = match (&self.cert_file, &self.key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some((file(cert, PemFile::Certificates)?, file(key, PemFile::Key)?))
+            }
+            (Some(one), None) | (None, Some(one)) => {
+                return Err(src.error(
+                    one.span(),
+                    "give both `cert_file` and `key_file`, or neither",
+                ))
+            }
+        };
+        Ok(Some(EtcdTls { ca_file, client }))
     }
 }
 
@@ -1708,7 +1775,29 @@ mod tests {
                     endpoints: vec!["http://10.0.0.1:2379".into()],
                     prefix: "/gatehouse".into(),
                     credentials: None,
+                    tls: None,
                 }
+            );
+            // TLS: https endpoints and a CA go together; a client certificate needs both.
+            let with = |lines: &str| format!("{etcd}{lines}").replace("http://", "https://");
+            let e = refused(&with(""));
+            assert_eq!(at(&e), (4, "state.endpoints"), "{e}");
+            assert!(e.message.contains("need `ca_file`"), "{e}");
+            let e = refused(&format!("{etcd}cert_file = \"c.pem\"\n"));
+            assert_eq!(at(&e), (5, "state.cert_file"), "{e}");
+            let e = refused(&with("ca_file = \"ca.pem\"\ncert_file = \"c.pem\"\n"));
+            assert_eq!(at(&e), (6, "state.cert_file"), "{e}");
+            assert!(e.message.contains("both"), "{e}");
+            let tls = parsed(&with(
+                "ca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"c.key\"\n",
+            ));
+            let StateBackend::Etcd { tls: Some(tls), .. } = tls.state else {
+                panic!("no tls");
+            };
+            assert_eq!(tls.ca_file, Path::new("/etc/gatehouse/ca.pem"));
+            assert_eq!(
+                tls.client,
+                Some(("/etc/gatehouse/c.pem".into(), "/etc/gatehouse/c.key".into()))
             );
             let e = refused(
                 "state_dir = \"s\"\n[state]\nbackend = \"etcd\"\nendpoints = [\"10.0.0.1\"]\n",
