@@ -556,6 +556,79 @@ fn two_connectors_one_killed_mid_run() {
     assert!(start.elapsed() < Duration::from_secs(20));
 }
 
+/// A connector dies while requests wait for their answers: each GET (retry-safe, no body) is
+/// sent again through the other connector and answered; each POST is answered 502 and
+/// reached the back end at most once, never twice.
+#[test]
+fn requests_lost_with_a_connector_are_retried_if_safe_and_never_duplicated() {
+    let dir = temp_dir("lost-backend");
+    let log = dir.join("requests.jsonl");
+    let (_backend, port) = backend(Some(&log));
+    let mut stack = Stack::start("lost", &[passthrough_app("echo", port)], "");
+    stack.add_connector("c1", "default");
+    stack.add_connector("c2", "default");
+    stack.wait_ready(APP_HOST, "/echo/ready");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connections_to(stack.tunnel_port) != 8 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 12 GETs and 12 POSTs whose answers take 2 s, spread over both connectors' tunnels.
+    let request = |method: &str, id: String| {
+        let url = stack.url(APP_HOST, &format!("/slow-head?ms=2000&id={id}"));
+        let mut command = stack.curl_command(APP_HOST);
+        command.args(["-o", "/dev/null", "-w", "%{http_code}", "-X", method]);
+        if method == "POST" {
+            command.args(["--data-binary", "order"]);
+        }
+        let child = command
+            .arg(&url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        (method.to_owned(), id, child)
+    };
+    let inflight: Vec<_> = (0..12)
+        .flat_map(|i| {
+            [
+                request("GET", format!("g{i}")),
+                request("POST", format!("p{i}")),
+            ]
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    stack.connectors[0].kill();
+    let answered: Vec<(String, String, String)> = inflight
+        .into_iter()
+        .map(|(method, id, child)| (method, id, text(&child.wait_with_output().unwrap())))
+        .collect();
+    let log = std::fs::read_to_string(&log).unwrap();
+    let seen = |id: &str| log.matches(&format!("id={id}\"")).count();
+    let (mut retried, mut failed) = (0, 0);
+    for (method, id, status) in &answered {
+        if method == "GET" {
+            assert_eq!(status, "200", "GET {id}");
+            retried += usize::from(seen(id) == 2);
+        } else {
+            assert!(
+                matches!(status.as_str(), "200" | "502"),
+                "POST {id}: {status}"
+            );
+            assert!(
+                seen(id) <= 1,
+                "POST {id} reached the back end {} times",
+                seen(id)
+            );
+            failed += usize::from(status == "502");
+        }
+    }
+    eprintln!("connector killed: {retried} of 12 GETs retried, {failed} of 12 POSTs answered 502");
+    assert!(
+        retried > 0 && failed > 0,
+        "nothing was in flight on the killed connector"
+    );
+}
+
 #[test]
 fn connectors_come_back_after_a_service_restart() {
     let (mut stack, _backend, _log) = ready_stack("restart");

@@ -1477,12 +1477,11 @@ async fn proxy(
                 .await;
                 return After::Close;
             }
-            StreamEvent::Reset(code) => {
-                let (status, title, detail) = reset_page(code);
-                page(conn, outcome, hsts, status, title, detail, &p.request_id).await;
-                return (keep_alive && p.body == BodyKind::Empty).into();
-            }
-            StreamEvent::Refused | StreamEvent::Closed => {
+            // The tunnel ended under the request (the connector or its instance died): a
+            // request that is safe to repeat goes to another tunnel, any other fails cleanly.
+            StreamEvent::Refused
+            | StreamEvent::Closed
+            | StreamEvent::Reset(Code::CONNECTION_LOST) => {
                 let refused = matches!(event, StreamEvent::Refused);
                 let retry =
                     attempts < RETRIES && p.body == BodyKind::Empty && (refused || p.idempotent);
@@ -1496,6 +1495,11 @@ async fn proxy(
                 }
                 page(conn, outcome, hsts, 502, "Connector connection lost", &format!("The connection to the connector of group \"{}\" was lost before the application answered.", snapshot.config.apps[p.app].group), &p.request_id).await;
                 return After::Close;
+            }
+            StreamEvent::Reset(code) => {
+                let (status, title, detail) = reset_page(code);
+                page(conn, outcome, hsts, status, title, detail, &p.request_id).await;
+                return (keep_alive && p.body == BodyKind::Empty).into();
             }
             StreamEvent::Data(_) | StreamEvent::End => {
                 page(

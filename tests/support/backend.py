@@ -188,7 +188,7 @@ class Handler(BaseHTTPRequestHandler):
         if get and len(parts) == 3 and parts[1] == "status" and parts[2].isdigit() \
                 and 200 <= int(parts[2]) <= 599:
             return self._send(int(parts[2]))
-        if get and path == "/slow-head":
+        if path == "/slow-head":
             time.sleep(int(q.get("ms", ["0"])[0]) / 1000.0)
             return self._send(200, b"slow\n")
         if get and path == "/drip":

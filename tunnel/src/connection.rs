@@ -298,7 +298,7 @@ impl Connection {
         }
         if now >= self.last_heard + self.config.dead_after {
             self.error = Some(ConnectionError::Timeout);
-            self.fail_all_streams(Code::CANCEL);
+            self.fail_all_streams(Code::CONNECTION_LOST);
             return Err(ConnectionError::Timeout);
         }
         let quiet_since = self
@@ -319,7 +319,7 @@ impl Connection {
     pub fn handle_transport_closed(&mut self) {
         if self.error.is_none() {
             self.error = Some(ConnectionError::TransportClosed);
-            self.fail_all_streams(Code::CANCEL);
+            self.fail_all_streams(Code::CONNECTION_LOST);
             self.outbox.clear();
         }
     }

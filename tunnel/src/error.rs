@@ -31,6 +31,10 @@ impl Code {
     pub const UPSTREAM_UNREACHABLE: Code = Code(0x101);
     /// The internal application did not answer in time (connector side).
     pub const UPSTREAM_TIMEOUT: Code = Code(0x102);
+    /// Local only, never sent: the tunnel connection ended (its transport closed, or the peer
+    /// stopped answering) before the stream did. The peer may or may not have processed what
+    /// was sent, so only a request that is safe to repeat may be tried again elsewhere.
+    pub const CONNECTION_LOST: Code = Code(0x1ff);
     /// The internal application sent a response that could not be framed.
     pub const UPSTREAM_PROTOCOL: Code = Code(0x103);
 
@@ -49,6 +53,7 @@ impl Code {
             Code::UPSTREAM_UNREACHABLE => "UPSTREAM_UNREACHABLE",
             Code::UPSTREAM_TIMEOUT => "UPSTREAM_TIMEOUT",
             Code::UPSTREAM_PROTOCOL => "UPSTREAM_PROTOCOL",
+            Code::CONNECTION_LOST => "CONNECTION_LOST",
             _ => return None,
         })
     }

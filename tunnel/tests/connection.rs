@@ -371,8 +371,13 @@ fn a_silent_peer_gets_pinged_then_declared_dead() {
         "noticed within {:?}",
         config.dead_after
     );
-    assert!(
-        matches!(p.service.conn.poll_event(), Some(Event::Reset { stream, .. }) if stream == id)
+    // Failed with the local code that says the connection, not the peer, ended it.
+    assert_eq!(
+        p.service.conn.poll_event(),
+        Some(Event::Reset {
+            stream: id,
+            code: Code::CONNECTION_LOST
+        })
     );
 }
 
