@@ -493,20 +493,26 @@ fn no_connector_online_names_the_group_and_back_end_errors_are_pages() {
     drop(backend);
 }
 
-#[test]
-fn two_connectors_one_killed_mid_run() {
-    let dir = temp_dir("failover-backend");
-    let (_backend, port) = backend(Some(&dir.join("log")));
-    let mut stack = Stack::start("failover", &[passthrough_app("echo", port)], "");
+/// The echo app (its back end logging requests) served by two connectors, both holding
+/// their share on every worker: 2 workers x 2 tunnels each, so 8 tunnels in all (the dialing
+/// stops once every worker is covered).
+fn two_connector_stack(name: &str) -> (Stack, Proc, std::path::PathBuf) {
+    let log = temp_dir(&format!("{name}-backend")).join("requests.jsonl");
+    let (backend, port) = backend(Some(&log));
+    let mut stack = Stack::start(name, &[passthrough_app("echo", port)], "");
     stack.add_connector("c1", "default");
     stack.add_connector("c2", "default");
     stack.wait_ready(APP_HOST, "/echo/ready");
-    // Both connectors hold their share on every worker: 2 workers x 2 tunnels each, so
-    // 8 tunnels in all, and no more (the dialing stops once every worker is covered).
     let deadline = Instant::now() + Duration::from_secs(10);
     while connections_to(stack.tunnel_port) != 8 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
+    (stack, backend, log)
+}
+
+#[test]
+fn two_connectors_one_killed_mid_run() {
+    let (mut stack, _backend, _log) = two_connector_stack("failover");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         connections_to(stack.tunnel_port),
@@ -561,17 +567,7 @@ fn two_connectors_one_killed_mid_run() {
 /// reached the back end at most once, never twice.
 #[test]
 fn requests_lost_with_a_connector_are_retried_if_safe_and_never_duplicated() {
-    let dir = temp_dir("lost-backend");
-    let log = dir.join("requests.jsonl");
-    let (_backend, port) = backend(Some(&log));
-    let mut stack = Stack::start("lost", &[passthrough_app("echo", port)], "");
-    stack.add_connector("c1", "default");
-    stack.add_connector("c2", "default");
-    stack.wait_ready(APP_HOST, "/echo/ready");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while connections_to(stack.tunnel_port) != 8 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut stack, _backend, log) = two_connector_stack("lost");
     // 12 GETs and 12 POSTs whose answers take 2 s, spread over both connectors' tunnels.
     let request = |method: &str, id: String| {
         let url = stack.url(APP_HOST, &format!("/slow-head?ms=2000&id={id}"));
