@@ -91,12 +91,29 @@ fn a_connector_keeps_tunnels_to_every_live_instance() {
         "a new instance served through the connector {:?} after it started",
         started.elapsed()
     );
-    // An instance killed outright: the others serve on.
+    // An instance killed outright: the others serve on, and it leaves the instance list
+    // (what connectors are told to dial) once its lease runs out.
+    let store =
+        gatehouse_service::etcd::EtcdStore::connect(&gatehouse_service::etcd::EtcdSettings {
+            endpoints: vec![endpoint.clone()],
+            prefix: "/gh/every".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(store.list("instances/").unwrap().len(), 3);
     let mut c = c;
     c.service.as_mut().unwrap().kill();
+    let killed = Instant::now();
     for stack in [&a, &b] {
         assert_eq!(stack.status(APP_HOST, "/echo/after-kill"), "200");
     }
+    while store.list("instances/").unwrap().len() != 2 {
+        assert!(killed.elapsed() < Duration::from_secs(10), "still listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = killed.elapsed();
+    eprintln!("a SIGKILLed instance left the instance list after {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
 /// Two instances sharing etcd under `prefix`, each publishing the preauth app `app` at
