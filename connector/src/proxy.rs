@@ -399,11 +399,23 @@ async fn exchange<T: Transport + Splittable + 'static>(
         fields_out.clear();
         let head = conn
             .read_response_head(Some(deadline), |h| {
+                let body_type = translated_body(app, &h.fields);
                 for f in h.fields.as_slice() {
                     if is_response_hop(f.name) {
                         continue;
                     }
+                    // A translated body's bytes are not the back end's: its validator can
+                    // only be weak (still good for If-None-Match, never for If-Match). A 304
+                    // may not name its type: with translation on, it is weakened too, as
+                    // the 200 it revalidates was.
+                    let translated = body_type.is_some() || app.translate_body && h.status == 304;
+                    let weaken = translated
+                        && f.name.eq_ignore_ascii_case(b"etag")
+                        && !f.value.starts_with(b"W/");
                     fields_out.push(f.name, |out| {
+                        if weaken {
+                            out.extend_from_slice(b"W/");
+                        }
                         translate_field(f.name, f.value, app, mapping_parts, out)
                     });
                 }
@@ -413,12 +425,7 @@ async fn exchange<T: Transport + Splittable + 'static>(
                         fields_out.push(b"Upgrade", |out| out.extend_from_slice(v));
                     }
                 }
-                (
-                    h.status,
-                    h.body(method),
-                    h.reusable(method),
-                    translated_body(app, &h.fields),
-                )
+                (h.status, h.body(method), h.reusable(method), body_type)
             })
             .await;
         match head {
@@ -454,8 +461,9 @@ async fn exchange<T: Transport + Splittable + 'static>(
         (_, BodyKind::Length(n)) => BodyLength::Known(n),
         (_, BodyKind::Chunked | BodyKind::CloseDelimited) => BodyLength::Streamed,
     };
-    // HEAD and 304 answers carry the length the back end announced, with no body.
-    let announced = (method.head || status == 304)
+    // HEAD and 304 answers carry the length the back end announced, with no body; not for a
+    // translated body, whose length is known only once it has been translated.
+    let announced = (body_type.is_none() && (method.head || status == 304))
         .then(|| {
             fields_out
                 .iter()
