@@ -450,15 +450,12 @@ fn apps(command: AppsCommand) -> anyhow::Result<()> {
                 checked.apps.len()
             );
         }
-        AppsCommand::Show { .. } => {
-            // A command-line process has no watch running yet: ask the store directly.
-            match state.read_apps()? {
-                Some((text, revision)) => println!("# revision {revision}\n{text}"),
-                None => {
-                    println!("# no app document published: apps come from each instance's file")
-                }
+        AppsCommand::Show { .. } => match state.shared_apps() {
+            Some((text, revision)) => println!("# revision {revision}\n{text}"),
+            None => {
+                println!("# no app document published: apps come from each instance's file")
             }
-        }
+        },
     }
     Ok(())
 }

@@ -205,9 +205,8 @@ pub(crate) async fn administrator(
     let digest = ring::digest::digest(&ring::digest::SHA256, id_token.as_bytes());
     let key: [u8; 32] = digest.as_ref().try_into().unwrap_or([0; 32]);
     // In the control state, so the token enrols once across all instances.
-    let shared = worker.shared.clone();
-    let (expires, digest) = (claims.exp, key);
-    match crate::control::off_worker(move || shared.control.use_once(&digest, expires, now)).await {
+    let (shared, expires) = (worker.shared.clone(), claims.exp);
+    match crate::control::off_worker(move || shared.control.use_once(&key, expires, now)).await {
         Some(Ok(true)) => {}
         Some(Ok(false)) => {
             return Err((

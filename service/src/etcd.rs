@@ -79,7 +79,7 @@ pub struct EtcdStore {
 }
 
 /// Connection settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct EtcdSettings {
     /// `http://host:port` of each member.
     pub endpoints: Vec<String>,
@@ -93,12 +93,32 @@ pub struct EtcdSettings {
 
 /// TLS settings, PEM text: the roots of the members' certificates, and a client certificate
 /// chain and key when etcd checks them.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct EtcdTlsPem {
     /// CA certificates.
     pub ca: String,
     /// Certificate chain and private key.
     pub client: Option<(String, String)>,
+}
+
+// Both by hand: a password or a private key must never reach a log through `{:?}`.
+impl std::fmt::Debug for EtcdSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSettings")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for EtcdTlsPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTlsPem")
+            .field("client_certificate", &self.client.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EtcdStore {
@@ -640,6 +660,29 @@ impl EtcdState {
         }
     }
 
+    /// Sets `name` to `change(current text)` in one compare-and-swap, read again and retried
+    /// when another writer came in between; the new text and its revision.
+    fn replace(
+        &self,
+        name: &str,
+        change: impl Fn(String) -> Result<String, crate::ServiceError>,
+    ) -> Result<(String, i64), crate::ServiceError> {
+        loop {
+            let (current, revision) = match self.store.get_versioned(name).map_err(store_error)? {
+                Some((value, revision)) => (String::from_utf8_lossy(&value).into_owned(), revision),
+                None => (String::new(), 0),
+            };
+            let next = change(current)?;
+            let written = self
+                .store
+                .put_if_unchanged(name, next.as_bytes(), revision)
+                .map_err(store_error)?;
+            if let Some(revision) = written {
+                return Ok((next, revision));
+            }
+        }
+    }
+
     /// The store underneath (for watches of the prefixes above).
     pub fn store(&self) -> &EtcdStore {
         &self.store
@@ -875,25 +918,12 @@ impl crate::ControlState for EtcdState {
         &self,
         change: &crate::state::KeyChange<'_>,
     ) -> Result<String, crate::ServiceError> {
-        // Read, change, write back only if nobody wrote in between; else read again.
-        loop {
-            let (current, revision) = match self.store.get_versioned(COOKIE_KEYS) {
-                Ok(Some((value, revision))) => {
-                    (String::from_utf8_lossy(&value).into_owned(), revision)
-                }
-                Ok(None) => (self.cookie_keys()?, 0),
-                Err(e) => return Err(store_error(e)),
-            };
-            let next = change(&current)
-                .map_err(|e| crate::ServiceError::Ca(format!("cookie keys: {e}")))?;
-            let written = self
-                .store
-                .put_if_unchanged(COOKIE_KEYS, next.as_bytes(), revision)
-                .map_err(store_error)?;
-            if written.is_some() {
-                return Ok(next);
-            }
-        }
+        // The keys exist before they change (created once, like the CA).
+        self.cookie_keys()?;
+        let (next, _) = self.replace(COOKIE_KEYS, |current| {
+            change(&current).map_err(|e| crate::ServiceError::Ca(format!("cookie keys: {e}")))
+        })?;
+        Ok(next)
     }
 
     fn shared_apps(&self) -> Option<(String, u64)> {
@@ -902,21 +932,8 @@ impl crate::ControlState for EtcdState {
         Some((String::from_utf8_lossy(text).into_owned(), *revision as u64))
     }
 
-    fn read_apps(&self) -> Result<Option<(String, u64)>, crate::ServiceError> {
-        Ok(self
-            .store
-            .get_versioned(APPS)
-            .map_err(store_error)?
-            .map(|(text, revision)| (String::from_utf8_lossy(&text).into_owned(), revision as u64)))
-    }
-
     fn publish_apps(&self, text: &str) -> Result<u64, crate::ServiceError> {
-        self.store.put(APPS, text.as_bytes()).map_err(store_error)?;
-        let (_, revision) = self
-            .store
-            .get_versioned(APPS)
-            .map_err(store_error)?
-            .unwrap_or_default();
+        let (_, revision) = self.replace(APPS, |_| Ok(text.to_owned()))?;
         Ok(revision as u64)
     }
 

@@ -101,11 +101,7 @@ pub fn unix_now() -> u64 {
 #[derive(Debug)]
 pub(crate) struct Snapshot {
     pub(crate) config: ServiceConfig,
-    /// What CONFIG frames carry: the revision of the app document in the store (high half;
-    /// 0 while the apps come from the configuration file) and this instance's reload count
-    /// (low half). Instances that share a store agree on the high half, so a connector that
-    /// hears from several never goes back to older apps.
-    pub(crate) version: u64,
+    /// Revision of the app document in the store the apps come from (0: the file's).
     apps_revision: u64,
     reloads: u32,
     /// Connectors that may hold tunnels (registered and not revoked).
@@ -117,6 +113,13 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
+    /// What CONFIG frames carry: the app document's revision (high half) and this instance's
+    /// reload count (low half). Instances that share a store agree on the high half, so a
+    /// connector that hears from several never goes back to older apps.
+    pub(crate) fn version(&self) -> u64 {
+        self.apps_revision << 32 | u64::from(self.reloads)
+    }
+
     /// `config` (with apps at `apps_revision`) after `reloads` reloads, with the connector
     /// registry and the instance list as `control` has them now.
     fn read(
@@ -129,7 +132,6 @@ impl Snapshot {
         Snapshot {
             allowed: allowed_connectors(control),
             instances: control.instances(),
-            version: apps_revision << 32 | u64::from(reloads),
             apps_revision,
             reloads,
             config,

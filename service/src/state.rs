@@ -190,10 +190,6 @@ pub trait ControlState: Send + Sync {
     fn shared_apps(&self) -> Option<(String, u64)> {
         None
     }
-    /// The app document as the store has it now (asked, not cached: for the command line).
-    fn read_apps(&self) -> Result<Option<(String, u64)>, ServiceError> {
-        Ok(None)
-    }
     /// Publishes the app document `text` (already checked) to every instance; its new
     /// revision.
     fn publish_apps(&self, _text: &str) -> Result<u64, ServiceError> {
@@ -206,11 +202,6 @@ pub trait ControlState: Send + Sync {
     /// Marks the credential with SHA-256 `hash` used until `expires` (Unix seconds): true for
     /// exactly one caller across all workers and instances (an ID token enrols once).
     fn use_once(&self, hash: &[u8; 32], expires: u64, now: u64) -> Result<bool, ServiceError>;
-    /// The key ring of [`ControlState::cookie_keys`].
-    fn cookie_keyring(&self) -> Result<gatehouse_core::Keyring, ServiceError> {
-        gatehouse_core::cookie::keyfile::from_text(&self.cookie_keys()?)
-            .map_err(|e| ServiceError::Ca(format!("cookie keys: {e}")))
-    }
     /// The key that signs identity assertions, created on first use (shared, so back ends
     /// trust what any instance asserts).
     fn assertion_signer(&self) -> Result<gatehouse_core::Es256Signer, ServiceError>;
@@ -529,17 +520,8 @@ impl ControlState for StateDir {
     }
 
     fn cookie_keys(&self) -> Result<String, ServiceError> {
-        let path = self.path.join(COOKIE_KEYS);
-        let failed = |e: &dyn std::fmt::Display| ServiceError::Ca(format!("cookie keys: {e}"));
-        let first = gatehouse_core::cookie::keyfile::first().map_err(|e| failed(&e))?;
-        match secret_file::create_new(&path, first.as_bytes()) {
-            Ok(()) => Ok(first),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let bytes = secret_file::read(&path).map_err(|e| ServiceError::io(&path, e))?;
-                String::from_utf8(bytes).map_err(|e| failed(&e))
-            }
-            Err(e) => Err(ServiceError::io(&path, e)),
-        }
+        gatehouse_core::cookie::keyfile::load_or_create_text(&self.path.join(COOKIE_KEYS))
+            .map_err(|e| ServiceError::Ca(format!("cookie keys: {e}")))
     }
 
     fn change_cookie_keys(&self, change: &KeyChange<'_>) -> Result<String, ServiceError> {
@@ -681,7 +663,8 @@ mod tests {
             .change_cookie_keys(&|text| Ok(keyfile::rotated(text)?.0))
             .unwrap();
         assert_eq!(state.cookie_keys().unwrap(), rotated);
-        let ids: Vec<u8> = state.cookie_keyring().unwrap().key_ids().collect();
+        let ring = keyfile::from_text(&state.cookie_keys().unwrap()).unwrap();
+        let ids: Vec<u8> = ring.key_ids().collect();
         assert_eq!(ids, [2, 1]);
         assert_ne!(
             state.registry_stamp(),

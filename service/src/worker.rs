@@ -161,7 +161,7 @@ impl Worker {
         }
         self.generation.set(generation);
         let snapshot = self.shared.snapshot();
-        let config_changed = snapshot.version != self.snapshot.borrow().version;
+        let config_changed = snapshot.version() != self.snapshot.borrow().version();
         *self.snapshot.borrow_mut() = Rc::new(snapshot.clone());
         let now = unix_now();
         let mut tunnels = self.tunnels.borrow_mut();
@@ -181,7 +181,7 @@ impl Worker {
                     doc.connector_id = t.connector_id.clone();
                     let _ = t.mux.handle().with(|c| {
                         c.send_config(ConfigFrame {
-                            version: snapshot.version,
+                            version: snapshot.version(),
                             document: serde_json::to_vec(&doc).unwrap_or_default().into(),
                         })
                     });
@@ -214,7 +214,7 @@ pub(crate) fn config_document(
 ) -> ConnectorConfig {
     let config = &snapshot.config;
     ConnectorConfig {
-        version: snapshot.version,
+        version: snapshot.version(),
         connector_id: connector_id.to_owned(),
         group: group.to_owned(),
         renew_after_secs: config.renewal_age.as_secs(),
@@ -491,7 +491,7 @@ async fn serve_tunnel(tls: TlsStream<TcpStream>, peer: std::net::SocketAddr, wor
     let doc = config_document(&snapshot, &identity.group, &identity.id);
     let _ = mux.handle().with(|c| {
         c.send_config(ConfigFrame {
-            version: snapshot.version,
+            version: snapshot.version(),
             document: serde_json::to_vec(&doc).unwrap_or_default().into(),
         })
     });

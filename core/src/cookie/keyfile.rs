@@ -14,19 +14,27 @@ const HEADER: &str = "# Gatehouse session cookie keys: `<id 0-255> <64 hex digit
 # new id on top, and delete the old line once sessions sealed with it have expired.\n";
 
 pub(super) fn load_or_create(path: &Path) -> Result<Keyring, KeyringError> {
-    let text = first()?;
-    match secret_file::create_new(path, text.as_bytes()) {
-        Ok(()) => from_text(&text),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => load(path),
-        Err(e) => Err(io_error(path, e)),
-    }
+    from_text(&load_or_create_text(path)?)
 }
 
-fn load(path: &Path) -> Result<Keyring, KeyringError> {
-    let bytes = secret_file::read(path).map_err(|e| io_error(path, e))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| io_error(path, std::io::Error::new(ErrorKind::InvalidData, e)))?;
-    Keyring::new(&parse(&text)?)
+/// The text of the key file at `path`, created (mode 0600) with one fresh key when it does
+/// not exist.
+pub fn load_or_create_text(path: &Path) -> Result<String, KeyringError> {
+    let read = || {
+        let bytes = secret_file::read(path)?;
+        String::from_utf8(bytes).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+    };
+    match read() {
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        other => return other.map_err(|e| io_error(path, e)),
+    }
+    let text = first()?;
+    match secret_file::create_new(path, text.as_bytes()) {
+        Ok(()) => Ok(text),
+        // Another process created it in between: theirs counts.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => read().map_err(|e| io_error(path, e)),
+        Err(e) => Err(io_error(path, e)),
+    }
 }
 
 /// The keys of a key file, in file order.
@@ -59,13 +67,12 @@ pub(super) fn parse(text: &str) -> Result<Vec<(u8, [u8; KEY_LEN])>, KeyringError
 /// kept after it (they still open), and the new key's id: one more than the current key's,
 /// skipping ids in use.
 pub fn rotated(text: &str) -> Result<(String, u8), KeyringError> {
-    let keys = parse(text)?;
+    let mut keys = parse(text)?;
     let current = keys.first().map_or(0, |(id, _)| *id);
     let id = (1..=255u16)
         .map(|step| current.wrapping_add(step as u8))
         .find(|id| keys.iter().all(|(used, _)| used != id))
         .ok_or(KeyringError::Full)?;
-    let mut keys = keys;
     keys.insert(0, (id, Keyring::generate_key()?));
     Ok((render(&keys), id))
 }
